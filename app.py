@@ -1,0 +1,11 @@
+"""Entry point: ``python app.py`` serves; ``app`` is the WSGI app for flask and gunicorn."""
+
+import sys
+
+from ringsum import create_app
+from ringsum.server import main
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+app = create_app()

@@ -1,0 +1,87 @@
+"""The one place that turns errors into RFC 9457 ``application/problem+json`` answers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from .storage import KeyLimitReached, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MIMETYPE = "application/problem+json"
+
+# RFC 9110 names, where Python's table still has the older ones.
+_TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+
+# What to tell the user for the errors Werkzeug raises on its own.
+_DETAILS = {
+    404: "no such endpoint: see GET /openapi.json for the ones there are",
+    405: "this endpoint does not take {method}: the Allow header lists the methods it takes",
+    413: "the body is larger than RINGSUM_MAX_BODY ({limit} bytes): send less, or split a batch",
+    500: "the server failed to answer this request; it has been logged",
+}
+
+
+class Problem(Exception):
+    """An error meant for the client: its status, and a detail that says what to change."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def bad_request(detail: str) -> Problem:
+    return Problem(400, detail)
+
+
+def unprocessable(detail: str) -> Problem:
+    return Problem(422, detail)
+
+
+def problem_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    title = _TITLES.get(status) or HTTPStatus(status).phrase
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    return Response(body, status, headers=headers, mimetype=PROBLEM_MIMETYPE)
+
+
+def _from_problem(error: Problem) -> Response:
+    return problem_response(error.status, error.detail, error.headers)
+
+
+def _from_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    template = _DETAILS.get(status)
+    if template:
+        detail = template.format(method=request.method, limit=request.max_content_length)
+    else:
+        detail = error.description or HTTPStatus(status).description
+    headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+    return problem_response(status, detail, headers)
+
+
+def _from_key_limit(error: KeyLimitReached) -> Response:
+    return problem_response(507, f"{error}; wait for keys to age out, delete some, or raise the limit")
+
+
+def _from_unavailable(error: StorageUnavailable) -> Response:
+    return problem_response(503, f"storage is unreachable ({error}); retry shortly", {"Retry-After": "1"})
+
+
+def _from_unexpected(error: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return problem_response(500, _DETAILS[500])
+
+
+def register_problem_handlers(app: Flask) -> None:
+    app.register_error_handler(Problem, _from_problem)
+    app.register_error_handler(HTTPException, _from_http_exception)
+    app.register_error_handler(KeyLimitReached, _from_key_limit)
+    app.register_error_handler(StorageUnavailable, _from_unavailable)
+    app.register_error_handler(Exception, _from_unexpected)

@@ -1,0 +1,73 @@
+"""The storage interface every backend implements, and the errors it may raise."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class StorageError(Exception):
+    """Base of the errors the API turns into problem responses."""
+
+
+class KeyLimitReached(StorageError):
+    """Recording would hold more live keys than RINGSUM_MAX_KEYS (-> 507)."""
+
+
+class StorageUnavailable(StorageError):
+    """The backend cannot be reached right now (-> 503 with Retry-After)."""
+
+
+@dataclass(frozen=True)
+class Series:
+    """Step sums, oldest first; ``start_us`` is the start of the first step."""
+
+    start_us: int
+    step_us: int
+    sums: list[int]
+
+
+@dataclass(frozen=True)
+class StorageStats:
+    """What /metrics reports about the data held."""
+
+    keys: int
+    entries: int
+
+
+class Storage(ABC):
+    """Rolling sums per key. Values are already-rounded integers; times come from the
+    backend's own clock, so callers never pass one."""
+
+    @abstractmethod
+    def record(self, key: str, value: int) -> None: ...
+
+    @abstractmethod
+    def record_many(self, events: Sequence[tuple[str, int]]) -> None:
+        """All or nothing: either every event is recorded or none is."""
+
+    @abstractmethod
+    def total(self, key: str, window_us: int | None = None) -> int:
+        """The sum over the window, or over a shorter one (a whole number of ticks)."""
+
+    @abstractmethod
+    def series(self, key: str, step_us: int) -> Series: ...
+
+    @abstractmethod
+    def keys(self, prefix: str = "", limit: int = 1000) -> list[tuple[str, int]]:
+        """Live keys starting with ``prefix``, sorted, with their sums."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise StorageUnavailable unless the backend answers."""
+
+    @abstractmethod
+    def stats(self) -> StorageStats: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release resources; memory storage writes its snapshot here."""

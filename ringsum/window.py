@@ -1,0 +1,88 @@
+"""The rolling-sum data structure: no clock, no lock, no I/O.
+
+Time is an integer count of microseconds, so window boundaries are exact. A value
+recorded at time t lands in slot ``t // slot_us``; it counts while
+``current_slot - slot <= span`` where ``span = window // slot_us``. Exact mode is
+simply a slot of one microsecond: then the rule reads ``now - t <= window``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+
+class RollingSum:
+    """Entries ``[slot, subtotal]`` oldest first plus an exact running total.
+
+    Adds merge into the newest entry when they share its slot, so tick mode holds at
+    most ``span + 1`` entries whatever the event rate; eviction pops from the left,
+    so adds and totals are O(1) amortised.
+    """
+
+    __slots__ = ("_entries", "_slot_us", "_span", "_total")
+
+    def __init__(self, window_us: int, resolution_us: int) -> None:
+        self._slot_us = resolution_us or 1
+        self._span = window_us // self._slot_us
+        self._entries: deque[list[int]] = deque()
+        self._total = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, value: int, now_us: int) -> None:
+        slot = now_us // self._slot_us
+        entries = self._entries
+        if entries and entries[-1][0] >= slot:
+            # Same slot, or the wall clock stepped back: keep the deque ordered by
+            # booking the value in the newest slot rather than in the past.
+            entries[-1][1] += value
+        else:
+            entries.append([slot, value])
+        self._total += value
+
+    def evict(self, now_us: int) -> int:
+        """Drop the entries that have left the window; return how many."""
+        oldest_kept = now_us // self._slot_us - self._span
+        entries = self._entries
+        dropped = 0
+        while entries and entries[0][0] < oldest_kept:
+            self._total -= entries.popleft()[1]
+            dropped += 1
+        return dropped
+
+    def total(self, now_us: int, window_us: int | None = None) -> int:
+        """Sum over the window, or over a shorter one rounded up to whole slots."""
+        self.evict(now_us)
+        if window_us is None:
+            return self._total
+        oldest_kept = now_us // self._slot_us - -(-window_us // self._slot_us)
+        subtotal = 0
+        for slot, value in reversed(self._entries):
+            if slot < oldest_kept:
+                break
+            subtotal += value
+        return subtotal
+
+    def series(self, now_us: int, step_us: int) -> tuple[int, list[int]]:
+        """Cut the window into steps aligned to multiples of ``step_us``.
+
+        Returns the start of the oldest step (µs) and one sum per step, oldest first:
+        ``ceil(window / step) + 1`` steps, enough to hold every live slot, so the steps
+        always add up to ``total(now_us)``. ``step_us`` must be a whole number of slots.
+        """
+        self.evict(now_us)
+        step_slots = step_us // self._slot_us
+        current = now_us // self._slot_us // step_slots
+        count = -(-self._span // step_slots) + 1
+        first = current - count + 1
+        sums = [0] * count
+        for slot, value in self._entries:
+            sums[min(slot // step_slots, current) - first] += value
+        return first * step_us, sums
+
+    def entries(self) -> Iterator[tuple[int, int]]:
+        """``(time_us, subtotal)`` pairs, oldest first, for snapshots."""
+        for slot, value in self._entries:
+            yield slot * self._slot_us, value
