@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask
 
 from .config import ConfigError, Settings, load_settings, raw_settings
+from .inputs import BodyLimitedRequest
 from .problems import register_problem_handlers
 from .storage import open_storage
 
@@ -16,15 +17,23 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, clock: Callable[[]
     """Build the app. ``overrides`` take the place of RINGSUM_* environment variables;
     ``clock`` (epoch µs) replaces the storage's clock, for tests."""
     settings = load_settings(overrides)
-    app = Flask(__name__)
+    # The dashboard blueprint serves its own files; no app-wide /static/ besides.
+    app = Flask(__name__, static_folder=None)
+    # Merged slashes would answer /metric//x with a redirect Flask renders as HTML;
+    # unmerged, such a path simply matches no route: a 404 problem.
+    app.url_map.merge_slashes = False
+    app.request_class = BodyLimitedRequest
     app.config.update(raw_settings(overrides))
     app.config.update(RINGSUM_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body)
     app.extensions["ringsum.storage"] = open_storage(settings, clock=clock)
 
-    from . import api
+    from . import api, auth, dashboard, observability
 
     register_problem_handlers(app)
+    observability.init_app(app)  # first: its timer starts before any other hook runs
+    auth.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(dashboard.bp)
     return app
 
 

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from flask import Blueprint, Response, current_app, request
 
-from .inputs import parse_key, parse_value_body
+from .config import Settings
+from .inputs import (
+    parse_batch_body,
+    parse_key,
+    parse_limit_param,
+    parse_prefix_param,
+    parse_step_param,
+    parse_value_body,
+    parse_window_param,
+)
+from .observability import count_recorded
 from .storage import Storage
 
 bp = Blueprint("api", __name__)
@@ -15,6 +28,17 @@ _EMPTY_OBJECT = b"{}"
 
 def storage() -> Storage:
     return current_app.extensions["ringsum.storage"]
+
+
+def settings() -> Settings:
+    return current_app.config["RINGSUM_SETTINGS"]
+
+
+def _query_param(name: str) -> str | None:
+    """``request.args.get(name)``, without parsing the usual empty query string: this
+    is on the hot path of GET .../sum, and proxies and parsing cost microseconds."""
+    current = request._get_current_object()
+    return current.args.get(name) if current.environ.get("QUERY_STRING") else None
 
 
 def _json(body: bytes, status: int = 200) -> Response:
@@ -29,10 +53,66 @@ def record(key: str) -> Response:
     key = parse_key(key)
     value = parse_value_body(request.get_data(cache=False))
     storage().record(key, value)
+    count_recorded(1)
     return _json(_EMPTY_OBJECT)
 
 
 @bp.get("/metric/<key>/sum")
 def total(key: str) -> Response:
     key = parse_key(key)
-    return _json(b'{"value": %d}' % storage().total(key))
+    window = _query_param("window")
+    if window is None:
+        return _json(b'{"value": %d}' % storage().total(key))
+    window_us = parse_window_param(window, settings().window_us, settings().slot_us)
+    return _json(b'{"value": %d}' % storage().total(key, window_us))
+
+
+@bp.post("/metric")
+def record_batch() -> Response:
+    events = parse_batch_body(request.get_data(cache=False))
+    if events:  # an empty batch needs no storage, not even a reachable one
+        storage().record_many(events)
+        count_recorded(len(events))
+    return _json(b'{"recorded": %d}' % len(events))
+
+
+@bp.get("/metric")
+def list_metrics() -> Response:
+    prefix = parse_prefix_param(request.args.get("prefix"))
+    limit = parse_limit_param(request.args.get("limit"))
+    metrics = [{"key": key, "value": value} for key, value in storage().keys(prefix, limit)]
+    return _json(json.dumps({"metrics": metrics}).encode())
+
+
+@bp.delete("/metric/<key>")
+@bp.delete("/metric/<key>/")
+def delete(key: str) -> Response:
+    storage().delete(parse_key(key))
+    response = Response(status=204)
+    del response.headers["Content-Type"]  # no content, so no content type
+    return response
+
+
+@bp.get("/metric/<key>/series")
+def series(key: str) -> Response:
+    key = parse_key(key)
+    step_us = parse_step_param(request.args.get("step"), settings().window_us, settings().slot_us)
+    found = storage().series(key, step_us)
+    points = ",".join(
+        f"[{_seconds(found.start_us + index * step_us)},{total}]" for index, total in enumerate(found.sums)
+    )
+    return _json(f'{{"step": {_seconds(step_us)}, "points": [{points}]}}'.encode())
+
+
+def _seconds(micros: int) -> str:
+    """Microseconds as exact decimal seconds: an integer when whole, like 60 or 0.5."""
+    whole, fraction = divmod(micros, 1_000_000)
+    return str(whole) if not fraction else f"{whole}.{fraction:06d}".rstrip("0")
+
+
+_OPENAPI = (Path(__file__).parent / "openapi.json").read_bytes()
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return _json(_OPENAPI)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .storage import SCHEMES
+from .storage import SCHEMES, check_storage_uri, redacted_uri
 from .units import format_duration, parse_duration_us, parse_size
 
 
@@ -28,6 +28,7 @@ class Settings:
     max_body: int
     api_token: str | None
     snapshot_path: str | None
+    redis_timeout_us: int
 
     @property
     def slot_us(self) -> int:
@@ -43,6 +44,7 @@ DEFAULTS: dict[str, str] = {
     "RINGSUM_MAX_BODY": "1MiB",
     "RINGSUM_API_TOKEN": "",
     "RINGSUM_SNAPSHOT_PATH": "",
+    "RINGSUM_REDIS_TIMEOUT": "1s",
 }
 
 
@@ -89,8 +91,14 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
     storage_uri = str(raw["RINGSUM_STORAGE_URI"]).strip()
     if storage_uri.partition("://")[0] not in SCHEMES or "://" not in storage_uri:
         raise ConfigError(
-            "RINGSUM_STORAGE_URI", storage_uri, f"a URI starting with {' or '.join(s + '://' for s in SCHEMES)}"
+            "RINGSUM_STORAGE_URI",
+            redacted_uri(storage_uri),
+            f"a URI starting with {' or '.join(s + '://' for s in SCHEMES)}",
         )
+    try:
+        check_storage_uri(storage_uri)
+    except ValueError as error:
+        raise ConfigError("RINGSUM_STORAGE_URI", redacted_uri(storage_uri), f"a URI that works ({error})") from None
     max_keys = _read("RINGSUM_MAX_KEYS", raw["RINGSUM_MAX_KEYS"], _positive_int, "a whole number of keys, at least 1")
     max_body = _read("RINGSUM_MAX_BODY", raw["RINGSUM_MAX_BODY"], parse_size, "a size such as 65536, 64KiB or 1MiB")
     if max_body < 64:
@@ -101,4 +109,11 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
     snapshot = str(raw["RINGSUM_SNAPSHOT_PATH"] or "") or None
     if snapshot is not None and not os.path.isdir(os.path.dirname(os.path.abspath(snapshot))):
         raise ConfigError("RINGSUM_SNAPSHOT_PATH", snapshot, "a file path in an existing directory")
-    return Settings(window, resolution, storage_uri, max_keys, max_body, token, snapshot)
+    redis_timeout = _read(
+        "RINGSUM_REDIS_TIMEOUT", raw["RINGSUM_REDIS_TIMEOUT"], parse_duration_us, "a duration such as 500ms or 2s"
+    )
+    if not 1_000 <= redis_timeout <= 60_000_000:
+        raise ConfigError(
+            "RINGSUM_REDIS_TIMEOUT", raw["RINGSUM_REDIS_TIMEOUT"], "a duration from 1ms to 60s, such as 500ms"
+        )
+    return Settings(window, resolution, storage_uri, max_keys, max_body, token, snapshot, redis_timeout)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from granian.constants import Interfaces
 from granian.server import MPServer
 from granian.server.mp import WorkerProcess
 
+from . import create_app
 from .config import ConfigError, Settings, load_settings
 
 # granian's own WSGI worker body; we wrap it to close the storage when it returns.
@@ -28,13 +30,24 @@ def _wsgi_worker(worker_id: int, callback: Any, *args: Any, **kwargs: Any) -> No
     try:
         _granian_wsgi_worker(worker_id, callback, *args, **kwargs)
     finally:
-        callback.extensions["ringsum.storage"].close()
+        storage = getattr(callback, "extensions", {}).get("ringsum.storage")
+        if storage is not None:
+            storage.close()
 
 
-def _build_app(*_: Any, **__: Any) -> Any:
-    from . import create_app
-
-    return create_app()
+def serve(build_app: Callable[[], Any], host: str, port: int, workers: int = 1) -> None:
+    """Serve a WSGI app on granian as ringsum is served (the benchmarks serve their
+    baselines through here too). ``build_app`` runs inside each worker process."""
+    server = MPServer(
+        "ringsum",
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        workers=workers,
+        blocking_threads=1,
+        log_access=False,
+    )
+    server.serve(spawn_target=_wsgi_worker, target_loader=lambda *_, **__: build_app(), wrap_loader=False)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,14 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ringsum: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = MPServer(
-        "ringsum",
-        address=args.host,
-        port=args.port,
-        interface=Interfaces.WSGI,
-        workers=args.workers,
-        blocking_threads=1,
-        log_access=False,
-    )
-    server.serve(spawn_target=_wsgi_worker, target_loader=_build_app, wrap_loader=False)
+    try:
+        serve(create_app, args.host, args.port, args.workers)
+    except RuntimeError as error:
+        # granian reports a socket it cannot open (port taken, address not ours) this way.
+        reason = str(error).splitlines()[0] if str(error) else repr(error)
+        if "os error" not in reason:
+            raise
+        print(f"ringsum: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr)
+        return 1
     return 0

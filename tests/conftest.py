@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
+import freezegun.api
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from redis_servers import redis_cluster, redis_server  # noqa: F401 - session fixtures
 
 from ringsum import create_app
+from ringsum.clock import now_us
 
-BACKENDS = ["memory"]
+# Every test using make_app/app/client runs on each; Redis ones start real servers
+# (skipped with the reason when Redis cannot run here, failed under RINGSUM_REQUIRE_REDIS=1).
+BACKENDS = ["memory", "redis", "cluster"]
+REDIS_TEST_SETTINGS = {"RINGSUM_REDIS_TIMEOUT": "5s"}  # a loaded CI machine is no outage
+
+
+def now_us_in_every_thread() -> int:
+    """now_us, except that under freezegun every thread sees the frozen time. freezegun
+    shows threads (the memory storage's sweeper) the real time, and a sweep at the real
+    time would age out a frozen past at once: a test would lose keys when a sweep falls in it."""
+    if freezegun.api.freeze_factories:
+        return (freezegun.api.get_current_time() - datetime(1970, 1, 1)) // timedelta(microseconds=1)
+    return now_us()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -21,17 +37,42 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def storage_uri(backend: str) -> str:
-    return {"memory": "memory://"}[backend]
+def storage_uri(backend: str, request: pytest.FixtureRequest) -> str:
+    """The backend's URI; a Redis backend is flushed first, so every test starts empty."""
+    if backend == "memory":
+        return "memory://"
+    servers = request.getfixturevalue("redis_server" if backend == "redis" else "redis_cluster")
+    servers.flushall()
+    return servers.url
 
 
 @pytest.fixture
-def make_app(storage_uri: str) -> Iterator[Callable[..., Flask]]:
-    """Build apps on the backend under test with RINGSUM_* overrides; closed afterwards."""
+def make_app(backend: str, storage_uri: str) -> Iterator[Callable[..., Flask]]:
+    """Build apps on the backend under test with RINGSUM_* overrides; closed afterwards.
+    On Redis the app's clock replaces Redis TIME, so freezegun steers the window there too."""
+    apps: list[Flask] = []
+    redis_backend = backend != "memory"
+
+    def build(**overrides: Any) -> Flask:
+        settings = {"RINGSUM_STORAGE_URI": storage_uri, **(REDIS_TEST_SETTINGS if redis_backend else {}), **overrides}
+        app = create_app(settings, clock=now_us_in_every_thread)
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["ringsum.storage"].close()
+
+
+@pytest.fixture
+def make_memory_app() -> Iterator[Callable[..., Flask]]:
+    """Apps on memory storage only, for what only it has (RINGSUM_MAX_KEYS, the sweep,
+    snapshots); closed afterwards."""
     apps: list[Flask] = []
 
     def build(**overrides: Any) -> Flask:
-        app = create_app({"RINGSUM_STORAGE_URI": storage_uri, **overrides})
+        app = create_app({"RINGSUM_STORAGE_URI": "memory://", **overrides}, clock=now_us_in_every_thread)
         app.config["TESTING"] = True
         apps.append(app)
         return app

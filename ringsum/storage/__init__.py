@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from importlib import import_module
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from .base import KeyLimitReached, Series, Storage, StorageError, StorageStats, StorageUnavailable
 
@@ -14,14 +15,36 @@ if TYPE_CHECKING:
 # scheme -> "module:factory"; the module is imported only when its scheme is used.
 SCHEMES: dict[str, str] = {
     "memory": "ringsum.storage.memory:MemoryStorage",
+    "redis": "ringsum.storage.redis:RedisStorage",
+    "rediss": "ringsum.storage.redis:RedisStorage",
+    "redis+cluster": "ringsum.storage.redis:RedisStorage",
 }
+
+
+def _factory(uri: str) -> Callable[..., Storage]:
+    module_name, _, factory_name = SCHEMES[uri.partition("://")[0]].partition(":")
+    return getattr(import_module(module_name), factory_name)
 
 
 def open_storage(settings: Settings, clock: Callable[[], int] | None = None) -> Storage:
     """Build the backend the URI names; ``clock`` (µs) is for tests only."""
-    module_name, _, factory_name = SCHEMES[settings.storage_uri.partition("://")[0]].partition(":")
-    factory = getattr(import_module(module_name), factory_name)
-    return factory(settings, clock=clock)
+    return _factory(settings.storage_uri)(settings, clock=clock)
+
+
+def redacted_uri(uri: str) -> str:
+    """The URI with its password masked, for messages and logs."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{credentials.partition(':')[0]}:***@{hosts}").geturl()
+
+
+def check_storage_uri(uri: str) -> None:
+    """Raise ValueError when the backend can tell, without connecting, that ``uri`` cannot work."""
+    check = getattr(import_module(_factory(uri).__module__), "check_uri", None)
+    if check is not None:
+        check(uri)
 
 
 __all__ = [
@@ -32,5 +55,7 @@ __all__ = [
     "StorageError",
     "StorageStats",
     "StorageUnavailable",
+    "check_storage_uri",
     "open_storage",
+    "redacted_uri",
 ]

@@ -30,10 +30,13 @@ class Series:
 
 @dataclass(frozen=True)
 class StorageStats:
-    """What /metrics reports about the data held."""
+    """What /metrics reports about the data held. None: the backend cannot tell
+    (Redis ages keys out by TTL, so it has no sweep and no eviction count)."""
 
     keys: int
     entries: int
+    evictions: int | None = None  # window entries aged out since start
+    sweep_seconds: float | None = None  # how long the last background sweep took
 
 
 class Storage(ABC):

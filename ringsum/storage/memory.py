@@ -106,7 +106,12 @@ class MemoryStorage(Storage):
     def stats(self) -> StorageStats:
         with self._lock:
             sums = list(self._sums.values())
-        return StorageStats(keys=len(sums), entries=sum(map(len, sums)))
+        return StorageStats(
+            keys=len(sums),
+            entries=sum(map(len, sums)),
+            evictions=self.evictions,
+            sweep_seconds=self.last_sweep_seconds,
+        )
 
     def close(self) -> None:
         """Stop the sweeper and write the snapshot, if one is configured."""
@@ -123,7 +128,8 @@ class MemoryStorage(Storage):
         """Drop every key whose values have all aged out, a slice of keys at a time."""
         started = time.perf_counter()
         now = self._clock()
-        keys = list(self._sums)
+        with self._lock:  # copying the dict while a request adds a key could fail mid-copy
+            keys = list(self._sums)
         for start in range(0, len(keys), SWEEP_SLICE):
             with self._lock:
                 for key in keys[start : start + SWEEP_SLICE]:

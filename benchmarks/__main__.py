@@ -1,0 +1,181 @@
+"""``python -m benchmarks [--quick] [--only NAMES] [--json PATH]``: every figure of the
+performance issue with its target, as a table and as JSON.
+
+All HTTP figures are ratios to baselines measured in the same run (the machine is
+noisy), with runs alternating between the apps compared and the median kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import http_load
+
+ROOT = Path(__file__).resolve().parent.parent
+Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
+
+
+def _memory_bound(seconds: int) -> dict:
+    results = {}
+    for design in ("tick", "exact", "naive"):
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.memory_bound", design, "--seconds", str(seconds)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        results[design] = json.loads(out)
+    return results
+
+
+def _rows(results: dict) -> list[Row]:
+    rows: list[Row] = []
+    if single := results.get("single_posts"):
+        ring, bare, naive_g = single["ringsum"], single["bare"], single["naive_gunicorn"]
+        for method in ("post", "get"):
+            floor = ring[method] / bare[method]
+            rows.append(
+                (
+                    f"{method.upper()} req/s: ringsum / bare Flask floor",
+                    f"{ring[method]:,.0f} / {bare[method]:,.0f} = {floor:.2f}x",
+                    ">= 0.9x",
+                    floor >= 0.9,
+                )
+            )
+        for method in ("post", "get"):
+            ratio = ring[method] / naive_g[method]
+            rows.append(
+                (
+                    f"{method.upper()} req/s: ringsum / naive on gunicorn sync",
+                    f"{ring[method]:,.0f} / {naive_g[method]:,.0f} = {ratio:.1f}x",
+                    ">= 2.5x",
+                    ratio >= 2.5,
+                )
+            )
+        for method in ("post", "get"):
+            rows.append(
+                (
+                    f"{method.upper()} req/s: naive design on granian",
+                    f"{single['naive'][method]:,.0f}",
+                    "(reference)",
+                    None,
+                )
+            )
+    if batch := results.get("batch_ingest"):
+        base = results.get("single_posts", {}).get("ringsum", {}).get("post")
+        ratio = batch["values_per_s"] / base if base else float("nan")
+        rows.append(
+            (
+                "batch ingest values/s (1,000 per batch) / single-post values/s",
+                f"{batch['values_per_s']:,.0f} = {ratio:.0f}x",
+                ">= 40x",
+                ratio >= 40 if base else None,
+            )
+        )
+    if memory := results.get("memory_bound"):
+        for design, figures in memory.items():
+            growth = figures["rss_growth_bytes"] / 1e6
+            met = figures["entries"] <= 3601 and growth <= 2 if design == "tick" else None
+            target = "<= 3,601 entries, <= 2 MB" if design == "tick" else "(reported)"
+            rows.append(
+                (
+                    f"memory, one key, {figures['events']:,} events/hour: {design}",
+                    f"{figures['entries']:,} entries, {growth:,.1f} MB RSS",
+                    target,
+                    met,
+                )
+            )
+    if flat := results.get("flat_reads"):
+        rows.append(
+            (
+                "GET /sum p50: 1,000,000 vs 10 events in window",
+                f"{flat['p50_ms_1000000_events']:.3f} / {flat['p50_ms_10_events']:.3f} ms = {flat['ratio']:.2f}",
+                "<= 1.2",
+                flat["ratio"] <= 1.2,
+            )
+        )
+    if scale := results.get("keys_at_scale"):
+        rows.append(("100,000 live keys: RSS per key", f"{scale['rss_bytes_per_key']:,.0f} B", "(reported)", None))
+        rows.append(
+            (
+                "100,000 live keys: GET latency while sweeping p50 / p99 / max",
+                f"{scale['p50_ms']:.2f} / {scale['p99_ms']:.2f} / {scale['max_ms']:.1f} ms",
+                "max <= 50 ms",
+                scale["max_ms"] <= 50,
+            )
+        )
+    if sweep := results.get("sweep"):
+        rows.append(
+            (
+                "100,000 live keys: one sweep / longest lock hold",
+                f"{sweep['sweep_ms']:.0f} ms / {sweep['longest_lock_hold_ms']:.2f} ms",
+                "hold <= 50 ms",
+                sweep["longest_lock_hold_ms"] <= 50,
+            )
+        )
+    if redis := results.get("redis"):
+        for method in ("post", "get"):
+            ratio = redis["redis"][method] / redis["memory"][method]
+            rows.append(
+                (
+                    f"{method.upper()} req/s: Redis --workers 2 / memory",
+                    f"{redis['redis'][method]:,.0f} / {redis['memory'][method]:,.0f} = {ratio:.2f}x",
+                    ">= 0.8x",
+                    ratio >= 0.8,
+                )
+            )
+    return rows
+
+
+def _table(rows: list[Row]) -> str:
+    lines = ["| figure | measured | target | met |", "| --- | --- | --- | --- |"]
+    for figure, measured, target, met in rows:
+        lines.append(f"| {figure} | {measured} | {target} | {'-' if met is None else 'yes' if met else '**no**'} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short runs, for checking the harness")
+    parser.add_argument("--only", default="", help="comma-separated: single,batch,memory,flat,scale,sweep,redis")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
+    args = parser.parse_args()
+    rounds, seconds = (1, 1) if args.quick else (3, 4)
+    steps: dict[str, tuple[str, Callable[[], dict]]] = {
+        "single": ("single_posts", lambda: http_load.single_posts(rounds, seconds)),
+        "batch": ("batch_ingest", lambda: http_load.batch_ingest(rounds, seconds)),
+        "memory": ("memory_bound", lambda: _memory_bound(360 if args.quick else 3600)),
+        "flat": ("flat_reads", lambda: http_load.flat_reads(rounds, seconds, 100_000 if args.quick else 1_000_000)),
+        "scale": ("keys_at_scale", lambda: http_load.keys_at_scale(seconds)),
+        "sweep": ("sweep", http_load.sweep_duration),
+        "redis": ("redis", lambda: http_load.redis_vs_memory(rounds, seconds)),
+    }
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)
+    results: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}",
+        "command": " ".join(["python -m benchmarks", *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    for name in chosen:
+        key, run = steps[name]
+        print(f"running {key} ...", file=sys.stderr, flush=True)
+        results[key] = run()
+    rows = _rows(results)
+    results["table"] = _table(rows)
+    print(f"\n{results['machine']}\n{results['command']}\n")
+    print(results["table"])
+    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0 if all(met is not False for *_, met in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

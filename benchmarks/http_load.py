@@ -1,0 +1,181 @@
+"""Items 1, 2, 4, 5 and 6: ringsum over HTTP against its baselines, measured in one run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+
+import requests
+
+from .harness import Server, free_port, median, ringsum_server, serving, wrk
+
+POST_BODY = '{"value": 3}'
+READ_KEY_VALUES = 10
+
+
+def _prime_read_key(server: Server) -> None:
+    for value in range(READ_KEY_VALUES):
+        requests.post(f"{server.url}/metric/read", json={"value": value}, timeout=5).raise_for_status()
+
+
+def _batch_body(count: int, key: Callable[[int], str]) -> str:
+    return json.dumps([{"key": key(index), "value": index % 7} for index in range(count)])
+
+
+def single_posts(rounds: int, seconds: float) -> dict:
+    """Item 1: POST and GET req/s; ringsum, the bare floor and the naive design on the same
+    server, plus the naive design on gunicorn sync with one worker. Runs alternate A B C D."""
+    gunicorn = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-w",
+        "1",
+        "-k",
+        "sync",
+        "-b",
+        "127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+    ]
+    with ExitStack() as stack:
+        servers = {
+            "ringsum": stack.enter_context(ringsum_server("ringsum")),
+            "bare": stack.enter_context(ringsum_server("bare")),
+            "naive": stack.enter_context(ringsum_server("naive")),
+            "naive_gunicorn": stack.enter_context(serving([*gunicorn, "benchmarks.baselines:naive_app()"])),
+        }
+        for server in servers.values():
+            _prime_read_key(server)
+        runs: dict[str, dict[str, list[float]]] = {name: {"post": [], "get": []} for name in servers}
+        for _ in range(rounds):
+            for name, server in servers.items():
+                runs[name]["post"].append(
+                    wrk(f"{server.url}/metric/post", seconds=seconds, body=POST_BODY).requests_per_s
+                )
+                runs[name]["get"].append(wrk(f"{server.url}/metric/read/sum", seconds=seconds).requests_per_s)
+    return {name: {method: median(values) for method, values in by.items()} for name, by in runs.items()}
+
+
+def batch_ingest(rounds: int, seconds: float, batch: int = 1000) -> dict:
+    """Item 2: values/s when posting batches of ``batch`` events over 100 keys."""
+    body = _batch_body(batch, lambda index: f"batch.{index % 100}")
+    with ringsum_server() as server:
+        rates = [wrk(f"{server.url}/metric", seconds=seconds, connections=4, body=body) for _ in range(rounds)]
+    assert all(load.bad == 0 for load in rates), "batch requests failed"
+    return {"values_per_s": median([load.requests_per_s * batch for load in rates])}
+
+
+def flat_reads(rounds: int, seconds: float, events: int = 1_000_000) -> dict:
+    """Item 4: median GET latency (one connection) with 10 vs ``events`` events in the window."""
+    with ringsum_server() as server, requests.Session() as session:
+        _prime_read_key(server)
+        body = _batch_body(1000, lambda _: "many")
+        for _ in range(events // 1000):
+            session.post(f"{server.url}/metric", data=body, timeout=30).raise_for_status()
+        few, many = [], []
+        for _ in range(rounds):
+            few.append(wrk(f"{server.url}/metric/read/sum", seconds=seconds, connections=1).p50_ms)
+            many.append(wrk(f"{server.url}/metric/many/sum", seconds=seconds, connections=1).p50_ms)
+    return {
+        "p50_ms_10_events": median(few),
+        f"p50_ms_{events}_events": median(many),
+        "ratio": median(many) / median(few),
+    }
+
+
+def keys_at_scale(seconds: float, keys: int = 100_000) -> dict:
+    """Item 5: ``keys`` live keys: RSS per key, and request latency while sweeps run."""
+    with ringsum_server() as server, requests.Session() as session:
+        time.sleep(1.5)  # let start-up allocations settle before the baseline RSS
+        before = server.worker_rss_bytes()
+        for start in range(0, keys, 1000):
+            body = _batch_body(1000, lambda index, start=start: f"key.{start + index}")
+            session.post(f"{server.url}/metric", data=body, timeout=30).raise_for_status()
+        held = server.worker_rss_bytes() - before
+        # The sweep runs about once a second over every key: a run of several seconds
+        # at one connection catches requests that land during a sweep.
+        load = wrk(f"{server.url}/metric/key.1/sum", seconds=max(seconds, 5), connections=1)
+        count = len(session.get(f"{server.url}/metric", params={"limit": 10_000}, timeout=30).json()["metrics"])
+    return {
+        "keys": keys,
+        "listed_first_page": count,
+        "rss_bytes_per_key": held / keys,
+        "p50_ms": load.p50_ms,
+        "p99_ms": load.p99_ms,
+        "max_ms": load.max_ms,
+    }
+
+
+def sweep_duration(keys: int = 100_000) -> dict:
+    """Item 5: how long one sweep of ``keys`` live keys takes, and its longest lock hold."""
+    from ringsum.config import load_settings
+    from ringsum.storage.memory import SWEEP_SLICE, MemoryStorage
+
+    storage = MemoryStorage(load_settings({}, environ={}))
+    try:
+        storage.record_many([(f"key.{index}", 1) for index in range(keys)])
+        durations = []
+        for _ in range(5):
+            started = time.perf_counter()
+            storage.sweep()
+            durations.append(time.perf_counter() - started)
+    finally:
+        storage.close()
+    slices = -(-keys // SWEEP_SLICE)
+    return {"sweep_ms": median(durations) * 1000, "longest_lock_hold_ms": median(durations) * 1000 / slices}
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A throwaway redis-server on a free port; yields its URI."""
+    if shutil.which("redis-server") is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as directory:
+        process = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", directory],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            uri = f"redis://127.0.0.1:{port}/0"
+            import redis
+
+            client = redis.Redis.from_url(uri)
+            for _ in range(100):
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            yield uri
+        finally:
+            process.terminate()
+            process.wait()
+
+
+def redis_vs_memory(rounds: int, seconds: float, workers: int = 2) -> dict:
+    """Item 6: ``--workers 2`` on Redis against one process on memory, alternating."""
+    with redis_server() as uri, ExitStack() as stack:
+        memory = stack.enter_context(ringsum_server())
+        shared = stack.enter_context(ringsum_server(workers=workers, env={"RINGSUM_STORAGE_URI": uri}))
+        servers = {"memory": memory, "redis": shared}
+        for server in servers.values():
+            _prime_read_key(server)
+        runs: dict[str, dict[str, list[float]]] = {name: {"post": [], "get": []} for name in servers}
+        for _ in range(rounds):
+            for name, server in servers.items():
+                runs[name]["post"].append(
+                    wrk(f"{server.url}/metric/post", seconds=seconds, body=POST_BODY).requests_per_s
+                )
+                runs[name]["get"].append(wrk(f"{server.url}/metric/read/sum", seconds=seconds).requests_per_s)
+    return {name: {method: median(values) for method, values in by.items()} for name, by in runs.items()}
+
+
+__all__ = ["batch_ingest", "flat_reads", "keys_at_scale", "redis_vs_memory", "single_posts", "sweep_duration"]

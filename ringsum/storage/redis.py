@@ -1,0 +1,378 @@
+"""Redis storage: many processes and hosts share one window.
+
+Every operation is one Lua script (``lua/*.lua``), so it is atomic and one round
+trip; the scripts read the Redis server's clock (``TIME``), so app hosts whose
+clocks disagree still agree on the window. A metric key ``K`` lives in
+``ringsum:{K}:h`` and ``ringsum:{K}:z``: the ``{K}`` hash tag keeps both on one
+Cluster slot, and a TTL of window + one tick lets idle keys vanish without a sweep.
+
+URIs as the ``limits`` library reads them: ``redis://[user:password@]host:port/db``,
+``rediss://...`` (TLS), ``redis+cluster://[user:password@]host:port[,host:port...]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.commands.core import Script
+from redis.connection import parse_url
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
+from redis.retry import Retry
+
+from ..problems import unprocessable
+from ..window import RollingSum
+from . import redacted_uri
+from .base import KeyLimitReached, Series, Storage, StorageStats, StorageUnavailable
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "ringsum:"
+_HASH, _SLOTS = "}:h", "}:z"
+_SCRIPTS = Path(__file__).with_name("lua")
+_SCRIPT_NAMES = ("record", "totals", "entries")
+_SCAN_COUNT = 1000
+_WARN_EVERY_S = 10.0
+
+# Errors that mean "Redis cannot serve right now", as opposed to a bug: -> 503.
+_UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterError,
+    RedisClusterException,
+    ReadOnlyError,  # a failover is in progress
+    TryAgainError,
+)
+# A pipelined command that did not run, and may simply be sent again.
+_NOT_RUN = (NoScriptError, AskError, TryAgainError)
+
+
+def hash_key(key: str) -> str:
+    return f"{NAMESPACE}{{{key}{_HASH}"
+
+
+def slots_key(key: str) -> str:
+    return f"{NAMESPACE}{{{key}{_SLOTS}"
+
+
+def _redis_keys(keys: Sequence[str]) -> list[str]:
+    return [name for key in keys for name in (hash_key(key), slots_key(key))]
+
+
+def _glob_escaped(text: str) -> str:
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+# -- URIs ----------------------------------------------------------------------------
+
+
+def _cluster_options(uri: str) -> tuple[list[ClusterNode], dict[str, Any]]:
+    """Startup nodes and client options of ``redis+cluster://[auth@]h1:p1[,h2:p2]/?opts``."""
+    parts = urlsplit(uri)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError("Redis Cluster has no databases other than 0: drop the /db part")
+    nodes = []
+    for location in hosts.split(","):
+        host, _, port = location.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{location!r} is not host:port")
+        nodes.append(ClusterNode(host, int(port)))
+    # redis-py reads credentials and ?options the same way for every scheme.
+    auth = f"{credentials}@" if credentials else ""
+    options = parse_url(f"redis://{auth}{nodes[0].host}:{nodes[0].port}?{parts.query}")
+    for name in ("host", "port", "db"):
+        options.pop(name, None)
+    return nodes, options
+
+
+def check_uri(uri: str) -> None:
+    """Raise ValueError when ``uri`` cannot work, without connecting to anything."""
+    try:
+        if uri.startswith("redis+cluster://"):
+            _, options = _cluster_options(uri)
+            redis.Connection(**options)  # refuses unknown ?options
+        else:
+            pool = redis.ConnectionPool.from_url(uri)
+            pool.connection_class(**pool.connection_kwargs)
+    except (TypeError, ValueError) as error:
+        raise ValueError(str(error) or type(error).__name__) from None
+
+
+def _client_for(uri: str, timeout_s: float) -> redis.Redis | RedisCluster:
+    """A client that has not connected yet (a Cluster client reads the topology).
+
+    No automatic retry: a command that timed out may have run, and running a record
+    twice would count it twice. A failure is a 503, and the HTTP client retries.
+    Options in the URI win over these defaults.
+    """
+    options: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    options["client_name"] = "ringsum"
+    if uri.startswith("redis+cluster://"):
+        nodes, uri_options = _cluster_options(uri)
+        return RedisCluster(startup_nodes=nodes, retry=Retry(NoBackoff(), 0), **{**options, **uri_options})
+    return redis.Redis.from_url(uri, retry=Retry(NoBackoff(), 0), **options)
+
+
+# -- the storage ---------------------------------------------------------------------
+
+
+class RedisStorage(Storage):
+    """The storage interface on Redis or Redis Cluster; see the module docstring."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], int] | None = None) -> None:
+        check_uri(settings.storage_uri)
+        self._uri = settings.storage_uri
+        self._cluster = self._uri.startswith("redis+cluster://")
+        self._timeout_s = settings.redis_timeout_us / 1_000_000
+        self._window_us = settings.window_us
+        self._resolution_us = settings.resolution_us
+        self._slot_us = settings.slot_us
+        self._span = settings.window_us // settings.slot_us
+        # Window + one tick, in whole ms rounded up, and 1 ms more: PEXPIRE counts from
+        # the server's millisecond, which may be up to 1 ms before the recording µs.
+        self._ttl_ms = str(-(-(settings.window_us + settings.slot_us) // 1000) + 1)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._client: redis.Redis | RedisCluster | None = None
+        self._scripts: dict[str, Script] = {}
+        self._warned_at = -_WARN_EVERY_S
+        self.evictions = 0  # slots aged out by this process's requests, for /metrics
+        if not self._cluster:
+            self._connect()  # builds the client only: redis-py connects on first use
+
+    # -- the storage interface -------------------------------------------------
+
+    def record(self, key: str, value: int) -> None:
+        self._record({key: value})
+
+    def record_many(self, events: Sequence[tuple[str, int]]) -> None:
+        """One script per Redis node: atomic on a single Redis, per key on Cluster."""
+        summed: dict[str, int] = defaultdict(int)
+        for key, value in events:
+            summed[key] += value  # same key, same moment: the slot merges them anyway
+        self._record(summed)
+
+    def total(self, key: str, window_us: int | None = None) -> int:
+        if window_us is not None and -(-window_us // self._slot_us) < self._span:
+            now, rolling = self._entries(key)
+            return rolling.total(now, window_us)
+        return self._totals([key]).get(key, 0)
+
+    def series(self, key: str, step_us: int) -> Series:
+        now, rolling = self._entries(key)
+        start_us, sums = rolling.series(now, step_us)
+        return Series(start_us, step_us, sums)
+
+    def keys(self, prefix: str = "", limit: int = 1000) -> list[tuple[str, int]]:
+        candidates = sorted(self._scan(prefix))
+        found: list[tuple[str, int]] = []
+        start = 0
+        while start < len(candidates) and len(found) < limit:
+            batch = candidates[start : start + limit - len(found)]
+            start += len(batch)
+            totals = self._totals(batch)
+            found.extend((key, totals[key]) for key in batch if key in totals)
+        return found
+
+    def delete(self, key: str) -> None:
+        with self._errors():
+            self._connect().delete(hash_key(key), slots_key(key))
+
+    def ping(self) -> None:
+        with self._errors():
+            client = self._connect()
+            if isinstance(client, RedisCluster):
+                client.ping(target_nodes=RedisCluster.PRIMARIES)
+            else:
+                client.ping()
+
+    def stats(self) -> StorageStats:
+        """Keys and entries Redis holds now (idle keys count until their TTL ends), and
+        the entries this process's requests aged out (the TTL drops the rest unseen)."""
+        keys = entries = 0
+        with self._errors():
+            for node in self._nodes():
+                names = list(dict.fromkeys(node.scan_iter(f"{NAMESPACE}{{*{_SLOTS}", count=_SCAN_COUNT)))
+                for start in range(0, len(names), _SCAN_COUNT):
+                    pipe = node.pipeline(transaction=False)
+                    for name in names[start : start + _SCAN_COUNT]:
+                        pipe.zcard(name)
+                    entries += sum(pipe.execute())
+                keys += len(names)
+        return StorageStats(keys=keys, entries=entries, evictions=self.evictions)
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # -- operations ------------------------------------------------------------
+
+    def _record(self, values: dict[str, int]) -> None:
+        keys = list(values)
+        calls = [(part, [self._ttl_ms, *(str(values[key]) for key in part)]) for part in self._partition(keys)]
+        try:
+            results = self._run("record", calls)
+        except ResponseError as error:
+            if not str(error).startswith("RINGSUM_RANGE"):
+                raise
+            recorded = "for that key (other keys of the batch may be)" if self._cluster else "at all"
+            raise unprocessable(
+                f"this would take a sum past what Redis adds exactly (±9.2e18, int64); nothing was recorded {recorded}"
+            ) from None
+        self._count_evictions(sum(results))
+
+    def _totals(self, keys: list[str]) -> dict[str, int]:
+        """The total of each key that holds something, after ageing out."""
+        calls = [(part, []) for part in self._partition(keys)]
+        totals: dict[str, int] = {}
+        evicted = 0
+        for (part, _), (dropped, *values) in zip(calls, self._run("totals", calls), strict=True):
+            evicted += dropped
+            totals.update((key, int(value)) for key, value in zip(part, values, strict=True) if value != b"")
+        self._count_evictions(evicted)
+        return totals
+
+    def _entries(self, key: str) -> tuple[int, RollingSum]:
+        """Now (µs, by the script's clock) and the key's live entries as a RollingSum,
+        so sub-window sums and series are computed by the very code memory uses."""
+        (dropped, now, *pairs) = self._run("entries", [([key], [])])[0]
+        self._count_evictions(dropped)
+        rolling = RollingSum(self._window_us, self._resolution_us)
+        for slot, subtotal in zip(pairs[::2], pairs[1::2], strict=True):
+            rolling.add(int(subtotal), int(slot) * self._slot_us)
+        return int(now), rolling
+
+    def _scan(self, prefix: str) -> set[str]:
+        """Every metric key starting with ``prefix`` that Redis holds, on every primary."""
+        pattern = f"{NAMESPACE}{{{_glob_escaped(prefix)}*{_SLOTS}"
+        start, end = len(NAMESPACE) + 1, -len(_SLOTS)
+        with self._errors():
+            return {
+                name[start:end].decode()
+                for node in self._nodes()
+                for name in node.scan_iter(match=pattern, count=_SCAN_COUNT)
+            }
+
+    def _count_evictions(self, count: int) -> None:
+        if count:
+            with self._lock:
+                self.evictions += count
+
+    # -- running scripts -------------------------------------------------------
+
+    def _run(self, name: str, calls: list[tuple[list[str], list[str]]]) -> list[Any]:
+        """Run script ``name`` once per ``(metric keys, extra ARGV)`` call; returns
+        the results in order. Calls bound for one node go in one round trip."""
+        with self._errors():
+            client = self._connect()
+            script = self._scripts[name]
+            head = [str(self._slot_us), str(self._span), str(self._clock()) if self._clock else ""]
+            if len(calls) == 1 or not isinstance(client, RedisCluster):
+                return [script(_redis_keys(keys), head + tail) for keys, tail in calls]
+            return self._run_per_node(client, script, [(_redis_keys(keys), head + tail) for keys, tail in calls])
+
+    def _run_per_node(
+        self, cluster: RedisCluster, script: Script, calls: list[tuple[list[str], list[str]]]
+    ) -> list[Any]:
+        by_node: dict[str, list[int]] = defaultdict(list)
+        nodes: dict[str, ClusterNode] = {}
+        for index, (keys, _) in enumerate(calls):
+            node = cluster.get_node_from_key(keys[0])
+            nodes[node.name] = node
+            by_node[node.name].append(index)
+        results: list[Any] = [None] * len(calls)
+        for name, indexes in by_node.items():
+            pipe = cluster.get_redis_connection(nodes[name]).pipeline(transaction=False)
+            for index in indexes:
+                keys, args = calls[index]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            for index, result in zip(indexes, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(result, _NOT_RUN):
+                    # Not run (script flushed, slot moved): send it again the slow way,
+                    # through the cluster client, which loads scripts and follows MOVED.
+                    keys, args = calls[index]
+                    result = script(keys, args)
+                elif isinstance(result, Exception):
+                    raise result
+                results[index] = result
+        return results
+
+    def _partition(self, keys: list[str]) -> list[list[str]]:
+        """Keys that one script may touch together: all of them on a single Redis,
+        those of one hash slot on Cluster (a script must not cross slots)."""
+        if not self._cluster:
+            return [keys]
+        by_slot: dict[int, list[str]] = defaultdict(list)
+        for key in keys:
+            by_slot[key_slot(key.encode())].append(key)
+        return list(by_slot.values())
+
+    def _nodes(self) -> Iterator[redis.Redis]:
+        """A client per primary: the one Redis, or every Cluster primary."""
+        client = self._connect()
+        if isinstance(client, RedisCluster):
+            for node in client.get_primaries():
+                yield client.get_redis_connection(node)
+        else:
+            yield client
+
+    # -- connection and errors -------------------------------------------------
+
+    def _connect(self) -> redis.Redis | RedisCluster:
+        """The client, built on first use. A Cluster client reads the topology when it
+        is built, so while the Cluster is down every request tries again."""
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                client = _client_for(self._uri, self._timeout_s)
+                self._scripts = {name: client.register_script(_script_text(name)) for name in _SCRIPT_NAMES}
+                self._client = client
+            return self._client
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn "Redis cannot answer" into StorageUnavailable (a 503). The log says so
+        at most every few seconds, not once per failed request."""
+        try:
+            yield
+        except OutOfMemoryError as error:
+            raise KeyLimitReached("Redis is full (maxmemory)") from error
+        except _UNAVAILABLE as error:
+            now = time.monotonic()
+            if now - self._warned_at >= _WARN_EVERY_S:
+                self._warned_at = now
+                log.warning("Redis at %s is unavailable: %s", redacted_uri(self._uri), error)
+            reason = "timed out" if isinstance(error, redis.TimeoutError) else "is unreachable"
+            raise StorageUnavailable(f"Redis {reason}") from error
+
+
+def _script_text(name: str) -> str:
+    return (_SCRIPTS / "common.lua").read_text() + "\n" + (_SCRIPTS / f"{name}.lua").read_text()

@@ -1,0 +1,130 @@
+"""Real ``python app.py`` processes for tests: start one on a free port, wait until it
+answers, stop it with a signal. Shared by the process tests of every backend."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "app.py"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the OS picks it), on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def app_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This environment without any RINGSUM_* setting, plus ``env``: a child sees only
+    the settings its test chose."""
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("RINGSUM_")}
+    return {**clean, **(env or {})}
+
+
+def run_app(
+    args: list[str], env: Mapping[str, str] | None = None, timeout: float = START_TIMEOUT_S
+) -> subprocess.Popen:
+    """Start ``python app.py ARGS`` with its output in a temporary file (no pipe to fill)."""
+    log = tempfile.TemporaryFile(mode="w+", prefix="ringsum-server-")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [sys.executable, str(APP), *args],
+        cwd=ROOT,
+        env=app_env(env),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so cleanup reaches the workers too
+    )
+    process.log_file = log  # type: ignore[attr-defined]
+    return process
+
+
+@dataclass
+class Server:
+    """A running ``python app.py``; ``url`` has no trailing slash."""
+
+    process: subprocess.Popen
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        """Everything the server printed so far (stdout and stderr)."""
+        log = self.process.log_file  # type: ignore[attr-defined]
+        log.seek(0)
+        return log.read()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> int:
+        """Send ``sig`` to the main process and return its exit status once it is gone."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"server did not stop within {timeout}s of signal {sig}:\n{self.output()}") from None
+
+    def kill(self) -> None:
+        """Last resort: SIGKILL the server's whole process group (its workers too)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def wait_until_answering(server: Server, timeout: float = START_TIMEOUT_S) -> None:
+    """Poll until the server answers any HTTP request (any status: a token may be set)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"server exited with {server.process.returncode} before serving:\n{server.output()}")
+        try:
+            requests.get(f"{server.url}/metric/serving.probe/sum", timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    server.kill()
+    raise AssertionError(f"server did not answer within {timeout}s:\n{server.output()}")
+
+
+def start_server(
+    env: Mapping[str, str] | None = None, *, workers: int | None = None, port: int | None = None
+) -> Server:
+    """``python app.py --port P [--workers N]`` with ``env`` settings, once it answers."""
+    port = port or free_port()
+    args = ["--host", "127.0.0.1", "--port", str(port)]
+    if workers is not None:
+        args += ["--workers", str(workers)]
+    server = Server(run_app(args, env), port)
+    wait_until_answering(server)
+    return server
+
+
+@contextlib.contextmanager
+def serving(env: Mapping[str, str] | None = None, *, workers: int | None = None) -> Iterator[Server]:
+    """A server for the ``with`` block; stopped (SIGTERM, then SIGKILL) when it ends,
+    unless the block stopped it already."""
+    server = start_server(env, workers=workers)
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            with contextlib.suppress(AssertionError):  # stop() killed it; the block's outcome is what counts
+                server.stop()

@@ -1,0 +1,125 @@
+"""Settings (SPEC §5): read from the environment or create_app overrides, validated at
+start; a bad one stops ``python app.py`` with exit status 2 and one line naming it."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from serving import run_app
+
+from ringsum import create_app
+from ringsum.config import ConfigError, load_settings
+
+SECOND_US = 1_000_000
+
+
+@pytest.mark.parametrize(
+    "written, micros",
+    [
+        ("500ms", 500_000),
+        ("90s", 90 * SECOND_US),
+        ("15m", 15 * 60 * SECOND_US),
+        ("1h", 3600 * SECOND_US),
+        ("2h", 7200 * SECOND_US),
+        ("3600", 3600 * SECOND_US),  # a bare number is seconds
+        ("1.5", 1_500_000),
+        (" 90s ", 90 * SECOND_US),
+        (120, 120 * SECOND_US),
+    ],
+)
+def test_durations_are_seconds_or_a_number_with_a_unit(written, micros: int) -> None:
+    assert load_settings({"RINGSUM_WINDOW": written, "RINGSUM_RESOLUTION": "0"}, environ={}).window_us == micros
+
+
+def test_the_defaults() -> None:
+    settings = load_settings(environ={})
+    assert settings.window_us == 3600 * SECOND_US
+    assert settings.resolution_us == SECOND_US
+    assert settings.storage_uri == "memory://"
+    assert settings.max_keys == 100_000
+    assert settings.max_body == 1024 * 1024
+    assert settings.api_token is None and settings.snapshot_path is None
+
+
+def test_zero_resolution_is_exact_mode_and_sizes_take_units() -> None:
+    settings = load_settings({"RINGSUM_RESOLUTION": "0", "RINGSUM_MAX_BODY": "64KiB"}, environ={})
+    assert settings.resolution_us == 0 and settings.slot_us == 1
+    assert settings.max_body == 65536
+    assert load_settings({"RINGSUM_MAX_BODY": "2048"}, environ={}).max_body == 2048
+
+
+def test_overrides_beat_the_environment_which_beats_the_defaults() -> None:
+    environ = {"RINGSUM_WINDOW": "15m", "RINGSUM_MAX_KEYS": "7"}
+    assert load_settings(environ=environ).window_us == 15 * 60 * SECOND_US
+    assert load_settings({"RINGSUM_WINDOW": "90s"}, environ=environ).window_us == 90 * SECOND_US
+    assert load_settings({"RINGSUM_WINDOW": "90s"}, environ=environ).max_keys == 7
+
+
+def test_the_app_reads_settings_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("RINGSUM_MAX_BODY", "100")
+    monkeypatch.setenv("RINGSUM_WINDOW", "90s")
+    app = create_app({"RINGSUM_STORAGE_URI": "memory://"})
+    try:
+        assert app.config["RINGSUM_WINDOW"] == "90s"  # each setting is also the Flask config key
+        response = app.test_client().post("/metric/k", data=b'{"value": 1}'.ljust(101))
+        assert response.status_code == 413
+    finally:
+        app.extensions["ringsum.storage"].close()
+
+
+BAD_SETTINGS = [
+    ("RINGSUM_WINDOW", "0", "positive duration"),
+    ("RINGSUM_WINDOW", "garbage", "positive duration"),
+    ("RINGSUM_WINDOW", "-5m", "positive duration"),
+    ("RINGSUM_WINDOW", "1.5us", "positive duration"),
+    ("RINGSUM_RESOLUTION", "7s", "divides RINGSUM_WINDOW"),
+    ("RINGSUM_RESOLUTION", "2h", "divides RINGSUM_WINDOW"),
+    ("RINGSUM_RESOLUTION", "fast", "exact mode"),
+    ("RINGSUM_STORAGE_URI", "memcached://localhost", "memory://"),
+    ("RINGSUM_STORAGE_URI", "localhost:6379", "redis://"),
+    ("RINGSUM_MAX_KEYS", "0", "at least 1"),
+    ("RINGSUM_MAX_KEYS", "lots", "at least 1"),
+    ("RINGSUM_MAX_BODY", "garbage", "1MiB"),
+    ("RINGSUM_MAX_BODY", "10", "at least 64 bytes"),
+    ("RINGSUM_SNAPSHOT_PATH", "/no/such/directory/snapshot.json", "existing directory"),
+]
+
+
+@pytest.mark.parametrize("name, value, accepts", BAD_SETTINGS)
+def test_a_bad_setting_is_a_config_error_naming_it(name: str, value: str, accepts: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({name: value}, environ={})
+    assert raised.value.name == name
+    assert name in str(raised.value) and accepts in str(raised.value)
+    with pytest.raises(ConfigError):
+        create_app({name: value})
+
+
+def finished(process: subprocess.Popen) -> tuple[int, str]:
+    """Exit status and output of ``python app.py`` that must stop on its own."""
+    try:
+        status = process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError("python app.py kept running: it should have refused to start") from None
+    process.log_file.seek(0)
+    return status, process.log_file.read()
+
+
+@pytest.mark.process
+def test_python_app_py_exits_2_with_one_line_per_bad_setting() -> None:
+    started = [(name, value, run_app(["--port", "1"], {name: value})) for name, value, _ in BAD_SETTINGS]
+    workers = run_app(["--port", "1", "--workers", "2"], {"RINGSUM_STORAGE_URI": "memory://"})
+    bad_port = run_app(["--port", "70000"])
+    for name, value, process in started:
+        status, output = finished(process)
+        assert status == 2, (name, value, output)
+        assert len(output.strip().splitlines()) == 1, output
+        assert name in output and "Traceback" not in output
+    status, output = finished(workers)
+    assert status == 2 and len(output.strip().splitlines()) == 1, output
+    assert "--workers" in output and "RINGSUM_STORAGE_URI=redis://" in output
+    status, output = finished(bad_port)
+    assert status == 2 and "--port" in output and "Traceback" not in output

@@ -1,0 +1,162 @@
+"""``python app.py`` as a user runs it (SPEC §6): a real server process on a free port."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+from serving import ROOT, app_env, run_app, serving
+
+from ringsum.clock import now_us
+from ringsum.storage.snapshot import write_snapshot
+
+pytestmark = pytest.mark.process
+HOUR_US = 3_600_000_000
+
+
+def total(server, key: str) -> int:
+    response = requests.get(f"{server.url}/metric/{key}/sum", timeout=5)
+    assert response.status_code == 200
+    return response.json()["value"]
+
+
+def test_it_serves_the_api_on_a_production_server(tmp_path) -> None:
+    with serving({"RINGSUM_SNAPSHOT_PATH": str(tmp_path / "snap.json")}) as server:
+        answer = requests.post(f"{server.url}/metric/visits", data='{"value": 3}', timeout=5)  # as curl -d sends it
+        assert answer.status_code == 200 and answer.json() == {}
+        assert requests.post(f"{server.url}/metric/visits/", data={"value": "2.5"}, timeout=5).status_code == 200
+        assert total(server, "visits") == 6
+        assert "werkzeug" not in answer.headers.get("Server", "").lower()  # not Flask's development server
+        refused = requests.post(f"{server.url}/metric/visits", data=b"\xff", timeout=5)
+        assert refused.status_code == 400 and refused.headers["Content-Type"] == "application/problem+json"
+
+
+def test_the_body_limit_holds_for_chunked_bodies_too() -> None:
+    with serving({"RINGSUM_MAX_BODY": "1KiB"}) as server:
+
+        def chunks(body: bytes, size: int = 100):
+            yield from (body[start : start + size] for start in range(0, len(body), size))
+
+        url = f"{server.url}/metric/k"
+        assert requests.post(url, data=chunks(b'{"value": 2}'.ljust(1024)), timeout=5).status_code == 200
+        too_large = requests.post(url, data=chunks(b'{"value": 2}'.ljust(5000)), timeout=5)
+        assert too_large.status_code == 413 and too_large.headers["Content-Type"] == "application/problem+json"
+        assert requests.post(url, data=b'{"value": 2}'.ljust(5000), timeout=5).status_code == 413
+        assert total(server, "k") == 2
+
+
+def test_sigterm_writes_the_snapshot_and_a_restart_restores_the_sums(tmp_path) -> None:
+    path = tmp_path / "snap.json"
+    env = {"RINGSUM_SNAPSHOT_PATH": str(path)}
+    with serving(env) as server:
+        for key, value in [("a", 1), ("a", 2), ("b", -5), ("c", 2**53 - 1)]:
+            requests.post(f"{server.url}/metric/{key}", json={"value": value}, timeout=5)
+        assert server.stop(signal.SIGTERM) == 0
+    assert set(json.loads(path.read_text())["keys"]) == {"a", "b", "c"}
+    assert [p.name for p in tmp_path.iterdir()] == ["snap.json"]  # no temporary file left behind
+    with serving(env) as server:
+        assert [total(server, key) for key in "abc"] == [3, -5, 2**53 - 1]
+        requests.post(f"{server.url}/metric/a", json={"value": 10}, timeout=5)
+        assert server.stop(signal.SIGTERM) == 0
+    with serving(env) as server:
+        assert total(server, "a") == 13
+
+
+def test_sigint_also_writes_the_snapshot(tmp_path) -> None:
+    path = tmp_path / "snap.json"
+    with serving({"RINGSUM_SNAPSHOT_PATH": str(path)}) as server:
+        requests.post(f"{server.url}/metric/k", json={"value": 4}, timeout=5)
+        assert server.stop(signal.SIGINT) == 0
+    assert json.loads(path.read_text())["keys"]["k"][0][1] == 4
+
+
+def test_values_that_aged_out_while_down_are_dropped(tmp_path) -> None:
+    path = tmp_path / "snap.json"
+    env = {"RINGSUM_SNAPSHOT_PATH": str(path), "RINGSUM_WINDOW": "1s", "RINGSUM_RESOLUTION": "100ms"}
+    with serving(env) as server:
+        requests.post(f"{server.url}/metric/brief", json={"value": 5}, timeout=5)
+        posted = time.monotonic()
+        assert server.stop() == 0
+    assert "brief" in json.loads(path.read_text())["keys"]
+    time.sleep(max(0.0, posted + 1.3 - time.monotonic()))  # past the window and its last tick
+    with serving(env) as server:
+        assert total(server, "brief") == 0
+
+
+def test_a_restart_keeps_only_what_is_still_in_the_window(tmp_path) -> None:
+    path = tmp_path / "snap.json"
+    now = now_us()
+    write_snapshot(
+        str(path), [("mixed", [(now - 2 * HOUR_US, 100), (now - HOUR_US // 2, 7)]), ("gone", [(now - 2 * HOUR_US, 1)])]
+    )
+    with serving({"RINGSUM_SNAPSHOT_PATH": str(path)}) as server:
+        assert total(server, "mixed") == 7
+        assert total(server, "gone") == 0
+        assert server.stop() == 0
+    assert set(json.loads(path.read_text())["keys"]) == {"mixed"}
+
+
+def test_a_corrupt_snapshot_is_set_aside_and_the_service_starts_empty(tmp_path) -> None:
+    path = tmp_path / "snap.json"
+    path.write_text('{"version": 1, "keys": {"a": [[1, ')  # cut short, as by a full disk
+    with serving({"RINGSUM_SNAPSHOT_PATH": str(path)}) as server:
+        assert total(server, "a") == 0
+        requests.post(f"{server.url}/metric/b", json={"value": 2}, timeout=5)
+        assert server.stop() == 0
+        output = server.output()
+    assert (tmp_path / "snap.json.corrupt").read_text() == '{"version": 1, "keys": {"a": [[1, '
+    assert "WARNING" in output and "snap.json.corrupt" in output
+    assert set(json.loads(path.read_text())["keys"]) == {"b"}
+
+
+def test_threads_posting_to_one_key_lose_nothing() -> None:
+    threads, posts = 8, 200
+    with serving() as server:
+        errors: list[int] = []
+
+        def post_many() -> None:
+            with requests.Session() as session:
+                for _ in range(posts):
+                    response = session.post(f"{server.url}/metric/shared", json={"value": 1}, timeout=10)
+                    if response.status_code != 200:
+                        errors.append(response.status_code)
+
+        workers = [threading.Thread(target=post_many) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert errors == []
+        assert total(server, "shared") == threads * posts
+
+
+def test_a_port_already_taken_is_one_line_not_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        process = run_app(["--port", str(taken.getsockname()[1])])
+        status = process.wait(timeout=60)
+    process.log_file.seek(0)
+    output = process.log_file.read()
+    assert status == 1, output
+    assert "cannot listen on 127.0.0.1" in output and "Traceback" not in output and "backtrace" not in output
+
+
+def test_app_py_exposes_app_for_flask_and_gunicorn(tmp_path) -> None:
+    flask = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "routes"],
+        cwd=ROOT,
+        env=app_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert flask.returncode == 0, flask.stderr
+    assert "/metric/<key>/sum" in flask.stdout and "/metric/<key>" in flask.stdout

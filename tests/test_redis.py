@@ -1,0 +1,514 @@
+"""Redis storage beyond the shared API suite (which runs on Redis and Cluster too):
+what only Redis has. Several app processes on one Redis, Redis's own clock, hash
+tags and TTLs, scripts flushed, Redis stopped or hung, sums past 2**53, and the
+Lua scripts checked against the memory storage on random histories.
+
+Every server here is a real redis-server started by the tests (tests/redis_servers.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from flask import Flask
+from freezegun import freeze_time
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis_servers import RedisClusterServers, RedisServer, free_port, redis_missing, unavailable
+from serving import ROOT, app_env, serving
+
+from ringsum import create_app
+from ringsum.config import load_settings
+from ringsum.storage import open_storage
+from ringsum.storage.memory import MemoryStorage
+from ringsum.storage.redis import RedisStorage
+
+MAX_VALUE = 2**53 - 1
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """This module's API tests run on the two Redis backends only."""
+    return request.param
+
+
+@pytest.fixture
+def redis_nodes(backend: str, storage_uri: str, request: pytest.FixtureRequest) -> list[redis.Redis]:
+    """A direct client per primary of the backend under test, to look at what is stored."""
+    servers = request.getfixturevalue("redis_server" if backend == "redis" else "redis_cluster")
+    nodes = servers.nodes if isinstance(servers, RedisClusterServers) else [servers]
+    clients = [node.client() for node in nodes]
+    yield clients
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server for one test alone, free to be stopped, hung and restarted."""
+    missing = redis_missing()
+    if missing:
+        unavailable(missing)
+    server = RedisServer(tmp_path / "redis")
+    try:
+        server.start()
+    except (OSError, RuntimeError) as error:
+        unavailable(f"could not start redis-server: {error}")
+    yield server
+    server.stop()
+
+
+def all_keys(nodes: list[redis.Redis]) -> set[str]:
+    return {name.decode() for node in nodes for name in node.keys("*")}
+
+
+def owner(nodes: list[redis.Redis], name: str) -> redis.Redis:
+    """The node serving ``name``'s hash slot; any other Cluster node answers MOVED."""
+    for node in nodes:
+        try:
+            node.type(name)
+        except redis.exceptions.MovedError:
+            continue
+        return node
+    raise AssertionError(f"no node serves {name}")
+
+
+# -- what Redis stores -------------------------------------------------------------
+
+
+def test_a_keys_structures_share_its_hash_tag_and_expire_after_window_plus_one_tick(
+    make_app: Callable[..., Flask], redis_nodes: list[redis.Redis]
+) -> None:
+    client = make_app(RINGSUM_WINDOW="90s", RINGSUM_RESOLUTION="500ms").test_client()
+    assert client.post("/metric/visits", json={"value": 3}).status_code == 200
+    assert all_keys(redis_nodes) == {"ringsum:{visits}:h", "ringsum:{visits}:z"}
+    node = owner(redis_nodes, "ringsum:{visits}:h")
+    assert owner(redis_nodes, "ringsum:{visits}:z") is node, "both structures live on the node of the tag"
+    for name in ("ringsum:{visits}:h", "ringsum:{visits}:z"):
+        assert 89_000 < node.pttl(name) <= 90_501  # 90 s + one 500 ms tick (+1 ms rounding)
+
+    # Every write sets the TTL again, so a key in use never expires.
+    node.pexpire("ringsum:{visits}:h", 1000)
+    node.pexpire("ringsum:{visits}:z", 1000)
+    assert client.post("/metric/visits", json={"value": 4}).status_code == 200
+    assert all(89_000 < node.pttl(name) <= 90_501 for name in ("ringsum:{visits}:h", "ringsum:{visits}:z"))
+    assert client.get("/metric/visits/sum").get_json() == {"value": 7}
+
+
+def test_exact_mode_keys_expire_after_the_window(
+    make_app: Callable[..., Flask], redis_nodes: list[redis.Redis]
+) -> None:
+    client = make_app(RINGSUM_WINDOW="90s", RINGSUM_RESOLUTION="0").test_client()
+    client.post("/metric/visits", json={"value": 3})
+    node = owner(redis_nodes, "ringsum:{visits}:h")
+    assert 89_000 < node.pttl("ringsum:{visits}:h") <= 90_002
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+def test_idle_keys_vanish_from_redis_without_any_request(
+    make_app: Callable[..., Flask], redis_nodes: list[redis.Redis]
+) -> None:
+    """Real time: a 1 s window, and nothing touches the key after the write."""
+    client = make_app(RINGSUM_WINDOW="1s", RINGSUM_RESOLUTION="100ms").test_client()
+    client.post("/metric/brief", json={"value": 1})
+    assert all_keys(redis_nodes) == {"ringsum:{brief}:h", "ringsum:{brief}:z"}
+    deadline = time.monotonic() + 10
+    while all_keys(redis_nodes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all_keys(redis_nodes) == set()
+
+
+def test_ringsum_leaves_other_data_in_the_same_redis_alone(client, redis_nodes: list[redis.Redis]) -> None:
+    holder = owner(redis_nodes, "visits")
+    holder.set("visits", "not ours")  # another application's key, of the same name
+    client.post("/metric/visits", json={"value": 2})
+    assert client.get("/metric").get_json() == {"metrics": [{"key": "visits", "value": 2}]}
+    client.delete("/metric/visits")
+    assert holder.get("visits") == b"not ours"
+
+
+# -- exactness -----------------------------------------------------------------------
+
+
+def test_sums_past_2_53_stay_exact(client) -> None:
+    for _ in range(3):
+        client.post("/metric/big", json={"value": MAX_VALUE})
+    client.post("/metric", json=[{"key": "big", "value": MAX_VALUE}, {"key": "big", "value": -1}])
+    expected = 4 * MAX_VALUE - 1
+    assert client.get("/metric/big/sum").data == b'{"value": %d}' % expected
+    assert client.get("/metric/big/sum?window=1s").data == b'{"value": %d}' % expected
+    assert client.get("/metric?prefix=b").get_json() == {"metrics": [{"key": "big", "value": expected}]}
+    assert sum(total for _, total in client.get("/metric/big/series?step=1m").get_json()["points"]) == expected
+
+
+def test_a_sum_past_int64_is_refused_and_changes_nothing(client) -> None:
+    client.post("/metric/big", json={"value": MAX_VALUE})
+    too_much = [{"key": "big", "value": MAX_VALUE}] * 1100  # 1101 * (2**53 - 1) > 2**63
+    response = client.post("/metric", json=too_much)
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    assert "int64" in response.get_json()["detail"]
+    assert client.get("/metric/big/sum").get_json() == {"value": MAX_VALUE}
+
+
+def test_values_from_many_keys_land_on_every_cluster_node(client, redis_nodes: list[redis.Redis]) -> None:
+    """A batch over many hash slots (one script per slot, one round trip per node)."""
+    events = [{"key": f"k{index}", "value": index} for index in range(300)]
+    assert client.post("/metric", json=events).get_json() == {"recorded": 300}
+    assert client.post("/metric", json=events).get_json() == {"recorded": 300}
+    if len(redis_nodes) > 1:
+        assert all(node.dbsize() > 0 for node in redis_nodes)
+    listed = client.get("/metric?limit=10000").get_json()["metrics"]
+    assert listed == sorted(({"key": f"k{i}", "value": 2 * i} for i in range(300)), key=lambda m: m["key"])
+    assert client.get("/metric?prefix=k29&limit=3").get_json()["metrics"] == [
+        {"key": "k29", "value": 58},
+        {"key": "k290", "value": 580},
+        {"key": "k291", "value": 582},
+    ]
+
+
+# -- scripts and clocks ----------------------------------------------------------------
+
+
+def test_scripts_are_loaded_again_after_script_flush(client, redis_nodes: list[redis.Redis]) -> None:
+    client.post("/metric/a", json={"value": 1})
+    for node in redis_nodes:
+        node.script_flush()
+    assert client.post("/metric/a", json={"value": 2}).status_code == 200
+    for node in redis_nodes:
+        node.script_flush()
+    events = [{"key": f"k{index}", "value": 1} for index in range(100)]
+    assert client.post("/metric", json=events).status_code == 200
+    for node in redis_nodes:
+        node.script_flush()
+    assert client.get("/metric/a/sum").get_json() == {"value": 3}
+    for node in redis_nodes:
+        node.script_flush()
+    assert len(client.get("/metric?limit=10000").get_json()["metrics"]) == 101
+
+
+def test_without_a_test_clock_the_redis_server_clock_counts(storage_uri: str, redis_nodes: list[redis.Redis]) -> None:
+    """Two apps (as on two hosts) whose own clocks say two hours passed still agree,
+    because the window runs on Redis TIME, which barely moved."""
+    writer, reader = create_app({"RINGSUM_STORAGE_URI": storage_uri}), create_app({"RINGSUM_STORAGE_URI": storage_uri})
+    try:
+        with freeze_time("2001-01-01 12:00:00") as clock:
+            assert writer.test_client().post("/metric/skewed", json={"value": 5}).status_code == 200
+            clock.move_to("2001-01-01 14:00:00")
+            assert reader.test_client().get("/metric/skewed/sum").get_json() == {"value": 5}
+        node = owner(redis_nodes, "ringsum:{skewed}:h")
+        (slot,) = (int(field) for field in node.hkeys("ringsum:{skewed}:h") if field != b"total")
+        assert abs(slot - node.time()[0]) <= 2  # the 1 s tick of the Redis server's TIME
+    finally:
+        writer.extensions["ringsum.storage"].close()
+        reader.extensions["ringsum.storage"].close()
+
+
+# -- Redis goes away -------------------------------------------------------------------
+
+
+def assert_unavailable(response: requests.Response | object) -> None:
+    assert response.status_code == 503
+    assert response.headers["Retry-After"].isdigit()
+    assert response.headers["Content-Type"] == "application/problem+json"
+    body = response.json() if isinstance(response, requests.Response) else response.get_json()
+    assert body["status"] == 503 and "Redis" in body["detail"]
+    assert b"Traceback" not in (response.content if isinstance(response, requests.Response) else response.data)
+
+
+@pytest.mark.process
+def test_redis_stopped_is_a_503_and_serving_resumes_when_it_is_back(own_redis: RedisServer) -> None:
+    with serving({"RINGSUM_STORAGE_URI": own_redis.url, "RINGSUM_REDIS_TIMEOUT": "300ms"}) as server:
+        url, process = server.url, server.process
+        assert requests.post(f"{url}/metric/a", json={"value": 3}).status_code == 200
+        assert requests.get(f"{url}/readyz").status_code == 200
+
+        own_redis.stop()
+        assert_unavailable(requests.post(f"{url}/metric/a", json={"value": 3}))
+        assert_unavailable(requests.get(f"{url}/metric/a/sum"))
+        assert_unavailable(requests.get(f"{url}/readyz"))
+        assert requests.get(f"{url}/healthz").json() == {"status": "ok"}
+
+        own_redis.start()  # an empty Redis on the same port, as after a crash
+        assert requests.post(f"{url}/metric/a", json={"value": 4}).status_code == 200
+        assert requests.get(f"{url}/metric/a/sum").json() == {"value": 4}
+        assert requests.get(f"{url}/readyz").status_code == 200
+        assert process.poll() is None
+
+
+def test_a_hung_redis_times_out_into_a_503_and_recovers(own_redis: RedisServer) -> None:
+    app = create_app({"RINGSUM_STORAGE_URI": own_redis.url, "RINGSUM_REDIS_TIMEOUT": "200ms"})
+    client = app.test_client()
+    try:
+        assert client.post("/metric/a", json={"value": 1}).status_code == 200
+        own_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            assert_unavailable(client.post("/metric/a", json={"value": 1}))
+            assert_unavailable(client.get("/readyz"))
+        finally:
+            own_redis.process.send_signal(signal.SIGCONT)
+        # The timed-out write may have run when Redis woke up (its reply was lost):
+        # a 503 means "unknown", never "surely not recorded".
+        assert client.get("/metric/a/sum").get_json()["value"] in (1, 2)
+        assert client.post("/metric/a", json={"value": 10}).status_code == 200
+    finally:
+        app.extensions["ringsum.storage"].close()
+
+
+def test_a_full_redis_is_a_507_and_changes_nothing(own_redis: RedisServer) -> None:
+    app = create_app({"RINGSUM_STORAGE_URI": own_redis.url})
+    client = app.test_client()
+    try:
+        assert client.post("/metric/a", json={"value": 1}).status_code == 200
+        with own_redis.client() as direct:
+            direct.config_set("maxmemory", "1")  # any write is now over the limit
+            try:
+                response = client.post("/metric", json=[{"key": "a", "value": 1}, {"key": "b", "value": 1}])
+                assert response.status_code == 507
+                assert "maxmemory" in response.get_json()["detail"]
+                assert client.get("/metric").get_json() == {"metrics": [{"key": "a", "value": 1}]}
+            finally:
+                direct.config_set("maxmemory", "0")
+        assert client.post("/metric/a", json={"value": 1}).status_code == 200
+        assert client.get("/metric/a/sum").get_json() == {"value": 2}
+    finally:
+        app.extensions["ringsum.storage"].close()
+
+
+def test_a_rediss_uri_speaks_tls(tmp_path: Path) -> None:
+    if redis_missing():
+        unavailable(redis_missing())
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: it makes the test's certificate")
+    server = RedisServer(tmp_path / "tls", tls=True)
+    try:
+        server.start()
+    except (OSError, RuntimeError) as error:
+        unavailable(f"could not start redis-server with TLS: {error}")
+    secure = create_app({"RINGSUM_STORAGE_URI": server.url})
+    plain = create_app({"RINGSUM_STORAGE_URI": f"redis://127.0.0.1:{server.port}/0", "RINGSUM_REDIS_TIMEOUT": "300ms"})
+    try:
+        assert secure.test_client().post("/metric/a", json={"value": 2}).status_code == 200
+        assert secure.test_client().get("/metric/a/sum").get_json() == {"value": 2}
+        assert secure.test_client().get("/readyz").status_code == 200
+        assert_unavailable(plain.test_client().get("/metric/a/sum"))  # TLS only: plain text gets nowhere
+    finally:
+        secure.extensions["ringsum.storage"].close()
+        plain.extensions["ringsum.storage"].close()
+        server.stop()
+
+
+@pytest.mark.parametrize("scheme", ["redis://127.0.0.1:{port}/0", "redis+cluster://127.0.0.1:{port}"])
+def test_an_app_starts_while_redis_is_down_and_answers_503(scheme: str) -> None:
+    app = create_app({"RINGSUM_STORAGE_URI": scheme.format(port=free_port())})
+    client = app.test_client()
+    try:
+        assert_unavailable(client.get("/metric/a/sum"))
+        assert_unavailable(client.post("/metric", json=[{"key": "a", "value": 1}]))
+        assert_unavailable(client.get("/readyz"))
+        assert client.get("/healthz").status_code == 200
+    finally:
+        app.extensions["ringsum.storage"].close()
+
+
+def test_a_bad_redis_uri_stops_the_start_in_one_line_without_the_password() -> None:
+    env = app_env({"RINGSUM_STORAGE_URI": "redis://:hunter2@localhost:63x9/0"})
+    done = subprocess.run(
+        [sys.executable, "app.py", "--port", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "RINGSUM_STORAGE_URI" in done.stderr
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "redis://localhost:6379/0?no_such_option=1",
+        "redis://localhost:6379/0?socket_timeout=soon",
+        "redis+cluster://localhost:7000,localhost",
+        "redis+cluster://localhost:7000/3",
+    ],
+)
+def test_uris_that_cannot_work_are_refused_before_connecting(uri: str) -> None:
+    with pytest.raises(Exception, match="RINGSUM_STORAGE_URI") as refused:
+        load_settings({"RINGSUM_STORAGE_URI": uri})
+    assert type(refused.value).__name__ == "ConfigError"
+
+
+# -- several processes ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, str, str]]:
+    """Two ``python app.py`` processes (as on two hosts) sharing one Redis of their own."""
+    missing = redis_missing()
+    if missing:
+        unavailable(missing)
+    server = RedisServer(tmp_path_factory.mktemp("shared-redis"))
+    try:
+        server.start()
+    except (OSError, RuntimeError) as error:
+        unavailable(f"could not start redis-server: {error}")
+    try:
+        with (
+            serving({"RINGSUM_STORAGE_URI": server.url}) as first,
+            serving({"RINGSUM_STORAGE_URI": server.url}) as second,
+        ):
+            yield server, first.url, second.url
+    finally:
+        server.stop()
+
+
+@pytest.mark.process
+def test_two_processes_write_to_one_window_and_read_it_alike(two_apps: tuple[RedisServer, str, str]) -> None:
+    server, first, second = two_apps
+    server.flushall()
+    assert requests.post(f"{first}/metric/visits", json={"value": 3}).json() == {}
+    assert requests.post(f"{second}/metric/visits", data="value=4").json() == {}
+    batch = [{"key": "visits", "value": 5}, {"key": "other", "value": MAX_VALUE}]
+    assert requests.post(f"{second}/metric", json=batch).json() == {"recorded": 2}
+    assert requests.post(f"{first}/metric/other", json={"value": MAX_VALUE}).status_code == 200
+    for url in (first, second):
+        assert requests.get(f"{url}/metric/visits/sum").json() == {"value": 12}
+        assert requests.get(f"{url}/metric/other/sum").content == b'{"value": %d}' % (2 * MAX_VALUE)
+        assert requests.get(f"{url}/metric").json()["metrics"] == [
+            {"key": "other", "value": 2 * MAX_VALUE},
+            {"key": "visits", "value": 12},
+        ]
+    assert requests.delete(f"{first}/metric/visits").status_code == 204
+    assert requests.get(f"{second}/metric/visits/sum").json() == {"value": 0}
+
+
+@pytest.mark.process
+def test_many_threads_over_two_processes_lose_nothing(two_apps: tuple[RedisServer, str, str]) -> None:
+    server, first, second = two_apps
+    server.flushall()
+    threads, posts = 8, 100
+
+    def post_many(worker: int) -> int:
+        recorded = 0
+        with requests.Session() as session:
+            for index in range(posts):
+                url = (first, second)[(worker + index) % 2]
+                value = worker * 1000 + index
+                if index % 10 == 0:
+                    response = session.post(f"{url}/metric", json=[{"key": "hits", "value": value}] * 3)
+                    recorded += 3 * value
+                else:
+                    response = session.post(f"{url}/metric/hits", json={"value": value})
+                    recorded += value
+                assert response.status_code == 200
+        return recorded
+
+    with ThreadPoolExecutor(threads) as pool:
+        expected = sum(pool.map(post_many, range(threads)))
+    assert requests.get(f"{first}/metric/hits/sum").json() == {"value": expected}
+    assert requests.get(f"{second}/metric/hits/sum").json() == {"value": expected}
+
+
+def _worker_processes(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in children.read_text().split()] if children.exists() else []
+
+
+@pytest.mark.process
+def test_workers_2_serve_one_window_on_redis(own_redis: RedisServer) -> None:
+    with serving({"RINGSUM_STORAGE_URI": own_redis.url}, workers=2) as server:
+        url = server.url
+        if Path(f"/proc/{server.process.pid}").exists():
+            assert len(_worker_processes(server.process.pid)) == 2
+
+        def post_many(worker: int) -> None:
+            with requests.Session() as session:
+                for _ in range(50):
+                    assert session.post(f"{url}/metric/hits", json={"value": worker}).status_code == 200
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(post_many, range(1, 5)))
+        assert requests.get(f"{url}/metric/hits/sum").json() == {"value": 50 * (1 + 2 + 3 + 4)}
+
+
+# -- the Lua scripts against the memory storage ----------------------------------------
+
+T0 = 1_767_225_600_000_000  # 2026-01-01 in µs: exact-mode slots this size must stay exact
+
+KEYS = st.sampled_from(["a", "b", "ab"])
+VALUES = st.one_of(st.integers(-50, 50), st.integers(-MAX_VALUE, MAX_VALUE))
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("record"), KEYS, VALUES),
+        st.tuples(st.just("record_many"), st.lists(st.tuples(KEYS, VALUES), min_size=1, max_size=4)),
+        # Moves that land on the window's edges: a share of the window, plus or minus
+        # a few ticks, plus or minus 1 µs; negative ones step the clock back.
+        st.tuples(
+            st.just("advance"),
+            st.sampled_from([-10, 0, 10, 50, 100, 100]),
+            st.sampled_from([-2, -1, 0, 0, 1]),
+            st.sampled_from([-1, 0, 1]),
+        ),
+        st.tuples(st.just("total"), KEYS, st.sampled_from([1, 10, 50, 99, 100])),  # % of the window
+        st.tuples(st.just("series"), KEYS, st.integers(1, 4)),
+        st.tuples(st.just("keys"), st.sampled_from(["", "a", "b", "c"]), st.integers(1, 3)),
+        st.tuples(st.just("delete"), KEYS),
+    ),
+    max_size=30,
+)
+
+
+@pytest.mark.parametrize(("window", "resolution"), [("10s", "1s"), ("10s", "0"), ("9s", "1500ms"), ("700ms", "7ms")])
+def test_redis_storage_answers_as_memory_storage_on_any_history(
+    redis_server: RedisServer, window: str, resolution: str
+) -> None:
+    redis_server.flushall()
+    config = load_settings(
+        {"RINGSUM_STORAGE_URI": redis_server.url, "RINGSUM_WINDOW": window, "RINGSUM_RESOLUTION": resolution}
+    )
+    now = [T0]
+    on_redis = open_storage(config, clock=lambda: now[0])
+    assert isinstance(on_redis, RedisStorage)
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(start=st.integers(0, 10**9), operations=OPERATIONS)
+    def same_answers(start: int, operations: list[tuple]) -> None:
+        redis_server.flushall()
+        now[0] = T0 + start
+        in_memory = MemoryStorage(config, clock=lambda: now[0])
+        try:
+            for name, *args in operations:
+                if name == "advance":
+                    percent, ticks, micros = args
+                    now[0] += config.window_us * percent // 100 + ticks * config.slot_us + micros
+                elif name == "total":
+                    key, percent = args
+                    window_us = None if percent == 100 else max(1, config.window_us * percent // 100)
+                    assert on_redis.total(key, window_us) == in_memory.total(key, window_us)
+                elif name == "series":
+                    key, steps = args
+                    step_us = max(config.slot_us, config.window_us // steps // config.slot_us * config.slot_us)
+                    assert on_redis.series(key, step_us) == in_memory.series(key, step_us)
+                elif name == "keys":
+                    assert on_redis.keys(*args) == in_memory.keys(*args)
+                else:
+                    getattr(on_redis, name)(*args)
+                    getattr(in_memory, name)(*args)
+                # After every step: every key's total, and the same entries held.
+                assert on_redis.keys() == in_memory.keys()
+                assert on_redis.stats().entries == in_memory.stats().entries
+        finally:
+            in_memory.close()
+
+    try:
+        same_answers()
+    finally:
+        on_redis.close()
