@@ -9,7 +9,7 @@ from http import HTTPStatus
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from .storage import KeyLimitReached, StorageUnavailable
+from .storage import KeyLimitReached, StorageUnavailable, SumOutOfRange
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,10 @@ def _from_key_limit(error: KeyLimitReached) -> Response:
     return problem_response(507, f"{error}; wait for keys to age out, delete some, or raise the limit")
 
 
+def _from_sum_out_of_range(error: SumOutOfRange) -> Response:
+    return problem_response(422, str(error))
+
+
 def _from_unavailable(error: StorageUnavailable) -> Response:
     return problem_response(503, f"storage is unreachable ({error}); retry shortly", {"Retry-After": "1"})
 
@@ -84,4 +88,5 @@ def register_problem_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, _from_http_exception)
     app.register_error_handler(KeyLimitReached, _from_key_limit)
     app.register_error_handler(StorageUnavailable, _from_unavailable)
+    app.register_error_handler(SumOutOfRange, _from_sum_out_of_range)
     app.register_error_handler(Exception, _from_unexpected)

@@ -7,7 +7,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .base import KeyLimitReached, Series, Storage, StorageError, StorageStats, StorageUnavailable
+from .base import KeyLimitReached, Series, Storage, StorageError, StorageStats, StorageUnavailable, SumOutOfRange
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -55,6 +55,7 @@ __all__ = [
     "StorageError",
     "StorageStats",
     "StorageUnavailable",
+    "SumOutOfRange",
     "check_storage_uri",
     "open_storage",
     "redacted_uri",

@@ -15,6 +15,10 @@ class KeyLimitReached(StorageError):
     """Recording would hold more live keys than RINGSUM_MAX_KEYS (-> 507)."""
 
 
+class SumOutOfRange(StorageError):
+    """Recording would take a sum past what the backend adds exactly (-> 422)."""
+
+
 class StorageUnavailable(StorageError):
     """The backend cannot be reached right now (-> 503 with Retry-After)."""
 

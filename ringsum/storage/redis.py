@@ -40,10 +40,9 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from ..problems import unprocessable
 from ..window import RollingSum
 from . import redacted_uri
-from .base import KeyLimitReached, Series, Storage, StorageStats, StorageUnavailable
+from .base import KeyLimitReached, Series, Storage, StorageStats, StorageUnavailable, SumOutOfRange
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -242,7 +241,7 @@ class RedisStorage(Storage):
             if not str(error).startswith("RINGSUM_RANGE"):
                 raise
             recorded = "for that key (other keys of the batch may be)" if self._cluster else "at all"
-            raise unprocessable(
+            raise SumOutOfRange(
                 f"this would take a sum past what Redis adds exactly (±9.2e18, int64); nothing was recorded {recorded}"
             ) from None
         self._count_evictions(sum(results))
