@@ -107,7 +107,7 @@ def _rows(results: dict) -> list[Row]:
         rows.append(("100,000 live keys: RSS per key", f"{scale['rss_bytes_per_key']:,.0f} B", "(reported)", None))
         rows.append(
             (
-                "100,000 live keys: GET latency while sweeping p50 / p99 / max",
+                "100,000 keys: GET latency through their sweeps and mass expiry, p50 / p99 / max",
                 f"{scale['p50_ms']:.2f} / {scale['p99_ms']:.2f} / {scale['max_ms']:.1f} ms",
                 "max <= 50 ms",
                 scale["max_ms"] <= 50,
@@ -116,9 +116,17 @@ def _rows(results: dict) -> list[Row]:
     if sweep := results.get("sweep"):
         rows.append(
             (
-                "100,000 live keys: one sweep / longest lock hold",
-                f"{sweep['sweep_ms']:.0f} ms / {sweep['longest_lock_hold_ms']:.2f} ms",
-                "hold <= 50 ms",
+                "100,000 keys: one sweep, all live / all expiring at once",
+                f"{sweep['sweep_ms_live']:.2f} ms / {sweep['sweep_ms_all_expired']:.0f} ms",
+                "(reported)",
+                None,
+            )
+        )
+        rows.append(
+            (
+                "100,000 keys expiring at once: longest lock hold of the sweep",
+                f"{sweep['longest_lock_hold_ms']:.2f} ms",
+                "<= 50 ms",
                 sweep["longest_lock_hold_ms"] <= 50,
             )
         )
@@ -155,7 +163,7 @@ def main() -> int:
         "batch": ("batch_ingest", lambda: http_load.batch_ingest(rounds, seconds)),
         "memory": ("memory_bound", lambda: _memory_bound(360 if args.quick else 3600)),
         "flat": ("flat_reads", lambda: http_load.flat_reads(rounds, seconds, 100_000 if args.quick else 1_000_000)),
-        "scale": ("keys_at_scale", lambda: http_load.keys_at_scale(seconds)),
+        "scale": ("keys_at_scale", http_load.keys_at_scale),
         "sweep": ("sweep", http_load.sweep_duration),
         "redis": ("redis", lambda: http_load.redis_vs_memory(rounds, seconds)),
     }

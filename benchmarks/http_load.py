@@ -90,22 +90,30 @@ def flat_reads(rounds: int, seconds: float, events: int = 1_000_000) -> dict:
     }
 
 
-def keys_at_scale(seconds: float, keys: int = 100_000) -> dict:
-    """Item 5: ``keys`` live keys: RSS per key, and request latency while sweeps run."""
-    with ringsum_server() as server, requests.Session() as session:
+def keys_at_scale(keys: int = 100_000, window_s: int = 10) -> dict:
+    """Item 5: ``keys`` live keys: RSS per key, then request latency (one connection)
+    through sweeps of them all live and through the sweep that drops them all at once,
+    with a ``window_s`` window so the mass expiry happens during the run."""
+    with ringsum_server(env={"RINGSUM_WINDOW": f"{window_s}s"}) as server, requests.Session() as session:
         time.sleep(1.5)  # let start-up allocations settle before the baseline RSS
         before = server.worker_rss_bytes()
+        started = time.monotonic()
         for start in range(0, keys, 1000):
             body = _batch_body(1000, lambda index, start=start: f"key.{start + index}")
             session.post(f"{server.url}/metric", data=body, timeout=30).raise_for_status()
         held = server.worker_rss_bytes() - before
-        # The sweep runs about once a second over every key: a run of several seconds
-        # at one connection catches requests that land during a sweep.
-        load = wrk(f"{server.url}/metric/key.1/sum", seconds=max(seconds, 5), connections=1)
-        count = len(session.get(f"{server.url}/metric", params={"limit": 10_000}, timeout=30).json()["metrics"])
+        live = len(
+            session.get(f"{server.url}/metric", params={"limit": 10_000, "prefix": "key."}, timeout=30).json()[
+                "metrics"
+            ]
+        )
+        remaining = window_s + 3 - (time.monotonic() - started)
+        load = wrk(f"{server.url}/metric/absent/sum", seconds=max(round(remaining), 3), connections=1)
+        after = session.get(f"{server.url}/metric", params={"prefix": "key."}, timeout=30).json()["metrics"]
     return {
         "keys": keys,
-        "listed_first_page": count,
+        "listed_while_live": live,
+        "left_after_expiry": len(after),
         "rss_bytes_per_key": held / keys,
         "p50_ms": load.p50_ms,
         "p99_ms": load.p99_ms,
@@ -114,22 +122,45 @@ def keys_at_scale(seconds: float, keys: int = 100_000) -> dict:
 
 
 def sweep_duration(keys: int = 100_000) -> dict:
-    """Item 5: how long one sweep of ``keys`` live keys takes, and its longest lock hold."""
+    """Item 5: one sweep of ``keys`` live keys, and of as many keys expiring at once
+    (the worst case), with the longest the lock is held in one slice of that sweep."""
     from ringsum.config import load_settings
-    from ringsum.storage.memory import SWEEP_SLICE, MemoryStorage
+    from ringsum.storage.memory import MemoryStorage
 
-    storage = MemoryStorage(load_settings({}, environ={}))
+    now = [1_800_000_000_000_000]
+    storage = MemoryStorage(load_settings({}, environ={}), clock=lambda: now[0])
+    holds: list[float] = []
+    drop_expired = storage._drop_expired  # runs with the lock held: time each call
+
+    def timed_drop(*args: object) -> int:
+        started = time.perf_counter()
+        try:
+            return drop_expired(*args)
+        finally:
+            holds.append(time.perf_counter() - started)
+
+    storage._drop_expired = timed_drop
     try:
-        storage.record_many([(f"key.{index}", 1) for index in range(keys)])
-        durations = []
+        live, expired = [], []
         for _ in range(5):
-            started = time.perf_counter()
-            storage.sweep()
-            durations.append(time.perf_counter() - started)
+            storage.record_many([(f"key.{index}", 1) for index in range(keys)])
+            live.append(_timed(storage.sweep))
+            now[0] += 3_602_000_000  # past the window and its tick: every key has aged out
+            expired.append(_timed(storage.sweep))
+            assert storage.stats().keys == 0
     finally:
         storage.close()
-    slices = -(-keys // SWEEP_SLICE)
-    return {"sweep_ms": median(durations) * 1000, "longest_lock_hold_ms": median(durations) * 1000 / slices}
+    return {
+        "sweep_ms_live": median(live) * 1000,
+        "sweep_ms_all_expired": median(expired) * 1000,
+        "longest_lock_hold_ms": max(holds) * 1000,
+    }
+
+
+def _timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
 
 
 @contextmanager

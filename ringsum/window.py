@@ -31,16 +31,23 @@ class RollingSum:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, value: int, now_us: int) -> None:
+    def add(self, value: int, now_us: int) -> bool:
+        """Add ``value`` at ``now_us``; True when it opened a new slot (and so moved
+        the moment this sum expires further out)."""
         slot = now_us // self._slot_us
         entries = self._entries
+        self._total += value
         if entries and entries[-1][0] >= slot:
             # Same slot, or the wall clock stepped back: keep the deque ordered by
             # booking the value in the newest slot rather than in the past.
             entries[-1][1] += value
-        else:
-            entries.append([slot, value])
-        self._total += value
+            return False
+        entries.append([slot, value])
+        return True
+
+    def expired(self, now_us: int) -> bool:
+        """Whether every entry has left the window (without changing anything)."""
+        return not self._entries or self._entries[-1][0] < now_us // self._slot_us - self._span
 
     def evict(self, now_us: int) -> int:
         """Drop the entries that have left the window; return how many."""

@@ -77,6 +77,48 @@ def test_the_sweep_frees_keys_nobody_touches_any_more(make_memory_app) -> None:
         assert storage.stats().entries == 0
 
 
+def test_the_sweep_drops_exactly_the_keys_whose_newest_value_aged_out() -> None:
+    """The sweep reads keys oldest-written first and stops at the first live one, so a
+    key written again must move behind the others, and one written in the same tick
+    must not need to."""
+    clock = ManualClock(START_US)
+    storage = memory_storage(clock, RINGSUM_WINDOW="1m", RINGSUM_RESOLUTION="1s")
+    try:
+        for key in ("first", "second", "third", "fourth"):
+            storage.record(key, 1)
+        clock.now_us += 10_000_000
+        storage.record("first", 2)  # a new tick: "first" now expires last
+        clock.now_us += 500_000
+        storage.record("first", 3)  # the same tick again
+        storage.record("fourth", 4)  # "fourth" also moves behind "second" and "third"
+        clock.now_us = START_US + 61_000_000  # the first tick's values have aged out
+        storage.sweep()
+        assert storage.stats().keys == 2  # (stats() ages nothing out by itself)
+        assert [key for key, _ in storage.keys("")] == ["first", "fourth"]
+        assert storage.total("first") == 5 and storage.total("fourth") == 4
+        clock.now_us = START_US + 71_000_000  # and now every value has
+        storage.sweep()
+        assert storage.stats().keys == 0
+    finally:
+        storage.close()
+
+
+def test_a_restored_snapshot_is_swept_in_the_order_its_keys_were_written(tmp_path) -> None:
+    path = tmp_path / "snapshot.json"
+    minute = 60_000_000
+    entries = {"late": [[START_US - minute, 1], [START_US - 10_000_000, 2]], "early": [[START_US - 50_000_000, 3]]}
+    write_snapshot(str(path), entries.items())
+    clock = ManualClock(START_US)
+    storage = memory_storage(clock, RINGSUM_WINDOW="1m", RINGSUM_SNAPSHOT_PATH=str(path))
+    try:
+        clock.now_us = START_US + 15_000_000  # "early" aged out; "late" holds its newer value
+        storage.sweep()
+        assert storage.stats().keys == 1  # (stats() ages nothing out by itself)
+        assert storage.keys("") == [("late", 2)]
+    finally:
+        storage.close()
+
+
 def test_the_background_sweep_runs_about_once_a_second(make_memory_app) -> None:
     storage = make_memory_app(RINGSUM_WINDOW="1m").extensions["ringsum.storage"]
     with freeze_time(START) as clock:  # the app's clock shows the sweeper the frozen time too

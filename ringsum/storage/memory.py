@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
-SWEEP_SLICE = 1000  # keys per lock hold, so a sweep of many keys never stalls requests for long
+SWEEP_SLICE = 500  # expired keys dropped per lock hold, so even a mass expiry never stalls requests for long
+SWEEP_PAUSE_S = 0.001
 
 
 class MemoryStorage(Storage):
@@ -34,9 +35,9 @@ class MemoryStorage(Storage):
         self._max_keys = settings.max_keys
         self._snapshot_path = settings.snapshot_path
         self._clock = clock or now_us
+        # In the order each key last opened a slot, so expired keys gather at the front.
         self._sums: dict[str, RollingSum] = {}
         self._lock = threading.Lock()
-        self._full_sweep_slot: int | None = None
         self.evictions = 0  # entries aged out, for /metrics
         self.last_sweep_seconds = 0.0
         if self._snapshot_path:
@@ -56,7 +57,8 @@ class MemoryStorage(Storage):
                 rolling = self._sums[key] = self._new_sum()
             else:
                 self.evictions += rolling.evict(now)
-            rolling.add(value, now)
+            if rolling.add(value, now):
+                self._expires_last(key)
 
     def record_many(self, events: Sequence[tuple[str, int]]) -> None:
         now = self._clock()
@@ -68,7 +70,8 @@ class MemoryStorage(Storage):
             for key, value in events:
                 rolling = self._sums[key]
                 self.evictions += rolling.evict(now)
-                rolling.add(value, now)
+                if rolling.add(value, now):
+                    self._expires_last(key)
 
     def total(self, key: str, window_us: int | None = None) -> int:
         now = self._clock()
@@ -125,15 +128,21 @@ class MemoryStorage(Storage):
     # -- ageing out ------------------------------------------------------------
 
     def sweep(self) -> None:
-        """Drop every key whose values have all aged out, a slice of keys at a time."""
+        """Drop every key whose values have all aged out, a slice at a time.
+
+        Keys are held in the order their newest slot was opened, so the expired ones
+        are at the front: a sweep reads only those, plus the first live key, whatever
+        the number of live keys.
+        """
         started = time.perf_counter()
         now = self._clock()
-        with self._lock:  # copying the dict while a request adds a key could fail mid-copy
-            keys = list(self._sums)
-        for start in range(0, len(keys), SWEEP_SLICE):
+        while True:
             with self._lock:
-                for key in keys[start : start + SWEEP_SLICE]:
-                    self._live(key, now)
+                if self._drop_expired(now, SWEEP_SLICE) < SWEEP_SLICE:
+                    break
+            # Between slices, hand the GIL to request threads: without a pause this
+            # thread takes it straight back and requests wait whole switch intervals.
+            time.sleep(SWEEP_PAUSE_S)
         self.last_sweep_seconds = time.perf_counter() - started
 
     def _sweep_forever(self) -> None:
@@ -155,16 +164,30 @@ class MemoryStorage(Storage):
             return None
         return rolling
 
+    def _expires_last(self, key: str) -> None:
+        """Move ``key`` to the end of the dict: its newest slot is now the newest of all.
+        (If the wall clock steps back, order is off by at most that step, which only
+        delays a sweep, never drops a live key.) Call with the lock held."""
+        self._sums[key] = self._sums.pop(key)
+
+    def _drop_expired(self, now: int, most: int | None = None) -> int:
+        """Forget up to ``most`` keys from the front whose values all aged out; stop at
+        the first live one. Returns how many were dropped. Call with the lock held."""
+        expired = []
+        for key, rolling in self._sums.items():
+            if not rolling.expired(now) or len(expired) == most:
+                break
+            expired.append(key)
+        for key in expired:
+            self.evictions += len(self._sums.pop(key))
+        return len(expired)
+
     def _make_room(self, new_keys: int, now: int) -> None:
-        """Raise KeyLimitReached unless ``new_keys`` more keys fit. At the limit, sweep
-        once per tick first: keys that aged out since the last sweep do not count."""
+        """Raise KeyLimitReached unless ``new_keys`` more keys fit; keys that aged out
+        since the last sweep are dropped first, so they do not count."""
         if len(self._sums) + new_keys <= self._max_keys:
             return
-        slot = now // self._slot_us
-        if self._full_sweep_slot != slot:
-            self._full_sweep_slot = slot
-            for key in list(self._sums):
-                self._live(key, now)
+        self._drop_expired(now)
         if len(self._sums) + new_keys > self._max_keys:
             raise KeyLimitReached(f"{self._max_keys} live keys are held already (RINGSUM_MAX_KEYS)")
 
@@ -180,11 +203,15 @@ class MemoryStorage(Storage):
     def _restore(self, saved: dict[str, list[tuple[int, int]]]) -> None:
         """Re-add saved entries at their own times, then age out what expired while down."""
         now = self._clock()
+        restored = []
         for key, entries in saved.items():
             rolling = self._new_sum()
             for time_us, subtotal in entries:
                 rolling.add(subtotal, time_us)
             rolling.evict(now)
-            if rolling and len(self._sums) < self._max_keys:
-                self._sums[key] = rolling
+            if rolling:
+                restored.append((entries[-1][0], key, rolling))
+        # Oldest newest-entry first, the order the sweep relies on.
+        for _, key, rolling in sorted(restored)[-self._max_keys :]:
+            self._sums[key] = rolling
         log.info("restored %d live keys from %s", len(self._sums), self._snapshot_path)
