@@ -157,7 +157,7 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated: single,batch,memory,flat,scale,sweep,redis")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
     args = parser.parse_args()
-    rounds, seconds = (1, 1) if args.quick else (3, 4)
+    rounds, seconds = (1, 1) if args.quick else (5, 3)
     steps: dict[str, tuple[str, Callable[[], dict]]] = {
         "single": ("single_posts", lambda: http_load.single_posts(rounds, seconds)),
         "batch": ("batch_ingest", lambda: http_load.batch_ingest(rounds, seconds)),

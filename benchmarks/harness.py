@@ -89,7 +89,10 @@ def serving(argv: list[str], env: Mapping[str, str] | None = None) -> Iterator[S
 
 
 def ringsum_server(app: str = "ringsum", workers: int = 1, env: Mapping[str, str] | None = None):
-    return serving([sys.executable, "-m", "benchmarks.serve", app, "--workers", str(workers)], env)
+    """ringsum exactly as a user starts it; a baseline through the same granian setup."""
+    if app == "ringsum":
+        return serving([sys.executable, "app.py", "--workers", str(workers)], env)
+    return serving([sys.executable, "-m", "benchmarks.serve", app], env)
 
 
 def wrk(url: str, *, seconds: float, connections: int = 16, body: str | None = None) -> Load:

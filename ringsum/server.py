@@ -35,7 +35,7 @@ def _wsgi_worker(worker_id: int, callback: Any, *args: Any, **kwargs: Any) -> No
             storage.close()
 
 
-def serve(build_app: Callable[[], Any], host: str, port: int, workers: int = 1) -> None:
+def serve(build_app: Callable[[], Any], host: str, port: int, workers: int = 1, threads: int = 1) -> None:
     """Serve a WSGI app on granian as ringsum is served (the benchmarks serve their
     baselines through here too). ``build_app`` runs inside each worker process."""
     server = MPServer(
@@ -44,7 +44,7 @@ def serve(build_app: Callable[[], Any], host: str, port: int, workers: int = 1) 
         port=port,
         interface=Interfaces.WSGI,
         workers=workers,
-        blocking_threads=1,
+        blocking_threads=threads,
         log_access=False,
     )
     server.serve(spawn_target=_wsgi_worker, target_loader=lambda *_, **__: build_app(), wrap_loader=False)
@@ -55,11 +55,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     parser.add_argument("--workers", type=int, default=1, help="server processes (more than 1 needs Redis storage)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="request threads per process (default: 1 with memory storage, 2 with Redis, whose round trips they overlap)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be between 0 and 65535")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
     return args
 
 
@@ -83,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        serve(create_app, args.host, args.port, args.workers)
+        memory = settings.storage_uri.startswith("memory:")
+        serve(create_app, args.host, args.port, args.workers, args.threads or (1 if memory else 2))
     except RuntimeError as error:
         # granian reports a socket it cannot open (port taken, address not ours) this way.
         reason = str(error).splitlines()[0] if str(error) else repr(error)

@@ -105,23 +105,31 @@ def wait_until_answering(server: Server, timeout: float = START_TIMEOUT_S) -> No
 
 
 def start_server(
-    env: Mapping[str, str] | None = None, *, workers: int | None = None, port: int | None = None
+    env: Mapping[str, str] | None = None,
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+    port: int | None = None,
 ) -> Server:
-    """``python app.py --port P [--workers N]`` with ``env`` settings, once it answers."""
+    """``python app.py --port P [--workers N] [--threads T]`` with ``env`` settings, once it answers."""
     port = port or free_port()
     args = ["--host", "127.0.0.1", "--port", str(port)]
     if workers is not None:
         args += ["--workers", str(workers)]
+    if threads is not None:
+        args += ["--threads", str(threads)]
     server = Server(run_app(args, env), port)
     wait_until_answering(server)
     return server
 
 
 @contextlib.contextmanager
-def serving(env: Mapping[str, str] | None = None, *, workers: int | None = None) -> Iterator[Server]:
+def serving(
+    env: Mapping[str, str] | None = None, *, workers: int | None = None, threads: int | None = None
+) -> Iterator[Server]:
     """A server for the ``with`` block; stopped (SIGTERM, then SIGKILL) when it ends,
     unless the block stopped it already."""
-    server = start_server(env, workers=workers)
+    server = start_server(env, workers=workers, threads=threads)
     try:
         yield server
     finally:

@@ -113,6 +113,7 @@ def test_python_app_py_exits_2_with_one_line_per_bad_setting() -> None:
     started = [(name, value, run_app(["--port", "1"], {name: value})) for name, value, _ in BAD_SETTINGS]
     workers = run_app(["--port", "1", "--workers", "2"], {"RINGSUM_STORAGE_URI": "memory://"})
     bad_port = run_app(["--port", "70000"])
+    bad_threads = run_app(["--port", "1", "--threads", "0"])
     for name, value, process in started:
         status, output = finished(process)
         assert status == 2, (name, value, output)
@@ -123,3 +124,5 @@ def test_python_app_py_exits_2_with_one_line_per_bad_setting() -> None:
     assert "--workers" in output and "RINGSUM_STORAGE_URI=redis://" in output
     status, output = finished(bad_port)
     assert status == 2 and "--port" in output and "Traceback" not in output
+    status, output = finished(bad_threads)
+    assert status == 2 and "--threads" in output and "Traceback" not in output

@@ -116,9 +116,10 @@ def test_a_corrupt_snapshot_is_set_aside_and_the_service_starts_empty(tmp_path) 
     assert set(json.loads(path.read_text())["keys"]) == {"b"}
 
 
-def test_threads_posting_to_one_key_lose_nothing() -> None:
+@pytest.mark.parametrize("server_threads", [None, 4], ids=["one-request-thread", "four-request-threads"])
+def test_threads_posting_to_one_key_lose_nothing(server_threads: int | None) -> None:
     threads, posts = 8, 200
-    with serving() as server:
+    with serving(threads=server_threads) as server:
         errors: list[int] = []
 
         def post_many() -> None:
