@@ -109,8 +109,16 @@ def _rows(results: dict) -> list[Row]:
             (
                 "100,000 keys: GET latency through their sweeps and mass expiry, p50 / p99 / max",
                 f"{scale['p50_ms']:.2f} / {scale['p99_ms']:.2f} / {scale['max_ms']:.1f} ms",
-                "max <= 50 ms",
-                scale["max_ms"] <= 50,
+                "(reported)",
+                None,
+            )
+        )
+        rows.append(
+            (
+                "100,000 keys: longest garbage-collector pause in the server (whole run)",
+                f"{scale['longest_gc_pause_ms']:.1f} ms",
+                "(reported)",
+                None,
             )
         )
     if sweep := results.get("sweep"):
@@ -124,7 +132,7 @@ def _rows(results: dict) -> list[Row]:
         )
         rows.append(
             (
-                "100,000 keys expiring at once: longest lock hold of the sweep",
+                "sweep stall: longest lock hold while 100,000 keys expire at once",
                 f"{sweep['longest_lock_hold_ms']:.2f} ms",
                 "<= 50 ms",
                 sweep["longest_lock_hold_ms"] <= 50,

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import requests
 
@@ -94,7 +95,9 @@ def keys_at_scale(keys: int = 100_000, window_s: int = 10) -> dict:
     """Item 5: ``keys`` live keys: RSS per key, then request latency (one connection)
     through sweeps of them all live and through the sweep that drops them all at once,
     with a ``window_s`` window so the mass expiry happens during the run."""
-    with ringsum_server(env={"RINGSUM_WINDOW": f"{window_s}s"}) as server, requests.Session() as session:
+    gc_log = Path(tempfile.mkdtemp()) / "gc.log"
+    probe = {"PYTHONPATH": str(Path(__file__).with_name("gc_probe")), "RINGSUM_BENCH_GC_LOG": str(gc_log)}
+    with ringsum_server(env={"RINGSUM_WINDOW": f"{window_s}s", **probe}) as server, requests.Session() as session:
         time.sleep(1.5)  # let start-up allocations settle before the baseline RSS
         before = server.worker_rss_bytes()
         started = time.monotonic()
@@ -110,7 +113,9 @@ def keys_at_scale(keys: int = 100_000, window_s: int = 10) -> dict:
         remaining = window_s + 3 - (time.monotonic() - started)
         load = wrk(f"{server.url}/metric/absent/sum", seconds=max(round(remaining), 3), connections=1)
         after = session.get(f"{server.url}/metric", params={"prefix": "key."}, timeout=30).json()["metrics"]
+    pauses = [float(line.split()[1]) for line in gc_log.read_text().splitlines()] if gc_log.exists() else []
     return {
+        "longest_gc_pause_ms": max(pauses, default=0.0),
         "keys": keys,
         "listed_while_live": live,
         "left_after_expiry": len(after),

@@ -17,49 +17,49 @@ class RollingSum:
 
     Adds merge into the newest entry when they share its slot, so tick mode holds at
     most ``span + 1`` entries whatever the event rate; eviction pops from the left,
-    so adds and totals are O(1) amortised. Slots and subtotals sit in two parallel
-    deques of ints rather than one deque of pairs: half the memory per entry, and
-    nothing per entry for the garbage collector to walk.
+    so adds and totals are O(1) amortised. The entries lie flat in one deque of ints,
+    ``slot, subtotal, slot, subtotal, ...``: a third of the memory of a deque of
+    pairs, and nothing per entry for the garbage collector to walk.
     """
 
-    __slots__ = ("_slot_us", "_slots", "_span", "_subtotals", "_total")
+    __slots__ = ("_flat", "_slot_us", "_span", "_total")
 
     def __init__(self, window_us: int, resolution_us: int) -> None:
         self._slot_us = resolution_us or 1
         self._span = window_us // self._slot_us
-        self._slots: deque[int] = deque()
-        self._subtotals: deque[int] = deque()
+        self._flat: deque[int] = deque()
         self._total = 0
 
     def __len__(self) -> int:
-        return len(self._slots)
+        return len(self._flat) // 2
 
     def add(self, value: int, now_us: int) -> bool:
         """Add ``value`` at ``now_us``; True when it opened a new slot (and so moved
         the moment this sum expires further out)."""
         slot = now_us // self._slot_us
+        flat = self._flat
         self._total += value
-        if self._slots and self._slots[-1] >= slot:
+        if flat and flat[-2] >= slot:
             # Same slot, or the wall clock stepped back: keep the slots ordered by
             # booking the value in the newest slot rather than in the past.
-            self._subtotals[-1] += value
+            flat[-1] += value
             return False
-        self._slots.append(slot)
-        self._subtotals.append(value)
+        flat.append(slot)
+        flat.append(value)
         return True
 
     def expired(self, now_us: int) -> bool:
         """Whether every entry has left the window (without changing anything)."""
-        return not self._slots or self._slots[-1] < now_us // self._slot_us - self._span
+        return not self._flat or self._flat[-2] < now_us // self._slot_us - self._span
 
     def evict(self, now_us: int) -> int:
         """Drop the entries that have left the window; return how many."""
         oldest_kept = now_us // self._slot_us - self._span
-        slots, subtotals = self._slots, self._subtotals
+        flat = self._flat
         dropped = 0
-        while slots and slots[0] < oldest_kept:
-            slots.popleft()
-            self._total -= subtotals.popleft()
+        while flat and flat[0] < oldest_kept:
+            flat.popleft()
+            self._total -= flat.popleft()
             dropped += 1
         return dropped
 
@@ -70,7 +70,8 @@ class RollingSum:
             return self._total
         oldest_kept = now_us // self._slot_us - -(-window_us // self._slot_us)
         subtotal = 0
-        for slot, value in zip(reversed(self._slots), reversed(self._subtotals), strict=True):
+        newest_first = reversed(self._flat)
+        for value, slot in zip(newest_first, newest_first, strict=True):
             if slot < oldest_kept:
                 break
             subtotal += value
@@ -89,11 +90,15 @@ class RollingSum:
         count = -(-self._span // step_slots) + 1
         first = current - count + 1
         sums = [0] * count
-        for slot, value in zip(self._slots, self._subtotals, strict=True):
+        for slot, value in self._pairs():
             sums[min(slot // step_slots, current) - first] += value
         return first * step_us, sums
 
     def entries(self) -> Iterator[tuple[int, int]]:
         """``(time_us, subtotal)`` pairs, oldest first, for snapshots."""
-        for slot, value in zip(self._slots, self._subtotals, strict=True):
+        for slot, value in self._pairs():
             yield slot * self._slot_us, value
+
+    def _pairs(self) -> Iterator[tuple[int, int]]:
+        oldest_first = iter(self._flat)
+        return zip(oldest_first, oldest_first, strict=True)
