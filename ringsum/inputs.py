@@ -55,12 +55,11 @@ class BodyLimitedRequest(Request):
 
     def get_data(self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False) -> Any:
         data = super().get_data(cache=cache, as_text=False, parse_form_data=parse_form_data)
-        limit = self.max_content_length
         if (
-            limit is not None
-            and len(data) >= limit
-            and self.content_length is None  # with a Content-Length, Werkzeug checks it itself
+            self.content_length is None  # with a Content-Length, Werkzeug checks it itself
             and self.environ.get("wsgi.input_terminated")  # so reading at the end cannot block
+            and (limit := self.max_content_length) is not None  # (a lookup through the app: last)
+            and len(data) >= limit
             and self.environ["wsgi.input"].read(1)
         ):
             raise RequestEntityTooLarge()
