@@ -29,6 +29,19 @@ def _batch_body(count: int, key: Callable[[int], str]) -> str:
     return json.dumps([{"key": key(index), "value": index % 7} for index in range(count)])
 
 
+def _alternating(servers: dict[str, Server], rounds: int, seconds: float) -> dict:
+    """Median POST and GET req/s of each server, taking turns A B C A B C ... so drifts
+    in the machine's load fall on every server alike."""
+    for server in servers.values():
+        _prime_read_key(server)
+    runs: dict[str, dict[str, list[float]]] = {name: {"post": [], "get": []} for name in servers}
+    for _ in range(rounds):
+        for name, server in servers.items():
+            runs[name]["post"].append(wrk(f"{server.url}/metric/post", seconds=seconds, body=POST_BODY).requests_per_s)
+            runs[name]["get"].append(wrk(f"{server.url}/metric/read/sum", seconds=seconds).requests_per_s)
+    return {name: {method: median(values) for method, values in by.items()} for name, by in runs.items()}
+
+
 def single_posts(rounds: int, seconds: float) -> dict:
     """Item 1: POST and GET req/s; ringsum, the bare floor and the naive design on the same
     server, plus the naive design on gunicorn sync with one worker. Runs alternate A B C D."""
@@ -52,16 +65,7 @@ def single_posts(rounds: int, seconds: float) -> dict:
             "naive": stack.enter_context(ringsum_server("naive")),
             "naive_gunicorn": stack.enter_context(serving([*gunicorn, "benchmarks.baselines:naive_app()"])),
         }
-        for server in servers.values():
-            _prime_read_key(server)
-        runs: dict[str, dict[str, list[float]]] = {name: {"post": [], "get": []} for name in servers}
-        for _ in range(rounds):
-            for name, server in servers.items():
-                runs[name]["post"].append(
-                    wrk(f"{server.url}/metric/post", seconds=seconds, body=POST_BODY).requests_per_s
-                )
-                runs[name]["get"].append(wrk(f"{server.url}/metric/read/sum", seconds=seconds).requests_per_s)
-    return {name: {method: median(values) for method, values in by.items()} for name, by in runs.items()}
+        return _alternating(servers, rounds, seconds)
 
 
 def batch_ingest(rounds: int, seconds: float, batch: int = 1000) -> dict:
@@ -202,16 +206,7 @@ def redis_vs_memory(rounds: int, seconds: float, workers: int = 2) -> dict:
         memory = stack.enter_context(ringsum_server())
         shared = stack.enter_context(ringsum_server(workers=workers, env={"RINGSUM_STORAGE_URI": uri}))
         servers = {"memory": memory, "redis": shared}
-        for server in servers.values():
-            _prime_read_key(server)
-        runs: dict[str, dict[str, list[float]]] = {name: {"post": [], "get": []} for name in servers}
-        for _ in range(rounds):
-            for name, server in servers.items():
-                runs[name]["post"].append(
-                    wrk(f"{server.url}/metric/post", seconds=seconds, body=POST_BODY).requests_per_s
-                )
-                runs[name]["get"].append(wrk(f"{server.url}/metric/read/sum", seconds=seconds).requests_per_s)
-    return {name: {method: median(values) for method, values in by.items()} for name, by in runs.items()}
+        return _alternating(servers, rounds, seconds)
 
 
 __all__ = ["batch_ingest", "flat_reads", "keys_at_scale", "redis_vs_memory", "single_posts", "sweep_duration"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,16 +46,13 @@ def storage_uri(backend: str, request: pytest.FixtureRequest) -> str:
     return servers.url
 
 
-@pytest.fixture
-def make_app(backend: str, storage_uri: str) -> Iterator[Callable[..., Flask]]:
-    """Build apps on the backend under test with RINGSUM_* overrides; closed afterwards.
-    On Redis the app's clock replaces Redis TIME, so freezegun steers the window there too."""
+def _app_builder(storage_uri: str, settings: Mapping[str, str]) -> Iterator[Callable[..., Flask]]:
+    """Yield a function that builds apps on ``storage_uri``, with ``settings`` and then
+    its own RINGSUM_* overrides; every app built is closed afterwards."""
     apps: list[Flask] = []
-    redis_backend = backend != "memory"
 
     def build(**overrides: Any) -> Flask:
-        settings = {"RINGSUM_STORAGE_URI": storage_uri, **(REDIS_TEST_SETTINGS if redis_backend else {}), **overrides}
-        app = create_app(settings, clock=now_us_in_every_thread)
+        app = create_app({"RINGSUM_STORAGE_URI": storage_uri, **settings, **overrides}, clock=now_us_in_every_thread)
         app.config["TESTING"] = True
         apps.append(app)
         return app
@@ -63,23 +60,20 @@ def make_app(backend: str, storage_uri: str) -> Iterator[Callable[..., Flask]]:
     yield build
     for app in apps:
         app.extensions["ringsum.storage"].close()
+
+
+@pytest.fixture
+def make_app(backend: str, storage_uri: str) -> Iterator[Callable[..., Flask]]:
+    """Build apps on the backend under test with RINGSUM_* overrides; closed afterwards.
+    On Redis the app's clock replaces Redis TIME, so freezegun steers the window there too."""
+    yield from _app_builder(storage_uri, REDIS_TEST_SETTINGS if backend != "memory" else {})
 
 
 @pytest.fixture
 def make_memory_app() -> Iterator[Callable[..., Flask]]:
     """Apps on memory storage only, for what only it has (RINGSUM_MAX_KEYS, the sweep,
     snapshots); closed afterwards."""
-    apps: list[Flask] = []
-
-    def build(**overrides: Any) -> Flask:
-        app = create_app({"RINGSUM_STORAGE_URI": "memory://", **overrides}, clock=now_us_in_every_thread)
-        app.config["TESTING"] = True
-        apps.append(app)
-        return app
-
-    yield build
-    for app in apps:
-        app.extensions["ringsum.storage"].close()
+    yield from _app_builder("memory://", {})
 
 
 @pytest.fixture
