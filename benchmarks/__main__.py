@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--only NAMES] [--json PATH]``: every figure of the
+"""``python -m benchmarks [--quick] [--only NAMES] [--json PATH] [--strict]``: every figure of the
 performance issue with its target, as a table and as JSON.
 
 All HTTP figures are ratios to baselines measured in the same run (the machine is
@@ -88,7 +88,7 @@ def _rows(results: dict) -> list[Row]:
             target = "<= 3,601 entries, <= 2 MB" if design == "tick" else "(reported)"
             rows.append(
                 (
-                    f"memory, one key, {figures['events']:,} events/hour: {design}",
+                    f"memory, one key, {figures['events']:,} events at 10,000/s: {design}",
                     f"{figures['entries']:,} entries, {growth:,.1f} MB RSS",
                     target,
                     met,
@@ -163,6 +163,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs, for checking the harness")
     parser.add_argument("--only", default="", help="comma-separated: single,batch,memory,flat,scale,sweep,redis")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
     args = parser.parse_args()
     rounds, seconds = (1, 1) if args.quick else (5, 3)
@@ -190,7 +191,7 @@ def main() -> int:
     print(f"\n{results['machine']}\n{results['command']}\n")
     print(results["table"])
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    return 0 if all(met is not False for *_, met in rows) else 1
+    return 1 if args.strict and any(met is False for *_, met in rows) else 0
 
 
 if __name__ == "__main__":
