@@ -75,7 +75,8 @@ def parse_key(key: str) -> str:
 def parse_json(body: bytes) -> Any:
     """Any JSON document; raises ValueError when the body is not JSON at all."""
     try:
-        return _DECODER.decode(body.decode("utf-8"))
+        # RFC 8259 lets a parser ignore a byte-order mark, and some Windows clients send one.
+        return _DECODER.decode(body.decode("utf-8-sig"))
     except RecursionError:
         raise bad_request("the JSON is nested too deeply") from None
 

@@ -71,6 +71,12 @@ def test_the_body_is_json_whatever_its_content_type(client, content_type: str | 
     assert client.get("/metric/visits/sum").get_json() == {"value": 3}
 
 
+def test_a_json_body_may_start_with_a_byte_order_mark(client) -> None:
+    assert client.post("/metric/visits", data='\ufeff{"value": 3}'.encode()).status_code == 200
+    assert client.post("/metric", data='\ufeff[{"key": "visits", "value": 4}]'.encode()).status_code == 200
+    assert client.get("/metric/visits/sum").get_json() == {"value": 7}
+
+
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", None])
 def test_a_form_body_with_a_value_is_accepted(client, content_type: str | None) -> None:
     # curl -d value=3 sends a form.
