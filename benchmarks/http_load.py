@@ -173,8 +173,8 @@ def _timed(action: Callable[[], object]) -> float:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
-    """A throwaway redis-server on a free port; yields its URI."""
+def redis_server() -> Iterator[tuple[str, int]]:
+    """A throwaway redis-server on a free port; yields its URI and process id."""
     if shutil.which("redis-server") is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
@@ -194,7 +194,7 @@ def redis_server() -> Iterator[str]:
                     break
                 except redis.ConnectionError:
                     time.sleep(0.05)
-            yield uri
+            yield uri, process.pid
         finally:
             process.terminate()
             process.wait()
@@ -202,7 +202,7 @@ def redis_server() -> Iterator[str]:
 
 def redis_vs_memory(rounds: int, seconds: float, workers: int = 2) -> dict:
     """Item 6: ``--workers 2`` on Redis against one process on memory, alternating."""
-    with redis_server() as uri, ExitStack() as stack:
+    with redis_server() as (uri, _), ExitStack() as stack:
         memory = stack.enter_context(ringsum_server())
         shared = stack.enter_context(ringsum_server(workers=workers, env={"RINGSUM_STORAGE_URI": uri}))
         servers = {"memory": memory, "redis": shared}
