@@ -20,7 +20,8 @@ _ROUNDS_IN_RANGE = Decimal(2**53) - Decimal("0.5")
 _FAR_OUT_OF_RANGE = Decimal("1e999999")  # stands for numbers whose exponent Decimal refuses
 _RANGE_HINT = f"value must round to an integer within ±{MAX_VALUE} (2**53 - 1)"
 
-_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+_KEY_CHARACTER = "[A-Za-z0-9_.:-]"  # the one definition of what a key is made of
+_KEY = re.compile(_KEY_CHARACTER + "{1,200}")
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _EXAMPLE = 'send a JSON object like {"value": 3} (or a form body value=3)'
 
@@ -148,7 +149,7 @@ DEFAULT_LIMIT, MAX_LIMIT = 1000, 10_000
 MAX_POINTS = 3600
 DEFAULT_STEP_US = 60_000_000
 _BATCH_EXAMPLE = 'send a JSON array like [{"key": "visits", "value": 3}]'
-_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{0,200}")
+_PREFIX = re.compile(_KEY_CHARACTER + "{0,200}")
 _LIMIT = re.compile(r"[0-9]{1,6}")
 
 
