@@ -1,12 +1,13 @@
-"""``python -m benchmarks.serve {bare,naive} --port P``: a baseline app on ringsum's own
-granian setup (one process, one thread, as ``python app.py`` serves memory storage),
-so every HTTP figure compares apps, not servers."""
+"""``python -m benchmarks.serve {bare,naive} --port P``: a baseline app on granian's WSGI
+server (one process, one blocking thread, ``--interface wsgi``): the floor every HTTP
+figure of ringsum is compared with."""
 
 from __future__ import annotations
 
 import argparse
 
-from ringsum.server import serve
+from granian.constants import Interfaces
+from granian.server import Server
 
 from .baselines import bare_app, naive_app
 
@@ -14,11 +15,21 @@ APPS = {"bare": bare_app, "naive": naive_app}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__)
     parser.add_argument("app", choices=sorted(APPS))
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    serve(APPS[args.app], "127.0.0.1", args.port)
+    server = Server(
+        f"benchmarks.baselines:{args.app}_app",
+        address="127.0.0.1",
+        port=args.port,
+        interface=Interfaces.WSGI,
+        workers=1,
+        blocking_threads=1,
+        log_access=False,
+        factory=True,
+    )
+    server.serve()
 
 
 if __name__ == "__main__":

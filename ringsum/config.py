@@ -29,6 +29,8 @@ class Settings:
     api_token: str | None
     snapshot_path: str | None
     redis_timeout_us: int
+    read_timeout_us: int
+    idle_timeout_us: int
 
     @property
     def slot_us(self) -> int:
@@ -45,6 +47,8 @@ DEFAULTS: dict[str, str] = {
     "RINGSUM_API_TOKEN": "",
     "RINGSUM_SNAPSHOT_PATH": "",
     "RINGSUM_REDIS_TIMEOUT": "1s",
+    "RINGSUM_READ_TIMEOUT": "10s",
+    "RINGSUM_IDLE_TIMEOUT": "30s",
 }
 
 
@@ -116,4 +120,18 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
         raise ConfigError(
             "RINGSUM_REDIS_TIMEOUT", raw["RINGSUM_REDIS_TIMEOUT"], "a duration from 1ms to 60s, such as 500ms"
         )
-    return Settings(window, resolution, storage_uri, max_keys, max_body, token, snapshot, redis_timeout)
+    read_timeout = _timeout(
+        "RINGSUM_READ_TIMEOUT", raw["RINGSUM_READ_TIMEOUT"], "the longest a client may take to send a request"
+    )
+    idle_timeout = _timeout("RINGSUM_IDLE_TIMEOUT", raw["RINGSUM_IDLE_TIMEOUT"], "how long an idle connection is kept")
+    return Settings(
+        window, resolution, storage_uri, max_keys, max_body, token, snapshot, redis_timeout, read_timeout, idle_timeout
+    )
+
+
+def _timeout(name: str, raw: Any, meaning: str) -> int:
+    accepts = f"{meaning}: a duration from 100ms to 1h, such as 10s"
+    micros = _read(name, raw, parse_duration_us, accepts)
+    if not 100_000 <= micros <= 3_600_000_000:
+        raise ConfigError(name, raw, accepts)
+    return micros

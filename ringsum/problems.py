@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 PROBLEM_MIMETYPE = "application/problem+json"
 
 # RFC 9110 names, where Python's table still has the older ones.
-_TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+_TITLES = {413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"}
 
 # What to tell the user for the errors Werkzeug raises on its own.
 _DETAILS = {
@@ -45,10 +45,14 @@ def unprocessable(detail: str) -> Problem:
     return Problem(422, detail)
 
 
-def problem_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+def problem_json(status: int, detail: str) -> bytes:
+    """The problem document itself; the edge answers with it before Flask runs."""
     title = _TITLES.get(status) or HTTPStatus(status).phrase
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
-    return Response(body, status, headers=headers, mimetype=PROBLEM_MIMETYPE)
+    return json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
+
+
+def problem_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(problem_json(status, detail), status, headers=headers, mimetype=PROBLEM_MIMETYPE)
 
 
 def _from_problem(error: Problem) -> Response:

@@ -1,53 +1,51 @@
-"""``python app.py``: serve on granian, stop cleanly on SIGTERM/SIGINT.
+"""``python app.py``: one supervisor that owns the port, and the workers that serve.
 
-Granian was measured fastest for this app on one process (see the README); memory
-storage must live in exactly one process. The app is built inside the worker
-process, after the fork, so the sweeper thread and the lock belong to the process
-that serves, and the worker writes the snapshot when granian stops it.
+The supervisor binds the port itself, without SO_REUSEPORT, so a second server on a
+port in use is refused with one line whoever holds it. It forks the workers, which
+inherit the socket: connections that arrive while a worker restarts wait in the
+backlog instead of being refused. A worker that dies is replaced; SIGHUP replaces
+each worker in turn (the old one stops and releases the data dir, then the new one
+takes it and reads it back); SIGTERM/SIGINT stop everything cleanly. A worker whose
+supervisor dies, however it died, stops too: nothing orphaned keeps serving.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import ctypes
 import logging
+import os
+import resource
+import signal
+import socket
 import sys
-from collections.abc import Callable
-from typing import Any
-
-from granian.constants import Interfaces
-from granian.server import MPServer
-from granian.server.mp import WorkerProcess
+import time
+from dataclasses import dataclass
 
 from . import create_app
 from .config import ConfigError, Settings, load_settings
+from .edge import Edge, EdgeLimits
+from .storage import redacted_uri
+from .units import format_duration
 
-# granian's own WSGI worker body; we wrap it to close the storage when it returns.
-_granian_wsgi_worker = MPServer._spawn_wsgi_worker.__wrapped__
+log = logging.getLogger("ringsum")
+
+STOP_GRACE_S = 10.0  # in-flight requests get this long to finish on SIGTERM
+EXIT_START_FAILED = 3  # a worker could not start; the supervisor gives up with it
+_RESTARTS_ALLOWED = 5  # worker deaths within _RESTART_WINDOW_S before the supervisor gives up
+_RESTART_WINDOW_S = 30.0
+_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+_PR_SET_PDEATHSIG = 1
 
 
-@WorkerProcess.wrap_target
-def _wsgi_worker(worker_id: int, callback: Any, *args: Any, **kwargs: Any) -> None:
-    try:
-        _granian_wsgi_worker(worker_id, callback, *args, **kwargs)
-    finally:
-        storage = getattr(callback, "extensions", {}).get("ringsum.storage")
-        if storage is not None:
-            storage.close()
-
-
-def serve(build_app: Callable[[], Any], host: str, port: int, workers: int = 1, threads: int = 1) -> None:
-    """Serve a WSGI app on granian as ringsum is served (the benchmarks serve their
-    baselines through here too). ``build_app`` runs inside each worker process."""
-    server = MPServer(
-        "ringsum",
-        address=host,
-        port=port,
-        interface=Interfaces.WSGI,
-        workers=workers,
-        blocking_threads=threads,
-        log_access=False,
-    )
-    server.serve(spawn_target=_wsgi_worker, target_loader=lambda *_, **__: build_app(), wrap_loader=False)
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str
+    port: int
+    workers: int
+    threads: int
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,6 +78,212 @@ def check_workers(settings: Settings, workers: int) -> None:
         )
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """Bind without SO_REUSEPORT: a port another process holds is refused, not shared."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # only skips TIME_WAIT after a restart
+        sock.bind((host, port))
+        sock.listen(4096)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def raise_open_file_limit() -> int:
+    """Each connection is a file descriptor: take all the OS allows, and say how many."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# -- the worker ----------------------------------------------------------------------
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to send SIGTERM when the supervisor dies (other systems: the worker's
+    own watch of its parent id, every quarter second, does the same)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def run_worker(sock: socket.socket, settings: Settings, threads: int, parent: int) -> int:
+    """The body of a worker process: build the app, serve until told to stop, close."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the supervisor's business
+    _die_with_parent(parent)
+    try:
+        app = create_app()
+    except Exception as error:
+        log.error("ringsum worker %d could not start: %s", os.getpid(), error)
+        return EXIT_START_FAILED
+    limits = EdgeLimits(
+        max_body=settings.max_body,
+        read_timeout_s=settings.read_timeout_us / 1_000_000,
+        idle_timeout_s=settings.idle_timeout_us / 1_000_000,
+    )
+    edge = Edge(app, limits, threads)
+    try:
+        _run_loop(_serve_until_stopped(edge, sock, parent))
+    finally:
+        storage = app.extensions.get("ringsum.storage")
+        if storage is not None:
+            storage.close()
+    return 0
+
+
+async def _serve_until_stopped(edge: Edge, sock: socket.socket, parent: int) -> None:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+
+    async def watch_parent() -> None:
+        while not stopping.is_set():
+            if os.getppid() != parent:
+                log.warning("ringsum worker %d: the supervisor is gone; stopping", os.getpid())
+                stopping.set()
+            await asyncio.sleep(0.25)
+
+    watcher = loop.create_task(watch_parent())
+    await edge.serve(sock, stopping, STOP_GRACE_S)
+    watcher.cancel()
+
+
+def _run_loop(main: object) -> None:
+    """uvloop when installed (measured faster), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)  # type: ignore[arg-type]
+    else:
+        uvloop.run(main)  # type: ignore[arg-type]
+
+
+# -- the supervisor ------------------------------------------------------------------
+
+
+class Supervisor:
+    """Keeps ``options.workers`` workers serving on ``sock`` until told to stop."""
+
+    def __init__(self, sock: socket.socket, settings: Settings, options: ServeOptions) -> None:
+        self.sock = sock
+        self.settings = settings
+        self.options = options
+        self.workers: dict[int, int] = {}  # pid -> slot
+        self.deaths: list[float] = []
+
+    def run(self) -> int:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # taken one at a time below, never mid-step
+        for slot in range(self.options.workers):
+            self._spawn(slot)
+        status = 0
+        while True:
+            received = signal.sigtimedwait(_SIGNALS, 0.5)
+            signum = received.si_signo if received else None
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                break
+            if signum == signal.SIGHUP:
+                self._reload()
+            failed = self._reap()
+            if failed is not None:
+                status = failed
+                break
+        self._stop_all()
+        return status
+
+    def _spawn(self, slot: int) -> None:
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                code = run_worker(self.sock, self.settings, self.options.threads, parent)
+            except BaseException:
+                log.exception("ringsum worker %d failed", os.getpid())
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.workers[pid] = slot
+
+    def _reap(self) -> int | None:
+        """Replace workers that died; an exit status to give up with, or None."""
+        while self.workers:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                return None
+            slot = self.workers.pop(pid, None)
+            if slot is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if code == EXIT_START_FAILED:
+                log.error("ringsum: a worker could not start; stopping")
+                return 1
+            now = time.monotonic()
+            self.deaths = [at for at in self.deaths if now - at < _RESTART_WINDOW_S] + [now]
+            if len(self.deaths) > _RESTARTS_ALLOWED:
+                log.error("ringsum: workers keep dying (%d in %ds); stopping", len(self.deaths), _RESTART_WINDOW_S)
+                return 1
+            log.warning("ringsum worker %d ended (status %d); starting another", pid, code)
+            self._spawn(slot)
+        return None
+
+    def _reload(self) -> None:
+        """Replace each worker in turn: the old one stops (finishing its requests and
+        releasing the data dir) before its successor starts and reads the data back."""
+        log.info("ringsum: SIGHUP, replacing %d worker(s)", len(self.workers))
+        for pid, slot in list(self.workers.items()):
+            self._stop(pid)
+            self.workers.pop(pid, None)
+            self._spawn(slot)
+
+    def _stop(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S + 5
+        while time.monotonic() < deadline:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+            time.sleep(0.01)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+    def _stop_all(self) -> None:
+        for pid in list(self.workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in list(self.workers):
+            self._stop(pid)
+        self.workers.clear()
+        self.sock.close()
+
+
+def start_line(settings: Settings, options: ServeOptions, address: tuple) -> str:
+    host, port = address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    threads = "thread" if options.threads == 1 else "threads"
+    workers = "worker" if options.workers == 1 else "workers"
+    mode = f"resolution {format_duration(settings.resolution_us)}" if settings.resolution_us else "exact mode"
+    return (
+        f"ringsum serving http://{shown}:{port} (storage {redacted_uri(settings.storage_uri)}, "
+        f"window {format_duration(settings.window_us)}, {mode}; "
+        f"{options.workers} {workers} x {options.threads} {threads})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -89,14 +293,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ringsum: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    memory = settings.storage_uri.startswith("memory:")
+    options = ServeOptions(args.host, args.port, args.workers, args.threads or (1 if memory else 2))
+    raise_open_file_limit()
     try:
-        memory = settings.storage_uri.startswith("memory:")
-        serve(create_app, args.host, args.port, args.workers, args.threads or (1 if memory else 2))
-    except RuntimeError as error:
-        # granian reports a socket it cannot open (port taken, address not ours) this way.
-        reason = str(error).splitlines()[0] if str(error) else repr(error)
-        if "os error" not in reason:
-            raise
-        print(f"ringsum: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr)
+        sock = listen(options.host, options.port)
+    except OSError as error:
+        print(f"ringsum: cannot listen on {options.host}:{options.port}: {error.strerror or error}", file=sys.stderr)
         return 1
-    return 0
+    log.info(start_line(settings, options, sock.getsockname()))
+    return Supervisor(sock, settings, options).run()
