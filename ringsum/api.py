@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, request
 
 from .config import Settings
+from .idempotency import REPLAYED_HEADER, fingerprint, parse_idempotency_key
 from .inputs import (
     parse_batch_body,
     parse_key,
@@ -17,8 +19,8 @@ from .inputs import (
     parse_value_body,
     parse_window_param,
 )
-from .observability import count_recorded
-from .storage import Storage
+from .observability import count_idempotency_conflict, count_recorded, count_replay
+from .storage import IdempotencyKeyReused, Marker, Storage
 
 bp = Blueprint("api", __name__)
 
@@ -51,7 +53,11 @@ def _json(body: bytes, status: int = 200) -> Response:
 @bp.post("/metric/<key>/")
 def record(key: str) -> Response:
     key = parse_key(key)
-    value = parse_value_body(request.get_data(cache=False))
+    marker_id = parse_idempotency_key(request.environ)
+    body = request.get_data(cache=False)
+    value = parse_value_body(body)
+    if marker_id is not None:
+        return _record_once(marker_id, body, _EMPTY_OBJECT, 1, lambda marker: storage().record(key, value, marker))
     storage().record(key, value)
     count_recorded(1)
     return _json(_EMPTY_OBJECT)
@@ -69,11 +75,35 @@ def total(key: str) -> Response:
 
 @bp.post("/metric")
 def record_batch() -> Response:
-    events = parse_batch_body(request.get_data(cache=False))
-    if events:  # an empty batch needs no storage, not even a reachable one
-        storage().record_many(events)
-        count_recorded(len(events))
-    return _json(b'{"recorded": %d}' % len(events))
+    marker_id = parse_idempotency_key(request.environ)
+    body = request.get_data(cache=False)
+    events = parse_batch_body(body)
+    answer = b'{"recorded": %d}' % len(events)
+    if not events:  # an empty batch needs no storage, not even a reachable one, nor a marker
+        return _json(answer)
+    if marker_id is not None:
+        return _record_once(marker_id, body, answer, len(events), lambda marker: storage().record_many(events, marker))
+    storage().record_many(events)
+    count_recorded(len(events))
+    return _json(answer)
+
+
+def _record_once(
+    marker_id: str, body: bytes, answer: bytes, values: int, write: Callable[[Marker], Marker | None]
+) -> Response:
+    """Run ``write`` guarded by a marker: the first request with this id records and
+    gets ``answer``; a retry of it records nothing and gets the first answer again."""
+    marker = Marker(marker_id, fingerprint(request.method, request.path, body), 200, answer)
+    try:
+        first = write(marker)
+    except IdempotencyKeyReused:
+        count_idempotency_conflict()
+        raise
+    if first is None:
+        count_recorded(values)
+        return _json(answer)
+    count_replay()
+    return Response(first.body, first.status, mimetype=JSON, headers={REPLAYED_HEADER: "true"})
 
 
 @bp.get("/metric")

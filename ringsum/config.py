@@ -31,6 +31,7 @@ class Settings:
     redis_timeout_us: int
     read_timeout_us: int
     idle_timeout_us: int
+    max_idempotency_keys: int = 250_000
 
     @property
     def slot_us(self) -> int:
@@ -49,6 +50,7 @@ DEFAULTS: dict[str, str] = {
     "RINGSUM_REDIS_TIMEOUT": "1s",
     "RINGSUM_READ_TIMEOUT": "10s",
     "RINGSUM_IDLE_TIMEOUT": "30s",
+    "RINGSUM_MAX_IDEMPOTENCY_KEYS": "250000",
 }
 
 
@@ -124,8 +126,24 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
         "RINGSUM_READ_TIMEOUT", raw["RINGSUM_READ_TIMEOUT"], "the longest a client may take to send a request"
     )
     idle_timeout = _timeout("RINGSUM_IDLE_TIMEOUT", raw["RINGSUM_IDLE_TIMEOUT"], "how long an idle connection is kept")
+    max_idempotency_keys = _read(
+        "RINGSUM_MAX_IDEMPOTENCY_KEYS",
+        raw["RINGSUM_MAX_IDEMPOTENCY_KEYS"],
+        _positive_int,
+        "a whole number of idempotency keys remembered at once, at least 1",
+    )
     return Settings(
-        window, resolution, storage_uri, max_keys, max_body, token, snapshot, redis_timeout, read_timeout, idle_timeout
+        window,
+        resolution,
+        storage_uri,
+        max_keys,
+        max_body,
+        token,
+        snapshot,
+        redis_timeout,
+        read_timeout,
+        idle_timeout,
+        max_idempotency_keys=max_idempotency_keys,
     )
 
 

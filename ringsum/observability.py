@@ -64,6 +64,10 @@ class StorageCollector(Collector):
             yield CounterMetricFamily(
                 "ringsum_evictions", "Window entries aged out since start.", value=stats.evictions
             )
+        if stats.idempotency_keys is not None:
+            yield GaugeMetricFamily(
+                "ringsum_idempotency_keys", "Idempotency keys remembered.", value=stats.idempotency_keys
+            )
         if stats.sweep_seconds is not None:
             yield GaugeMetricFamily(
                 "ringsum_sweep_duration_seconds", "Duration of the last background sweep.", value=stats.sweep_seconds
@@ -93,6 +97,16 @@ class Metrics:
         )
         self.values_recorded = Counter(
             "ringsum_values_recorded", "Values recorded, single posts and batch events.", registry=self.registry
+        )
+        self.idempotent_replays = Counter(
+            "ringsum_idempotent_replays",
+            "Writes answered again from their Idempotency-Key's marker, recording nothing.",
+            registry=self.registry,
+        )
+        self.idempotency_conflicts = Counter(
+            "ringsum_idempotency_conflicts",
+            "Writes refused (422) because their Idempotency-Key was first used for another request.",
+            registry=self.registry,
         )
         self.storage_errors = Counter(
             "ringsum_storage_errors",
@@ -134,6 +148,14 @@ def metrics() -> Metrics:
 
 def count_recorded(values: int) -> None:
     current_app._get_current_object().extensions["ringsum.metrics"].values_recorded.inc(values)
+
+
+def count_replay() -> None:
+    metrics().idempotent_replays.inc()
+
+
+def count_idempotency_conflict() -> None:
+    metrics().idempotency_conflicts.inc()
 
 
 def init_app(app: Flask) -> None:

@@ -9,7 +9,7 @@ from http import HTTPStatus
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from .storage import KeyLimitReached, StorageUnavailable, SumOutOfRange
+from .storage import IdempotencyKeyReused, KeyLimitReached, MarkerLimitReached, StorageUnavailable, SumOutOfRange
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,22 @@ def _from_key_limit(error: KeyLimitReached) -> Response:
     return problem_response(507, f"{error}; wait for keys to age out, delete some, or raise the limit")
 
 
+def _from_marker_limit(error: MarkerLimitReached) -> Response:
+    return problem_response(
+        507,
+        f"{error}, each for the window: retry later, send this write without the Idempotency-Key header, "
+        "or raise the limit; nothing was recorded",
+    )
+
+
+def _from_reused_idempotency_key(error: IdempotencyKeyReused) -> Response:
+    return problem_response(
+        422,
+        "this Idempotency-Key was first used for another request (another path or body): "
+        "a retry must send the very same request; use a new key for a new write. Nothing was recorded",
+    )
+
+
 def _from_sum_out_of_range(error: SumOutOfRange) -> Response:
     return problem_response(422, str(error))
 
@@ -91,6 +107,8 @@ def register_problem_handlers(app: Flask) -> None:
     app.register_error_handler(Problem, _from_problem)
     app.register_error_handler(HTTPException, _from_http_exception)
     app.register_error_handler(KeyLimitReached, _from_key_limit)
+    app.register_error_handler(MarkerLimitReached, _from_marker_limit)
+    app.register_error_handler(IdempotencyKeyReused, _from_reused_idempotency_key)
     app.register_error_handler(StorageUnavailable, _from_unavailable)
     app.register_error_handler(SumOutOfRange, _from_sum_out_of_range)
     app.register_error_handler(Exception, _from_unexpected)

@@ -80,6 +80,7 @@ BAD_SETTINGS = [
     ("RINGSUM_STORAGE_URI", "localhost:6379", "redis://"),
     ("RINGSUM_MAX_KEYS", "0", "at least 1"),
     ("RINGSUM_MAX_KEYS", "lots", "at least 1"),
+    ("RINGSUM_MAX_IDEMPOTENCY_KEYS", "0", "at least 1"),
     ("RINGSUM_MAX_BODY", "garbage", "1MiB"),
     ("RINGSUM_MAX_BODY", "10", "at least 64 bytes"),
     ("RINGSUM_SNAPSHOT_PATH", "/no/such/directory/snapshot.json", "existing directory"),

@@ -7,7 +7,18 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .base import KeyLimitReached, Series, Storage, StorageError, StorageStats, StorageUnavailable, SumOutOfRange
+from .base import (
+    IdempotencyKeyReused,
+    KeyLimitReached,
+    Marker,
+    MarkerLimitReached,
+    Series,
+    Storage,
+    StorageError,
+    StorageStats,
+    StorageUnavailable,
+    SumOutOfRange,
+)
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -49,7 +60,10 @@ def check_storage_uri(uri: str) -> None:
 
 __all__ = [
     "SCHEMES",
+    "IdempotencyKeyReused",
     "KeyLimitReached",
+    "Marker",
+    "MarkerLimitReached",
     "Series",
     "Storage",
     "StorageError",

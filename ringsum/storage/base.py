@@ -23,6 +23,31 @@ class StorageUnavailable(StorageError):
     """The backend cannot be reached right now (-> 503 with Retry-After)."""
 
 
+class MarkerLimitReached(StorageError):
+    """Remembering one more idempotency key would hold more than
+    RINGSUM_MAX_IDEMPOTENCY_KEYS (-> 507); forgetting one inside the window instead
+    would let its retry count twice."""
+
+
+class IdempotencyKeyReused(StorageError):
+    """The idempotency key was first used for another request (-> 422); nothing was recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """What an ``Idempotency-Key`` remembers about the write it guards: the request it
+    came with (a fingerprint) and the answer it got, to give that answer again to a retry.
+
+    Only writes that succeed leave a marker: a refused one recorded nothing, so its
+    retry is simply processed again.
+    """
+
+    id: str  # the Idempotency-Key header, 1-255 visible ASCII characters
+    fingerprint: bytes  # SHA-256 of the request's method, path and body
+    status: int
+    body: bytes
+
+
 @dataclass(frozen=True)
 class Series:
     """Step sums, oldest first; ``start_us`` is the start of the first step."""
@@ -41,6 +66,7 @@ class StorageStats:
     entries: int
     evictions: int | None = None  # window entries aged out since start
     sweep_seconds: float | None = None  # how long the last background sweep took
+    idempotency_keys: int | None = None  # markers held (Redis: each one expires by its own TTL)
 
 
 class Storage(ABC):
@@ -48,11 +74,20 @@ class Storage(ABC):
     backend's own clock, so callers never pass one."""
 
     @abstractmethod
-    def record(self, key: str, value: int) -> None: ...
+    def record(self, key: str, value: int, marker: Marker | None = None) -> Marker | None:
+        """Record ``value`` for ``key``; with a ``marker``, in the same atomic step as
+        remembering it (for the window and one tick).
+
+        Returns None when the value was recorded now. When a live marker with the same
+        id and fingerprint is held already, nothing is recorded and that marker is
+        returned: the caller answers its outcome again. The same id with another
+        fingerprint raises IdempotencyKeyReused; a full marker table MarkerLimitReached.
+        """
 
     @abstractmethod
-    def record_many(self, events: Sequence[tuple[str, int]]) -> None:
-        """All or nothing: either every event is recorded or none is."""
+    def record_many(self, events: Sequence[tuple[str, int]], marker: Marker | None = None) -> Marker | None:
+        """All or nothing: either every event is recorded or none is. ``marker``: as
+        for ``record`` (on Cluster, see RedisStorage.record_many for a partial batch)."""
 
     @abstractmethod
     def total(self, key: str, window_us: int | None = None) -> int:

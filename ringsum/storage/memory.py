@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from ..clock import now_us
 from ..window import RollingSum
-from .base import KeyLimitReached, Series, Storage, StorageStats
+from .base import KeyLimitReached, Marker, Series, Storage, StorageStats
+from .markers import Markers
 from .snapshot import read_snapshot, write_snapshot
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ class MemoryStorage(Storage):
         self._clock = clock or now_us
         # In the order each key last opened a slot, so expired keys gather at the front.
         self._sums: dict[str, RollingSum] = {}
+        # Kept as long as the value they guard may count: the window and one tick.
+        self._markers = Markers(settings.window_us + settings.slot_us, settings.max_idempotency_keys)
         self._lock = threading.Lock()
         self.evictions = 0  # entries aged out, for /metrics
         self.last_sweep_seconds = 0.0
@@ -48,9 +51,11 @@ class MemoryStorage(Storage):
 
     # -- the storage interface -------------------------------------------------
 
-    def record(self, key: str, value: int) -> None:
+    def record(self, key: str, value: int, marker: Marker | None = None) -> Marker | None:
         now = self._clock()
         with self._lock:
+            if marker is not None and (held := self._claim(marker, now)) is not None:
+                return held
             rolling = self._sums.get(key)
             if rolling is None:
                 self._make_room(1, now)
@@ -59,10 +64,15 @@ class MemoryStorage(Storage):
                 self.evictions += rolling.evict(now)
             if rolling.add(value, now):
                 self._expires_last(key)
+            if marker is not None:
+                self._markers.add(marker, now)
+        return None
 
-    def record_many(self, events: Sequence[tuple[str, int]]) -> None:
+    def record_many(self, events: Sequence[tuple[str, int]], marker: Marker | None = None) -> Marker | None:
         now = self._clock()
         with self._lock:
+            if marker is not None and (held := self._claim(marker, now)) is not None:
+                return held
             new_keys = {key for key, _ in events if key not in self._sums}
             self._make_room(len(new_keys), now)
             for key in new_keys:
@@ -72,6 +82,9 @@ class MemoryStorage(Storage):
                 self.evictions += rolling.evict(now)
                 if rolling.add(value, now):
                     self._expires_last(key)
+            if marker is not None:
+                self._markers.add(marker, now)
+        return None
 
     def total(self, key: str, window_us: int | None = None) -> int:
         now = self._clock()
@@ -114,6 +127,7 @@ class MemoryStorage(Storage):
             entries=sum(map(len, sums)),
             evictions=self.evictions,
             sweep_seconds=self.last_sweep_seconds,
+            idempotency_keys=len(self._markers),
         )
 
     def close(self) -> None:
@@ -138,7 +152,9 @@ class MemoryStorage(Storage):
         now = self._clock()
         while True:
             with self._lock:
-                if self._drop_expired(now, SWEEP_SLICE) < SWEEP_SLICE:
+                dropped = self._drop_expired(now, SWEEP_SLICE)
+                dropped = max(dropped, self._markers.drop_expired(now, SWEEP_SLICE))
+                if dropped < SWEEP_SLICE:
                     break
             # Between slices, hand the GIL to request threads: without a pause this
             # thread takes it straight back and requests wait whole switch intervals.
@@ -181,6 +197,15 @@ class MemoryStorage(Storage):
         for key in expired:
             self.evictions += len(self._sums.pop(key))
         return len(expired)
+
+    def _claim(self, marker: Marker, now: int) -> Marker | None:
+        """The marker held under ``marker.id`` (the write is a retry: record nothing),
+        or None after checking there is room to remember ``marker`` once the write is
+        done. Call with the lock held, in the same hold as the write."""
+        held = self._markers.find(marker, now)
+        if held is None:
+            self._markers.make_room(now)
+        return held
 
     def _make_room(self, new_keys: int, now: int) -> None:
         """Raise KeyLimitReached unless ``new_keys`` more keys fit; keys that aged out

@@ -12,6 +12,7 @@ URIs as the ``limits`` library reads them: ``redis://[user:password@]host:port/d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -42,7 +43,16 @@ from redis.retry import Retry
 
 from ..window import RollingSum
 from . import redacted_uri
-from .base import KeyLimitReached, Series, Storage, StorageStats, StorageUnavailable, SumOutOfRange
+from .base import (
+    IdempotencyKeyReused,
+    KeyLimitReached,
+    Marker,
+    Series,
+    Storage,
+    StorageStats,
+    StorageUnavailable,
+    SumOutOfRange,
+)
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -50,9 +60,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAMESPACE = "ringsum:"
-_HASH, _SLOTS = "}:h", "}:z"
+_HASH, _SLOTS, _MARKER = "}:h", "}:z", "}:i:"
 _SCRIPTS = Path(__file__).with_name("lua")
-_SCRIPT_NAMES = ("record", "totals", "entries")
+_SCRIPT_NAMES = ("record", "totals", "entries", "claim")
 _SCAN_COUNT = 1000
 _WARN_EVERY_S = 10.0
 
@@ -75,6 +85,14 @@ def hash_key(key: str) -> str:
 
 def slots_key(key: str) -> str:
     return f"{NAMESPACE}{{{key}{_SLOTS}"
+
+
+def marker_key(marker_id: str, tag: str | None = None) -> str:
+    """Where an idempotency marker lives: ``ringsum:i:<id>`` on a single Redis (one per
+    id, so any two requests with that id meet there), and on Cluster
+    ``ringsum:{K}:i:<id>``, on the slot of ``K``, a metric key of the write it guards
+    (a script touches one slot only). On Cluster ``ringsum:i:<id>`` holds the claim."""
+    return f"{NAMESPACE}i:{marker_id}" if tag is None else f"{NAMESPACE}{{{tag}{_MARKER}{marker_id}"
 
 
 def _redis_keys(keys: Sequence[str]) -> list[str]:
@@ -165,15 +183,21 @@ class RedisStorage(Storage):
 
     # -- the storage interface -------------------------------------------------
 
-    def record(self, key: str, value: int) -> None:
-        self._record({key: value})
+    def record(self, key: str, value: int, marker: Marker | None = None) -> Marker | None:
+        return self._record({key: value}, marker)
 
-    def record_many(self, events: Sequence[tuple[str, int]]) -> None:
-        """One script per Redis node: atomic on a single Redis, per key on Cluster."""
+    def record_many(self, events: Sequence[tuple[str, int]], marker: Marker | None = None) -> Marker | None:
+        """One script per Redis node: atomic on a single Redis, per hash slot on Cluster.
+
+        With a marker on Cluster, each slot's script keeps its own copy of it, so a
+        batch cut short (a 503 after some slots ran) and retried records exactly the
+        slots that had not run; the retry's answer is then not marked replayed,
+        since part of it was recorded just now.
+        """
         summed: dict[str, int] = defaultdict(int)
         for key, value in events:
             summed[key] += value  # same key, same moment: the slot merges them anyway
-        self._record(summed)
+        return self._record(summed, marker)
 
     def total(self, key: str, window_us: int | None = None) -> int:
         if window_us is not None and -(-window_us // self._slot_us) < self._span:
@@ -232,26 +256,63 @@ class RedisStorage(Storage):
 
     # -- operations ------------------------------------------------------------
 
-    def _record(self, values: dict[str, int]) -> None:
-        keys = list(values)
-        calls = [(part, [self._ttl_ms, *(str(values[key]) for key in part)]) for part in self._partition(keys)]
+    def _record(self, values: dict[str, int], marker: Marker | None) -> Marker | None:
+        """Record ``values``; with a marker, see Storage.record. Returns the marker held
+        when every script found it (nothing was recorded), else None."""
+        partitions = self._partition(list(values))
+        calls = [(_redis_keys(part), [self._ttl_ms, *(str(values[key]) for key in part)]) for part in partitions]
+        claimed = False
+        if marker is not None:
+            claimed = self._cluster and self._claim(marker)
+            tail = [marker.fingerprint, str(marker.status), marker.body]
+            tags = [part[0] if self._cluster else None for part in partitions]
+            calls = [
+                ([*keys, marker_key(marker.id, tag)], [*args, *tail])
+                for (keys, args), tag in zip(calls, tags, strict=True)
+            ]
         try:
             results = self._run("record", calls)
-        except ResponseError as error:
-            if not str(error).startswith("RINGSUM_RANGE"):
+        except (ResponseError, KeyLimitReached) as error:
+            if claimed and len(calls) == 1:  # refused, nothing recorded: the id is free again
+                self._unclaim(marker)
+            if isinstance(error, KeyLimitReached) or not str(error).startswith("RINGSUM_RANGE"):
                 raise
             recorded = "for that key (other keys of the batch may be)" if self._cluster else "at all"
             raise SumOutOfRange(
                 f"this would take a sum past what Redis adds exactly (±9.2e18, int64); nothing was recorded {recorded}"
             ) from None
-        self._count_evictions(sum(results))
+        self._count_evictions(sum(result for result in results if isinstance(result, int)))
+        held = [result for result in results if isinstance(result, list)]
+        if marker is None or not held:
+            return None
+        if any(fingerprint != marker.fingerprint for fingerprint, _, _ in held):
+            raise IdempotencyKeyReused(marker.id)
+        if len(held) < len(results):
+            return None  # a partial Cluster batch, completed now
+        _, status, body = held[0]
+        return Marker(marker.id, marker.fingerprint, int(status), body)
+
+    def _claim(self, marker: Marker) -> bool:
+        """Bind ``marker.id`` to its fingerprint (Cluster). True when this request bound
+        it; raises IdempotencyKeyReused when another request had."""
+        (bound,) = self._run("claim", [([marker_key(marker.id)], [self._ttl_ms, marker.fingerprint])])
+        if bound is not None and bound != marker.fingerprint:
+            raise IdempotencyKeyReused(marker.id)
+        return bound is None
+
+    def _unclaim(self, marker: Marker) -> None:
+        """Free the id again after a refused write; at worst (Redis just went away) the
+        id stays bound to this request for the window."""
+        with contextlib.suppress(StorageUnavailable), self._errors():
+            self._connect().delete(marker_key(marker.id))
 
     def _totals(self, keys: list[str]) -> dict[str, int]:
         """The total of each key that holds something, after ageing out."""
-        calls = [(part, []) for part in self._partition(keys)]
+        partitions = self._partition(keys)
+        calls: list[tuple[list[str], list[Any]]] = [(_redis_keys(part), []) for part in partitions]
         totals: dict[str, int] = {}
         evicted = 0
-        for (part, _), (dropped, *values) in zip(calls, self._run("totals", calls), strict=True):
+        for part, (dropped, *values) in zip(partitions, self._run("totals", calls), strict=True):
             evicted += dropped
             totals.update((key, int(value)) for key, value in zip(part, values, strict=True) if value != b"")
         self._count_evictions(evicted)
@@ -260,7 +321,7 @@ class RedisStorage(Storage):
     def _entries(self, key: str) -> tuple[int, RollingSum]:
         """Now (µs, by the script's clock) and the key's live entries as a RollingSum,
         so sub-window sums and series are computed by the very code memory uses."""
-        (dropped, now, *pairs) = self._run("entries", [([key], [])])[0]
+        (dropped, now, *pairs) = self._run("entries", [(_redis_keys([key]), [])])[0]
         self._count_evictions(dropped)
         rolling = RollingSum(self._window_us, self._resolution_us)
         for slot, subtotal in zip(pairs[::2], pairs[1::2], strict=True):
@@ -285,19 +346,19 @@ class RedisStorage(Storage):
 
     # -- running scripts -------------------------------------------------------
 
-    def _run(self, name: str, calls: list[tuple[list[str], list[str]]]) -> list[Any]:
-        """Run script ``name`` once per ``(metric keys, extra ARGV)`` call; returns
+    def _run(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run script ``name`` once per ``(Redis keys, extra ARGV)`` call; returns
         the results in order. Calls bound for one node go in one round trip."""
         with self._errors():
             client = self._connect()
             script = self._scripts[name]
             head = [str(self._slot_us), str(self._span), str(self._clock()) if self._clock else ""]
             if len(calls) == 1 or not isinstance(client, RedisCluster):
-                return [script(_redis_keys(keys), head + tail) for keys, tail in calls]
-            return self._run_per_node(client, script, [(_redis_keys(keys), head + tail) for keys, tail in calls])
+                return [script(keys, head + tail) for keys, tail in calls]
+            return self._run_per_node(client, script, [(keys, head + tail) for keys, tail in calls])
 
     def _run_per_node(
-        self, cluster: RedisCluster, script: Script, calls: list[tuple[list[str], list[str]]]
+        self, cluster: RedisCluster, script: Script, calls: list[tuple[list[str], list[Any]]]
     ) -> list[Any]:
         by_node: dict[str, list[int]] = defaultdict(list)
         nodes: dict[str, ClusterNode] = {}
