@@ -10,9 +10,11 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from freezegun import freeze_time
+from serving import serving
 
 from ringsum.idempotency import fingerprint
 from ringsum.storage import Marker, StorageUnavailable
@@ -271,3 +273,26 @@ def test_a_partial_cluster_batch_retried_completes_it_once(app: Flask, backend: 
     again = client.post("/metric", data=body, headers={"Idempotency-Key": "partial"})
     assert again.headers["Idempotent-Replayed"] == "true"
     assert sum(total(client, f"k{index}") for index in range(20)) == sum(range(1, 21))
+
+
+def test_eight_clients_sending_one_key_to_a_real_server_count_once(redis_server) -> None:
+    """Through ``python app.py --threads 4`` on Redis: real sockets, real request threads."""
+    redis_server.flushall()
+    with serving({"RINGSUM_STORAGE_URI": redis_server.url}, threads=4) as server:
+        start = threading.Barrier(8)
+        answers = []
+
+        def send() -> None:
+            start.wait()
+            response = requests.post(
+                f"{server.url}/metric/visits", data='{"value": 3}', headers={"Idempotency-Key": "real"}, timeout=10
+            )
+            answers.append((response.status_code, response.content, response.headers.get("Idempotent-Replayed")))
+
+        threads = [threading.Thread(target=send) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert Counter(answers) == {(200, b"{}", None): 1, (200, b"{}", "true"): 7}
+        assert requests.get(f"{server.url}/metric/visits/sum", timeout=10).json() == {"value": 3}
