@@ -93,7 +93,7 @@ def test_fractional_steps_and_starts_are_exact_decimals(make_app) -> None:
     starts = [start for start, _ in body["points"]]
     # now is 1767268830.25; 1767268830 is a multiple of 1.5, so steps alternate x.0 and x.5
     assert starts == [1767268830 - 1.5 * back for back in range(40, -1, -1)]
-    assert b"[1767268828.5,0],[1767268830,3]]" in response.data  # whole seconds as integers
+    assert b"[1767268828.5, 0], [1767268830, 3]]" in response.data  # whole seconds as integers
     assert body["points"][-1] == [1767268830, 3]
 
 
