@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import http_load
+from . import edge, http_load
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -62,12 +62,39 @@ def _rows(results: dict) -> list[Row]:
                 )
             )
         for method in ("post", "get"):
+            if "bare_edge" in single:
+                ratio = single["bare_edge"][method] / bare[method]
+                rows.append(
+                    (
+                        f"{method.upper()} req/s: bare Flask on ringsum's edge / on granian",
+                        f"{single['bare_edge'][method]:,.0f} / {bare[method]:,.0f} = {ratio:.2f}x",
+                        "(reference)",
+                        None,
+                    )
+                )
             rows.append(
                 (
                     f"{method.upper()} req/s: naive design on granian",
                     f"{single['naive'][method]:,.0f}",
                     "(reference)",
                     None,
+                )
+            )
+    if hostile := results.get("hostile_clients"):
+        base = hostile["none"]
+        labels = {
+            "stalled_bodies_64": "64 stalled bodies held open",
+            "slow_headers_200": "200 slow-header sockets held open",
+            "idle_3000": "3,000 idle connections held open",
+        }
+        for case, label in labels.items():
+            found = hostile[case]
+            rows.append(
+                (
+                    f"probe GET p50 / max: {label} (none held: {base['p50_ms']:.2f} / {base['max_ms']:.1f} ms)",
+                    f"{found['p50_ms']:.2f} / {found['max_ms']:.1f} ms, {found['bad']} failed",
+                    "p50 <= 5 ms, max <= 100 ms",
+                    found["p50_ms"] <= 5 and found["max_ms"] <= 100 and found["bad"] == 0,
                 )
             )
     if batch := results.get("batch_ingest"):
@@ -162,13 +189,16 @@ def _table(rows: list[Row]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs, for checking the harness")
-    parser.add_argument("--only", default="", help="comma-separated: single,batch,memory,flat,scale,sweep,redis")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: single,hostile,batch,memory,flat,scale,sweep,redis"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
     args = parser.parse_args()
     rounds, seconds = (1, 1) if args.quick else (5, 3)
     steps: dict[str, tuple[str, Callable[[], dict]]] = {
         "single": ("single_posts", lambda: http_load.single_posts(rounds, seconds)),
+        "hostile": ("hostile_clients", lambda: edge.hostile_clients(rounds, seconds)),
         "batch": ("batch_ingest", lambda: http_load.batch_ingest(rounds, seconds)),
         "memory": ("memory_bound", lambda: _memory_bound(360 if args.quick else 3600)),
         "flat": ("flat_reads", lambda: http_load.flat_reads(rounds, seconds, 100_000 if args.quick else 1_000_000)),

@@ -88,11 +88,13 @@ def serving(argv: list[str], env: Mapping[str, str] | None = None) -> Iterator[S
             process.wait()
 
 
-def ringsum_server(app: str = "ringsum", workers: int = 1, env: Mapping[str, str] | None = None):
-    """ringsum exactly as a user starts it; a baseline through the same granian setup."""
+def ringsum_server(
+    app: str = "ringsum", workers: int = 1, env: Mapping[str, str] | None = None, server: str = "granian"
+):
+    """ringsum exactly as a user starts it; a baseline on granian (the floor) or on ringsum's edge."""
     if app == "ringsum":
         return serving([sys.executable, "app.py", "--workers", str(workers)], env)
-    return serving([sys.executable, "-m", "benchmarks.serve", app], env)
+    return serving([sys.executable, "-m", "benchmarks.serve", app, "--server", server], env)
 
 
 def wrk(url: str, *, seconds: float, connections: int = 16, body: str | None = None) -> Load:

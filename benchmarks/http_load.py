@@ -43,8 +43,9 @@ def _alternating(servers: dict[str, Server], rounds: int, seconds: float) -> dic
 
 
 def single_posts(rounds: int, seconds: float) -> dict:
-    """Item 1: POST and GET req/s; ringsum, the bare floor and the naive design on the same
-    server, plus the naive design on gunicorn sync with one worker. Runs alternate A B C D."""
+    """POST and GET req/s: ringsum; the bare floor and the naive design on granian; the bare
+    floor on ringsum's edge (what the edge costs); the naive design on gunicorn sync with one
+    worker. Runs alternate A B C D E."""
     gunicorn = [
         sys.executable,
         "-m",
@@ -62,6 +63,7 @@ def single_posts(rounds: int, seconds: float) -> dict:
         servers = {
             "ringsum": stack.enter_context(ringsum_server("ringsum")),
             "bare": stack.enter_context(ringsum_server("bare")),
+            "bare_edge": stack.enter_context(ringsum_server("bare", server="edge")),
             "naive": stack.enter_context(ringsum_server("naive")),
             "naive_gunicorn": stack.enter_context(serving([*gunicorn, "benchmarks.baselines:naive_app()"])),
         }

@@ -5,6 +5,7 @@ bare loopback round trip and one redis-py call cost this machine."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import time
@@ -58,4 +59,6 @@ def main(seconds: float = 5) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.redis_cpu", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5, help="how long wrk drives each server (default 5)")
+    main(parser.parse_args().seconds)

@@ -6,6 +6,7 @@ two is Flask's share, the part no change to ringsum's own code can remove.
 
 from __future__ import annotations
 
+import argparse
 import io
 import time
 from collections.abc import Callable, Iterable
@@ -51,7 +52,8 @@ def microseconds_per_request(app: Wsgi, method: str, path: str, body: bytes = b"
 
 
 def main() -> None:
-    ringsum = create_app()
+    argparse.ArgumentParser(prog="python -m benchmarks.request_cost", description=__doc__).parse_args()
+    ringsum = create_app({"RINGSUM_DATA_DIR": ""})
     storage = ringsum.extensions["ringsum.storage"]
 
     def ringsum_work_only(environ: dict, start_response: Callable) -> list[bytes]:

@@ -128,8 +128,8 @@ def series(key: str) -> Response:
     key = parse_key(key)
     step_us = parse_step_param(request.args.get("step"), settings().window_us, settings().slot_us)
     found = storage().series(key, step_us)
-    points = ",".join(
-        f"[{_seconds(found.start_us + index * step_us)},{total}]" for index, total in enumerate(found.sums)
+    points = ", ".join(
+        f"[{_seconds(found.start_us + index * step_us)}, {total}]" for index, total in enumerate(found.sums)
     )
     return _json(f'{{"step": {_seconds(step_us)}, "points": [{points}]}}'.encode())
 

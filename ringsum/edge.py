@@ -89,14 +89,24 @@ def _parser_refusal(error: Exception) -> _Refusal:
 class Edge:
     """One process's serving loop: the listening socket, its connections, the app."""
 
-    def __init__(self, app: WSGIApp, limits: EdgeLimits, threads: int = 1) -> None:
+    def __init__(self, app: WSGIApp, limits: EdgeLimits, threads: int = 1, max_connections: int = 10_000) -> None:
         self.app = app
         self.limits = limits
+        self.max_connections = max_connections
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="ringsum-request") if threads > 1 else None
         self.connections: set[Connection] = set()
         self.date = b""
         self.refresh_date()
         self.server_name, self.server_port = "127.0.0.1", "0"
+
+    def make_room(self) -> None:
+        """At the connection limit, the connection idle the longest makes way for a new
+        one: idle sockets never lock a new client out."""
+        if len(self.connections) < self.max_connections:
+            return
+        idle = [connection for connection in self.connections if connection.is_idle()]
+        if idle:
+            min(idle, key=lambda connection: connection.idle_since).abort()
 
     def refresh_date(self) -> None:
         self.date = formatdate(usegmt=True).encode()
@@ -181,6 +191,7 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = (str(peer[0]), str(peer[1]))
+        self.edge.make_room()
         self.edge.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -207,11 +218,25 @@ class Connection(asyncio.Protocol):
         self._run_queue()
 
     def pause_writing(self) -> None:
+        # The client is not reading its answers: stop reading its requests until it does.
         self.writable = False
+        self._read_while_ready()
 
     def resume_writing(self) -> None:
         self.writable = True
+        self._read_while_ready()
         self._run_queue()
+
+    def _read_while_ready(self) -> None:
+        """Read from the socket only while an answer could be written and none is pending
+        from the thread pool, so a client cannot pile up requests we hold in memory."""
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        if self.writable and not self.in_app:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
 
     # -- llhttp callbacks ---------------------------------------------------------
 
@@ -311,8 +336,7 @@ class Connection(asyncio.Protocol):
                 self._write_response(environ, *_call_app(self.edge.app, environ))
                 continue
             self.in_app = True
-            if self.transport is not None:
-                self.transport.pause_reading()  # pipelined requests wait in the socket
+            self._read_while_ready()  # pipelined requests wait in the socket
             future = asyncio.get_running_loop().run_in_executor(pool, _call_app, self.edge.app, environ)
             future.add_done_callback(lambda done, environ=environ: self._app_done(environ, done))
 
@@ -321,9 +345,8 @@ class Connection(asyncio.Protocol):
         if self.closing or self.transport is None:
             return
         self._write_response(environ, *done.result())
-        if not self.closing:
-            self.transport.resume_reading()
-            self._run_queue()
+        self._read_while_ready()
+        self._run_queue()
 
     def _write_response(
         self, environ: dict[str, Any], status: bytes, headers: list[tuple[str, str]], body: bytes
@@ -376,12 +399,16 @@ class Connection(asyncio.Protocol):
                 self.refuse(
                     _Refusal(408, f"the request took longer than {limits.read_timeout_s:g}s to arrive: send it whole")
                 )
-        elif not self.in_app and not self.queue and now - self.idle_since > limits.idle_timeout_s:
+        elif self.is_idle() and now - self.idle_since > limits.idle_timeout_s:
             self.abort()
+
+    def is_idle(self) -> bool:
+        """No request being read, waiting, or answered."""
+        return self.reading_since is None and not self.in_app and not self.queue
 
     def close_when_idle(self) -> None:
         """At shutdown: close now unless a request is being read or answered."""
-        if self.reading_since is None and not self.in_app and not self.queue:
+        if self.is_idle():
             self.abort()
 
     def abort(self) -> None:

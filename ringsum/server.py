@@ -22,7 +22,9 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import create_app
 from .config import ConfigError, Settings, load_settings
@@ -46,6 +48,10 @@ class ServeOptions:
     port: int
     workers: int
     threads: int
+    limits: EdgeLimits
+
+
+AppFactory = Callable[[], Any]  # builds the WSGI app inside each worker, after the fork
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -116,7 +122,7 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_worker(sock: socket.socket, settings: Settings, threads: int, parent: int) -> int:
+def run_worker(build_app: AppFactory, sock: socket.socket, options: ServeOptions, parent: int, connections: int) -> int:
     """The body of a worker process: build the app, serve until told to stop, close."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -124,20 +130,15 @@ def run_worker(sock: socket.socket, settings: Settings, threads: int, parent: in
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the supervisor's business
     _die_with_parent(parent)
     try:
-        app = create_app()
+        app = build_app()
     except Exception as error:
         log.error("ringsum worker %d could not start: %s", os.getpid(), error)
         return EXIT_START_FAILED
-    limits = EdgeLimits(
-        max_body=settings.max_body,
-        read_timeout_s=settings.read_timeout_us / 1_000_000,
-        idle_timeout_s=settings.idle_timeout_us / 1_000_000,
-    )
-    edge = Edge(app, limits, threads)
+    edge = Edge(app, options.limits, options.threads, connections)
     try:
         _run_loop(_serve_until_stopped(edge, sock, parent))
     finally:
-        storage = app.extensions.get("ringsum.storage")
+        storage = getattr(app, "extensions", {}).get("ringsum.storage")
         if storage is not None:
             storage.close()
     return 0
@@ -177,11 +178,13 @@ def _run_loop(main: object) -> None:
 class Supervisor:
     """Keeps ``options.workers`` workers serving on ``sock`` until told to stop."""
 
-    def __init__(self, sock: socket.socket, settings: Settings, options: ServeOptions) -> None:
+    def __init__(self, build_app: AppFactory, sock: socket.socket, options: ServeOptions) -> None:
+        self.build_app = build_app
         self.sock = sock
-        self.settings = settings
         self.options = options
         self.workers: dict[int, int] = {}  # pid -> slot
+        # Every connection is a file descriptor; keep some for the data dir, Redis, logs.
+        self.max_connections = max(16, raise_open_file_limit() - 128)
         self.deaths: list[float] = []
 
     def run(self) -> int:
@@ -209,7 +212,7 @@ class Supervisor:
         if pid == 0:  # the worker
             code = 1
             try:
-                code = run_worker(self.sock, self.settings, self.options.threads, parent)
+                code = run_worker(self.build_app, self.sock, self.options, parent, self.max_connections)
             except BaseException:
                 log.exception("ringsum worker %d failed", os.getpid())
             finally:
@@ -294,12 +297,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     memory = settings.storage_uri.startswith("memory:")
-    options = ServeOptions(args.host, args.port, args.workers, args.threads or (1 if memory else 2))
-    raise_open_file_limit()
+    limits = EdgeLimits(
+        max_body=settings.max_body,
+        read_timeout_s=settings.read_timeout_us / 1_000_000,
+        idle_timeout_s=settings.idle_timeout_us / 1_000_000,
+    )
+    options = ServeOptions(args.host, args.port, args.workers, args.threads or (1 if memory else 2), limits)
+    return serve(create_app, options, lambda address: start_line(settings, options, address))
+
+
+def serve(build_app: AppFactory, options: ServeOptions, describe: Callable[[tuple], str] | None = None) -> int:
+    """Bind the port and keep workers serving ``build_app()`` on it until SIGTERM/SIGINT;
+    the exit status. (The benchmarks serve their baselines through here too.)"""
     try:
         sock = listen(options.host, options.port)
     except OSError as error:
         print(f"ringsum: cannot listen on {options.host}:{options.port}: {error.strerror or error}", file=sys.stderr)
         return 1
-    log.info(start_line(settings, options, sock.getsockname()))
-    return Supervisor(sock, settings, options).run()
+    if describe is not None:
+        log.info(describe(sock.getsockname()))
+    return Supervisor(build_app, sock, options).run()

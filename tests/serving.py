@@ -38,9 +38,14 @@ def app_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def run_app(
-    args: list[str], env: Mapping[str, str] | None = None, timeout: float = START_TIMEOUT_S
+    args: list[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = START_TIMEOUT_S,
+    *,
+    open_files: int | None = None,
 ) -> subprocess.Popen:
-    """Start ``python app.py ARGS`` with its output in a temporary file (no pipe to fill)."""
+    """Start ``python app.py ARGS`` with its output in a temporary file (no pipe to fill);
+    ``open_files`` caps the descriptors it may hold (soft and hard limit)."""
     log = tempfile.TemporaryFile(mode="w+", prefix="ringsum-server-")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
         [sys.executable, str(APP), *args],
@@ -50,9 +55,16 @@ def run_app(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, so cleanup reaches the workers too
+        preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files),
     )
     process.log_file = log  # type: ignore[attr-defined]
     return process
+
+
+def _limit_open_files(count: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
 
 @dataclass
@@ -110,6 +122,7 @@ def start_server(
     workers: int | None = None,
     threads: int | None = None,
     port: int | None = None,
+    open_files: int | None = None,
 ) -> Server:
     """``python app.py --port P [--workers N] [--threads T]`` with ``env`` settings, once it answers."""
     port = port or free_port()
@@ -118,18 +131,22 @@ def start_server(
         args += ["--workers", str(workers)]
     if threads is not None:
         args += ["--threads", str(threads)]
-    server = Server(run_app(args, env), port)
+    server = Server(run_app(args, env, open_files=open_files), port)
     wait_until_answering(server)
     return server
 
 
 @contextlib.contextmanager
 def serving(
-    env: Mapping[str, str] | None = None, *, workers: int | None = None, threads: int | None = None
+    env: Mapping[str, str] | None = None,
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+    open_files: int | None = None,
 ) -> Iterator[Server]:
     """A server for the ``with`` block; stopped (SIGTERM, then SIGKILL) when it ends,
     unless the block stopped it already."""
-    server = start_server(env, workers=workers, threads=threads)
+    server = start_server(env, workers=workers, threads=threads, open_files=open_files)
     try:
         yield server
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
@@ -92,7 +93,7 @@ def test_fractional_steps_and_starts_are_exact_decimals(make_app) -> None:
     starts = [start for start, _ in body["points"]]
     # now is 1767268830.25; 1767268830 is a multiple of 1.5, so steps alternate x.0 and x.5
     assert starts == [1767268830 - 1.5 * back for back in range(40, -1, -1)]
-    assert b"[1767268828.5,0],[1767268830,3]]" in response.data  # whole seconds as integers
+    assert b"[1767268828.5, 0], [1767268830, 3]]" in response.data  # whole seconds as integers
     assert body["points"][-1] == [1767268830, 3]
 
 
@@ -132,3 +133,11 @@ def test_bad_key_is_a_400(client) -> None:
     response = client.get("/metric/bad%20key/series")
     assert response.status_code == 400
     assert "key must be" in response.get_json()["detail"]
+
+
+def test_the_series_body_is_spaced_like_every_other_body(client) -> None:
+    """Like json.dumps: ", " between items and ": " after names, so clients that compare
+    or log bodies see one style everywhere."""
+    client.post("/metric/spaced", json={"value": 2})
+    body = client.get("/metric/spaced/series?step=30m").get_data(as_text=True)
+    assert body == json.dumps(json.loads(body))

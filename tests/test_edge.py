@@ -235,3 +235,14 @@ def test_pipelined_requests_are_answered_in_order() -> None:
         )
         assert answer.count(b"HTTP/1.1 200 OK") == 2
         assert answer.endswith(b'{"value": 5}')
+
+
+def test_at_the_descriptor_limit_the_longest_idle_connection_makes_way() -> None:
+    """With 256 descriptors the edge keeps 128 connections: 300 idle ones cannot lock a
+    new client out, and the ones shed first are the oldest."""
+    with serving(open_files=256) as server, held_sockets(server, 300, b"") as idle:
+        with requests.Session() as session:
+            assert session.get(f"{server.url}/healthz", timeout=10).status_code == 200
+        assert read_until_closed(idle[0], timeout=5) == b""  # the oldest was closed by the server
+        idle[-1].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_and_body(read_until_closed(idle[-1]))[0] == 200  # the newest still served
