@@ -97,9 +97,10 @@ def ringsum_server(
     return serving([sys.executable, "-m", "benchmarks.serve", app, "--server", server], env)
 
 
-def wrk(url: str, *, seconds: float, connections: int = 16, body: str | None = None) -> Load:
-    """Drive ``url`` with wrk (GET, or POST of ``body`` as JSON) for ``seconds``."""
-    script = _WRK_REPORT
+def wrk(url: str, *, seconds: float, connections: int = 16, body: str | None = None, lua: str = "") -> Load:
+    """Drive ``url`` with wrk (GET, or POST of ``body`` as JSON) for ``seconds``;
+    ``lua``: more wrk script, such as a ``request`` function that sets headers."""
+    script = lua + "\n" + _WRK_REPORT
     if body is not None:
         script = (
             f"wrk.method = 'POST'\nwrk.body = {json.dumps(body)}\nwrk.headers['Content-Type'] = 'application/json'\n"

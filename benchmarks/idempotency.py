@@ -1,0 +1,116 @@
+"""``python -m benchmarks.idempotency [--before REF]``: issue 14, what the
+Idempotency-Key header costs, and that a POST without it pays nothing.
+
+- In one process, no socket (``idempotency_cost.py``): µs per POST without the
+  header, with a new key each time (a write and its marker), and with one key over
+  and over (replays).
+- Over HTTP (wrk on ``python app.py``, memory storage): req/s of the same three,
+  taking turns, as ratios to the header-less POST of the same run.
+- ``--before REF``: the header-less POST of REF's code (``git archive`` into a
+  temporary directory) against this tree's, in process and over HTTP, taking turns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from .harness import ROOT, median, serving, wrk
+
+POST_BODY = '{"value": 3}'
+# Markers are capped in memory; a long run of new keys must not reach the cap.
+SERVER_ENV = {"RINGSUM_DATA_DIR": "", "RINGSUM_MAX_IDEMPOTENCY_KEYS": "10000000"}
+_COST_SCRIPT = Path(__file__).with_name("idempotency_cost.py")
+
+
+def _lua(kind: str) -> str:
+    """wrk script lines that send the header: a new key per request, or one key."""
+    if kind == "none":
+        return ""
+    if kind == "replay":
+        return "wrk.headers['Idempotency-Key'] = 'one-key-for-all'"
+    prefix = uuid.uuid4().hex  # new per run: a later run must not replay an earlier one
+    return (
+        "local counter = 0\n"
+        "request = function()\n"
+        "  counter = counter + 1\n"
+        f"  wrk.headers['Idempotency-Key'] = '{prefix}-' .. counter\n"
+        "  return wrk.format()\n"
+        "end"
+    )
+
+
+def in_process(root: Path, kinds: list[str]) -> dict[str, float]:
+    """µs per POST of the ``ringsum`` found in ``root``, in a fresh interpreter."""
+    out = subprocess.run(
+        [sys.executable, str(_COST_SCRIPT), *kinds],
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
+def costs(rounds: int, seconds: float) -> dict:
+    """In process and over HTTP: no header, new keys, one key replayed."""
+    kinds = ["none", "fresh", "replay"]
+    runs = [in_process(ROOT, kinds) for _ in range(rounds)]
+    result: dict = {"us_per_post": {kind: min(run[kind] for run in runs) for kind in kinds}}
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    with serving([sys.executable, "app.py"], SERVER_ENV) as server:
+        url = f"{server.url}/metric/post"
+        for _ in range(rounds):
+            for kind in kinds:
+                load = wrk(url, seconds=seconds, body=POST_BODY, lua=_lua(kind))
+                assert load.bad == 0, f"{kind}: {load.bad} bad answers"
+                rates[kind].append(load.requests_per_s)
+    result["requests_per_s"] = {kind: median(values) for kind, values in rates.items()}
+    return result
+
+
+def before_after(ref: str, rounds: int, seconds: float) -> dict:
+    """The header-less POST, REF's code against this tree's, taking turns."""
+    with tempfile.TemporaryDirectory(prefix="ringsum-before-") as directory:
+        before_root = Path(directory)
+        archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(before_root)], input=archive, check=True)
+        micros: dict[str, list[float]] = {"before": [], "after": []}
+        for _ in range(rounds):
+            micros["before"].append(in_process(before_root, ["none"])["none"])
+            micros["after"].append(in_process(ROOT, ["none"])["none"])
+        rates: dict[str, list[float]] = {"before": [], "after": []}
+        with (
+            serving([sys.executable, str(before_root / "app.py")], SERVER_ENV) as before,
+            serving([sys.executable, "app.py"], SERVER_ENV) as after,
+        ):
+            for _ in range(rounds):
+                for name, server in (("before", before), ("after", after)):
+                    rates[name].append(wrk(f"{server.url}/metric/post", seconds=seconds, body=POST_BODY).requests_per_s)
+    return {
+        "ref": ref,
+        "us_per_post": {name: min(values) for name, values in micros.items()},
+        "requests_per_s": {name: median(values) for name, values in rates.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.idempotency", description=__doc__)
+    parser.add_argument("--before", help="a git ref whose header-less POST to compare with this tree's")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3)
+    args = parser.parse_args()
+    results = {"costs": costs(args.rounds, args.seconds)}
+    if args.before:
+        results["before_after"] = before_after(args.before, args.rounds, args.seconds)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""``python benchmarks/idempotency_cost.py``: µs of CPU per ``POST /metric/k`` inside
+one process, without a socket: no header, a new Idempotency-Key each time (a write
+and its marker), one key over and over (replays). Prints JSON.
+
+Run as a file, not a module, so that PYTHONPATH picks whose ``ringsum`` is measured:
+``benchmarks/idempotency.py`` runs it on this tree and on an older one, alternately.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+from ringsum import create_app
+
+BODY = b'{"value": 3}'
+COUNT = 20_000
+LOOPS = 5
+
+
+def _environ(headers: dict[str, str]) -> dict:
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/metric/k",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "5000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(BODY),
+        "CONTENT_LENGTH": str(len(BODY)),
+        "CONTENT_TYPE": "application/json",
+        **headers,
+    }
+
+
+def _headers(kind: str) -> Iterator[dict[str, str]]:
+    if kind == "none":
+        return itertools.repeat({})
+    if kind == "replay":
+        return itertools.repeat({"HTTP_IDEMPOTENCY_KEY": "one-key-for-all"})
+    return ({"HTTP_IDEMPOTENCY_KEY": f"key-{index}"} for index in itertools.count())
+
+
+def microseconds_per_post(app: Callable, kind: str) -> float:
+    """Best of LOOPS loops of COUNT requests, so a busy neighbour inflates nothing."""
+    headers = _headers(kind)
+    best = float("inf")
+    for _ in range(LOOPS):
+        environs = [_environ(next(headers)) for _ in range(COUNT)]  # built outside the timing
+        started = time.perf_counter()
+        for environ in environs:
+            for _chunk in app(environ, lambda *_: None):
+                pass
+        best = min(best, (time.perf_counter() - started) / COUNT)
+    return best * 1e6
+
+
+def main() -> None:
+    app = create_app({"RINGSUM_DATA_DIR": "", "RINGSUM_MAX_IDEMPOTENCY_KEYS": "10000000"})
+    kinds = sys.argv[1:] or ["none", "fresh", "replay"]
+    print(json.dumps({kind: microseconds_per_post(app, kind) for kind in kinds}))
+    app.extensions["ringsum.storage"].close()
+
+
+if __name__ == "__main__":
+    main()
