@@ -64,15 +64,16 @@ def previous_batch_parse(body: bytes) -> list[tuple[str, int]]:
     return parsed
 
 
-def _median_ms(run: Callable[[], object], times: int) -> tuple[float, float]:
-    """Median and max wall time of ``run``, in ms; a refusal (an exception) is an answer."""
+def _timed_ms(run: Callable[[], object], times: int) -> dict[str, float]:
+    """Median, best and worst wall time of ``run``, in ms; a refusal (an exception) is an
+    answer. The best is what the work costs when no neighbour takes the CPU meanwhile."""
     spent = []
     for _ in range(times):
         started = time.perf_counter()
         with contextlib.suppress(Exception):  # a refusal is an answer: it is what is timed
             run()
         spent.append((time.perf_counter() - started) * 1000)
-    return statistics.median(spent), max(spent)
+    return {"median": statistics.median(spent), "best": min(spent), "max": max(spent)}
 
 
 def in_process(times: int = 30) -> dict:
@@ -84,11 +85,11 @@ def in_process(times: int = 30) -> dict:
     assert parse_batch_body(batch) == previous_batch_parse(batch)
     ours, previous = [], []
     for _ in range(times):
-        ours.append(_median_ms(lambda: parse_batch_body(batch), 1)[0])
-        previous.append(_median_ms(lambda: previous_batch_parse(batch), 1)[0])
+        ours.append(_timed_ms(lambda: parse_batch_body(batch), 1)["median"])
+        previous.append(_timed_ms(lambda: previous_batch_parse(batch), 1)["median"])
     return {
-        "array_to_batch_ms": _median_ms(lambda: parse_batch_body(array), times)[0],
-        "extra_field_to_single_ms": _median_ms(lambda: parse_value_body(extra), times)[0],
+        "array_to_batch": _timed_ms(lambda: parse_batch_body(array), times),
+        "extra_field_to_single": _timed_ms(lambda: parse_value_body(extra), times),
         "batch_10000_ms": statistics.median(ours),
         "batch_10000_previous_parser_ms": statistics.median(previous),
     }
@@ -113,8 +114,8 @@ def over_http(keys: int = 100_000, seconds: int = 10, times: int = 30) -> dict:
             response.read()
             statuses.add(response.status)
 
-        array_ms = _median_ms(lambda: post("/metric", array), times)
-        extra_ms = _median_ms(lambda: post("/metric/hostile", extra), times)
+        array_ms = _timed_ms(lambda: post("/metric", array), times)
+        extra_ms = _timed_ms(lambda: post("/metric/hostile", extra), times)
         connection.close()
         with _hostile_senders(server.url, array.decode(), seconds + 2):
             time.sleep(1)  # the senders are under way
@@ -122,10 +123,8 @@ def over_http(keys: int = 100_000, seconds: int = 10, times: int = 30) -> dict:
     return {
         "keys": keys,
         "statuses": sorted(statuses),
-        "array_to_batch_ms": array_ms[0],
-        "array_to_batch_max_ms": array_ms[1],
-        "extra_field_to_single_ms": extra_ms[0],
-        "extra_field_to_single_max_ms": extra_ms[1],
+        "array_to_batch": array_ms,
+        "extra_field_to_single": extra_ms,
         "probe_p50_ms": probe.p50_ms,
         "probe_p99_ms": probe.p99_ms,
         "probe_max_ms": probe.max_ms,
@@ -153,25 +152,26 @@ def run(quick: bool = False) -> dict:
 
 
 def rows(results: dict) -> list[tuple[str, str, str, bool | None]]:
-    """The rows of ``python -m benchmarks``: figure, measured, target, met."""
+    """The rows of ``python -m benchmarks``: figure, measured, target, met (on the median)."""
     http, local = results["http"], results["in_process"]
-    keys = f"{http['keys']:,} keys"
     batch_ratio = local["batch_10000_ms"] / local["batch_10000_previous_parser_ms"]
+    shown = []
+    for name, body, path, before in (
+        ("array_to_batch", "[1,1,...]", "/metric", "was 143-450 ms"),
+        ("extra_field_to_single", '{"value": 1, "x": [1,...]}', "/metric/k", "was accepted after 143-450 ms"),
+    ):
+        over, alone = http[name], local[name]
+        shown.append(
+            (
+                f"1 MiB {body} to POST {path}, refused (422), {http['keys']:,} keys: round trip median / best / max",
+                f"{over['median']:.1f} / {over['best']:.1f} / {over['max']:.1f} ms "
+                f"(parse alone {alone['median']:.1f} / {alone['best']:.1f} ms; {before})",
+                "<= 10 ms",
+                over["median"] <= 10,
+            )
+        )
     return [
-        (
-            f"1 MiB [1,1,...] to POST /metric, refused (422), {keys}: round trip median / max",
-            f"{http['array_to_batch_ms']:.1f} / {http['array_to_batch_max_ms']:.1f} ms "
-            f"(parse alone {local['array_to_batch_ms']:.1f} ms; was 143-450 ms)",
-            "<= 10 ms",
-            http["array_to_batch_ms"] <= 10,
-        ),
-        (
-            f'1 MiB {{"value": 1, "x": [1,...]}} to POST /metric/k, refused (422), {keys}: median / max',
-            f"{http['extra_field_to_single_ms']:.1f} / {http['extra_field_to_single_max_ms']:.1f} ms "
-            f"(parse alone {local['extra_field_to_single_ms']:.1f} ms; was accepted after 143-450 ms)",
-            "<= 10 ms",
-            http["extra_field_to_single_ms"] <= 10,
-        ),
+        *shown,
         (
             "probe GET while 3 clients send 1 MiB [1,1,...]: p50 / p99 / max",
             f"{http['probe_p50_ms']:.1f} / {http['probe_p99_ms']:.1f} / {http['probe_max_ms']:.1f} ms "
