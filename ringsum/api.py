@@ -8,17 +8,11 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, request
 
 from .config import Settings
-from .inputs import (
-    parse_batch_body,
-    parse_key,
-    parse_limit_param,
-    parse_prefix_param,
-    parse_step_param,
-    parse_value_body,
-    parse_window_param,
-)
+from .keys import parse_key, parse_prefix_param
 from .observability import count_recorded
+from .params import parse_limit_param, parse_step_param, parse_window_param
 from .storage import Storage
+from .values import parse_batch_body, parse_value_body
 
 bp = Blueprint("api", __name__)
 
