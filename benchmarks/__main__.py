@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import edge, http_load
+from . import edge, hostile, http_load
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -176,6 +176,8 @@ def _rows(results: dict) -> list[Row]:
                     ratio >= 0.8,
                 )
             )
+    if refusals := results.get("hostile"):
+        rows.extend(hostile.rows(refusals))
     return rows
 
 
@@ -190,7 +192,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs, for checking the harness")
     parser.add_argument(
-        "--only", default="", help="comma-separated: single,hostile,batch,memory,flat,scale,sweep,redis"
+        "--only", default="", help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis"
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
@@ -198,13 +200,14 @@ def main() -> int:
     rounds, seconds = (1, 1) if args.quick else (5, 3)
     steps: dict[str, tuple[str, Callable[[], dict]]] = {
         "single": ("single_posts", lambda: http_load.single_posts(rounds, seconds)),
-        "hostile": ("hostile_clients", lambda: edge.hostile_clients(rounds, seconds)),
+        "edge": ("hostile_clients", lambda: edge.hostile_clients(rounds, seconds)),
         "batch": ("batch_ingest", lambda: http_load.batch_ingest(rounds, seconds)),
         "memory": ("memory_bound", lambda: _memory_bound(360 if args.quick else 3600)),
         "flat": ("flat_reads", lambda: http_load.flat_reads(rounds, seconds, 100_000 if args.quick else 1_000_000)),
         "scale": ("keys_at_scale", http_load.keys_at_scale),
         "sweep": ("sweep", http_load.sweep_duration),
         "redis": ("redis", lambda: http_load.redis_vs_memory(rounds, seconds)),
+        "hostile": ("hostile", lambda: hostile.run(args.quick)),
     }
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)
     results: dict = {

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable, Iterable
 
 from ringsum import create_app
-from ringsum.inputs import parse_key, parse_value_body
+from ringsum.keys import parse_key
+from ringsum.values import parse_value_body
 
 from .baselines import bare_app
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import Flask
 
+from .body_limit import BodyLimitedRequest
 from .config import ConfigError, Settings, load_settings, raw_settings
-from .inputs import BodyLimitedRequest
 from .problems import register_problem_handlers
 from .storage import open_storage
 

@@ -10,17 +10,11 @@ from flask import Blueprint, Response, current_app, request
 
 from .config import Settings
 from .idempotency import REPLAYED_HEADER, fingerprint, parse_idempotency_key
-from .inputs import (
-    parse_batch_body,
-    parse_key,
-    parse_limit_param,
-    parse_prefix_param,
-    parse_step_param,
-    parse_value_body,
-    parse_window_param,
-)
+from .keys import parse_key, parse_prefix_param
 from .observability import count_idempotency_conflict, count_recorded, count_replay
+from .params import parse_limit_param, parse_step_param, parse_window_param
 from .storage import IdempotencyKeyReused, Marker, Storage
+from .values import parse_batch_body, parse_value_body
 
 bp = Blueprint("api", __name__)
 

@@ -1,4 +1,5 @@
-"""``GET /``: a page that shows every live key, its sum and a sparkline of its window.
+"""``GET /``: a page that shows every live key, its sum and a sparkline of its window,
+and a larger chart of one key's window on demand.
 
 The page is static HTML plus one small script that polls the JSON API; this module
 only works out what the script needs to know (series step, refresh interval, whether
@@ -16,6 +17,14 @@ from .units import format_duration
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static", static_url_path="/dashboard")
 
 SPARKLINE_POINTS = 60
+# The larger chart: fine enough to see when in the window values came, coarse enough
+# that each step stays a few pixels wide on a phone.
+CHART_MIN_STEPS, CHART_MAX_STEPS = 60, 120
+# Steps people read at a glance on a time axis, in microseconds.
+_ROUND_STEPS_US = [
+    seconds * 1_000_000
+    for seconds in (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200)
+] + [day * 86_400_000_000 for day in (1, 2, 3, 7)]
 DEFAULT_REFRESH_MS = 5000
 # Faster than this only loads the server; slower than this no longer looks live.
 MIN_REFRESH_MS, MAX_REFRESH_MS = 250, 60_000
@@ -32,6 +41,18 @@ def sparkline_step_us(window_us: int, slot_us: int) -> int:
     endpoint takes them, and never less than one tick for windows of few ticks."""
     ticks = window_us // slot_us
     return max(1, round(ticks / SPARKLINE_POINTS)) * slot_us
+
+
+def chart_step_us(window_us: int, slot_us: int) -> int:
+    """The step that cuts the window into 60 to 120 steps of whole ticks: a round
+    duration (30s, 1m, 5m...) when one fits, else the shortest step giving at most 120,
+    and never less than one tick for windows of few ticks."""
+    ticks = window_us // slot_us
+    shortest = max(1, -(-ticks // CHART_MAX_STEPS)) * slot_us
+    for step_us in _ROUND_STEPS_US:
+        if step_us >= shortest and step_us % slot_us == 0 and window_us // step_us >= CHART_MIN_STEPS:
+            return step_us
+    return shortest
 
 
 def refresh_ms(raw: str | None) -> int:
@@ -52,6 +73,7 @@ def dashboard() -> Response:
         "dashboard.html",
         window=format_duration(settings.window_us),
         step=format_duration(step_us),
+        chart_step=format_duration(chart_step_us(settings.window_us, settings.slot_us)),
         refresh_ms=refresh_ms(request.args.get("refresh")),
         token_required=settings.api_token is not None,
     )

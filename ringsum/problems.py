@@ -45,6 +45,11 @@ def unprocessable(detail: str) -> Problem:
     return Problem(422, detail)
 
 
+def shown(raw: str) -> str:
+    """The offending text, quoted and cut short, so a detail never echoes a huge input."""
+    return repr(raw if len(raw) <= 40 else raw[:40] + "...")
+
+
 def problem_json(status: int, detail: str) -> bytes:
     """The problem document itself; the edge answers with it before Flask runs."""
     title = _TITLES.get(status) or HTTPStatus(status).phrase

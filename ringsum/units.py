@@ -40,6 +40,12 @@ def parse_size(text: str | int) -> int:
     return int(match["number"]) * _BYTES[match["unit"] or "B"]
 
 
+def ceil_div(numerator: int, denominator: int) -> int:
+    """``ceil(numerator / denominator)`` in exact integer arithmetic: a float division
+    would round large microsecond counts."""
+    return -(-numerator // denominator)
+
+
 def format_duration(micros: int) -> str:
     """The shortest exact spelling of a duration, for messages and docs."""
     for unit in ("d", "h", "m", "s", "ms"):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 
+from .units import ceil_div
+
 
 class RollingSum:
     """Entries (slot, subtotal) oldest first, plus an exact running total.
@@ -68,7 +70,7 @@ class RollingSum:
         self.evict(now_us)
         if window_us is None:
             return self._total
-        oldest_kept = now_us // self._slot_us - -(-window_us // self._slot_us)
+        oldest_kept = now_us // self._slot_us - ceil_div(window_us, self._slot_us)
         subtotal = 0
         newest_first = reversed(self._flat)
         for value, slot in zip(newest_first, newest_first, strict=True):
@@ -87,7 +89,7 @@ class RollingSum:
         self.evict(now_us)
         step_slots = step_us // self._slot_us
         current = now_us // self._slot_us // step_slots
-        count = -(-self._span // step_slots) + 1
+        count = ceil_div(self._span, step_slots) + 1
         first = current - count + 1
         sums = [0] * count
         for slot, value in self._pairs():

@@ -37,9 +37,11 @@ def test_the_bodies_are_exactly_the_challenges(client) -> None:
     assert body == {"value": 400} and type(body["value"]) is int  # no extra field, never a float
 
 
-def test_extra_fields_in_the_body_are_ignored(client) -> None:
-    assert client.post("/metric/visits", json={"value": 2, "unit": "people"}).status_code == 200
-    assert client.get("/metric/visits/sum").get_json() == {"value": 2}
+def test_a_field_besides_value_is_refused_by_name(client) -> None:
+    response = client.post("/metric/visits", json={"value": 2, "unit": "people"})
+    assert response.status_code == 422 and response.mimetype == "application/problem+json"
+    assert "'unit'" in response.get_json()["detail"] and '{"value": 3}' in response.get_json()["detail"]
+    assert client.get("/metric/visits/sum").get_json() == {"value": 0}
 
 
 def test_a_key_never_posted_sums_to_zero(client) -> None:

@@ -15,6 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_errors import assert_problem
 
+from ringsum.problems import Problem
+from ringsum.values import _PLAIN_BODY, parse_batch_body, parse_value_body, read_value_body
+
 MAX = 2**53 - 1
 _fresh_keys = itertools.count()
 
@@ -136,9 +139,10 @@ BAD_BODIES = {
     "true": (b'{"value": true}', 422, "number"),
     "false": (b'{"value": false}', 422, "number"),
     "null": (b'{"value": null}', 422, "number"),
-    "NaN": (b'{"value": NaN}', 422, "finite"),
-    "Infinity": (b'{"value": Infinity}', 422, "finite"),
-    "-Infinity": (b'{"value": -Infinity}', 422, "finite"),
+    # NaN and Infinity are not JSON (RFC 8259): a 400, whose detail still says what to send.
+    "NaN": (b'{"value": NaN}', 400, "finite"),
+    "Infinity": (b'{"value": Infinity}', 400, "finite"),
+    "-Infinity": (b'{"value": -Infinity}', 400, "finite"),
     "1e400": (b'{"value": 1e400}', 422, "2**53"),
     "1e300": (b'{"value": 1e300}', 422, "2**53"),
     "exponent past Decimal": (b'{"value": 1e99999999999999999999}', 422, "2**53"),
@@ -221,3 +225,176 @@ def test_no_body_or_key_gets_a_5xx(client, body: bytes, key: str) -> None:
     if response.status_code != 200:
         assert response.mimetype == "application/problem+json" and response.get_json()["detail"]
         assert client.get(f"{path}/sum").get_data() == before.get_data()
+
+
+# -- ambiguous bodies and fields besides the accepted ones (SPEC §4) --------------
+
+AMBIGUOUS_BODIES = {
+    "value twice": b'{"value": 1, "value": 2}',
+    "a string, then a number": b'{"value": "x", "value": 1}',
+    "a number, then a string": b'{"value": 1, "value": "x"}',
+    "value three times": b'{"value": 1, "value": 1, "value": 1}',
+    "spelled with an escape": b'{"value": 1, "val\\u0075e": 2}',
+    "spelled with an upper-case escape": b'{"\\u0076alue": 1, "value": 2}',
+    "after a byte-order mark": b'\xef\xbb\xbf{"value": 1, "value": 2}',
+    "around a value holding the name": b'{"value": 1, "value": ["value"]}',
+}
+
+
+@pytest.mark.parametrize("body", AMBIGUOUS_BODIES.values(), ids=AMBIGUOUS_BODIES.keys())
+def test_a_body_naming_value_twice_is_a_400_and_changes_nothing(client, body: bytes) -> None:
+    assert client.post("/metric/k", json={"value": 5}).status_code == 200
+    assert_problem(client.post("/metric/k", data=body), 400, '"value"', "more than once")
+    assert total(client, "k") == 5
+
+
+@pytest.mark.parametrize(
+    "body, rounded",
+    [
+        (b'{"val\\u0075e": 2.5}', 3),  # one name, escaped: not a repetition
+        (b'{"value": 1, "x": "value"}', None),  # an extra field (refused for that), not a repetition
+        (b'{"value": "value"}', None),  # a string value that spells the name
+        (b'{"value": "\\"value\\""}', None),
+    ],
+)
+def test_a_name_written_once_is_not_a_repetition(client, body: bytes, rounded: int | None) -> None:
+    response = client.post("/metric/k", data=body)
+    if rounded is not None:
+        assert response.status_code == 200 and total(client, "k") == rounded
+    else:
+        assert response.status_code == 422, response.get_data(as_text=True)
+
+
+NON_ASCII_DIGITS = {
+    "Arabic-Indic three, percent-encoded": b"value=%D9%A3",
+    "full-width three, percent-encoded": b"value=%EF%BC%93",
+    "Arabic-Indic three, raw UTF-8": "value=٣".encode(),
+    "full-width three, raw UTF-8": "value=３".encode(),
+    "Devanagari digits in a decimal": b"value=1.%E0%A5%AB",
+}
+
+
+@pytest.mark.parametrize("body", NON_ASCII_DIGITS.values(), ids=NON_ASCII_DIGITS.keys())
+def test_a_form_value_with_digits_outside_ascii_is_refused(client, body: bytes) -> None:
+    response = client.post("/metric/k", data=body, content_type="application/x-www-form-urlencoded")
+    assert 400 <= response.status_code < 500
+    assert_problem(response, response.status_code, "value")
+    assert total(client, "k") == 0
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (b'{"value": 2, "unit": "people"}', "'unit'"),
+        (b'{"unit": "people", "value": 2}', "'unit'"),
+        (b'{"value": 1, "x": [1, 1, 1]}', "'x'"),
+        (b'{"Value": 1}', "'Value'"),
+        (b'{"value": 1, "' + b"y" * 500 + b'": 1}', "'yyyy"),  # named, but cut short
+    ],
+)
+def test_a_field_besides_value_is_a_422_naming_it(client, body: bytes, field: str) -> None:
+    problem = assert_problem(client.post("/metric/k", data=body), 422, field, '{"value": 3}')
+    assert len(problem["detail"]) < 200
+    assert total(client, "k") == 0
+
+
+BATCH_AMBIGUITIES = {
+    "key twice": ('{"key": "a", "key": "b", "value": 1}', "key"),
+    "value twice": ('{"key": "a", "value": 1, "value": 2}', "value"),
+    "a string value, then a number": ('{"key": "a", "value": "x", "value": 1}', "value"),
+    "key twice, once escaped": ('{"k\\u0065y": "a", "key": "b", "value": 1}', "key"),
+    "key twice, value missing": ('{"key": "a", "key": "b"}', "key"),
+}
+
+
+@pytest.mark.parametrize("event, name", BATCH_AMBIGUITIES.values(), ids=BATCH_AMBIGUITIES.keys())
+def test_a_batch_event_naming_a_field_twice_is_a_400_and_records_nothing(client, event: str, name: str) -> None:
+    body = '[{"key": "a", "value": 1}, {"key": "key", "value": 2}, ' + event + "]"
+    assert_problem(client.post("/metric", data=body), 400, "event at index 2", f'"{name}"', "more than once")
+    assert [total(client, key) for key in ("a", "b", "key")] == [0, 0, 0]
+
+
+def test_keys_named_key_or_value_are_no_repetition(client) -> None:
+    body = '[{"key": "key", "value": 1}, {"value": 2, "key": "value"}, {"key": "k\\u0065y", "value": 3}]'
+    assert client.post("/metric", data=body).get_json() == {"recorded": 3}
+    assert [total(client, key) for key in ("key", "value")] == [4, 2]
+
+
+@pytest.mark.parametrize("field", ["unit", "timestamp", "Key"])
+def test_a_batch_event_with_another_field_is_a_422_naming_it(client, field: str) -> None:
+    body = json.dumps([{"key": "a", "value": 1}, {"key": "b", "value": 2, field: 3}])
+    assert_problem(client.post("/metric", data=body), 422, "event at index 1", repr(field), '"key"', '"value"')
+    assert total(client, "a") == 0
+
+
+# -- the shortcut for {"value": <number>} answers exactly as the full reading ------
+
+
+def outcome(parse, body: bytes) -> int | tuple[int, str]:
+    try:
+        return parse(body)
+    except Problem as problem:
+        return problem.status, problem.detail
+
+
+NUMBER_TEXT = st.one_of(
+    st.integers(-(2**60), 2**60).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(json.dumps),
+    st.from_regex(r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,25})?", fullmatch=True),
+)
+ODD_VALUE = st.sampled_from(
+    ['"3"', "true", "null", "NaN", "-Infinity", "[1]", "{}", "1.", ".5", "+1", "01", "1e", "-", "0x10", "١", "1_0"]
+)
+WHITESPACE = st.text(alphabet=" \t\n\r", max_size=2)
+ODD_SPACE = st.sampled_from(["", " ", "\x0b", "\x0c", "\u00a0", ",", "}"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    number=NUMBER_TEXT,
+    odd=st.one_of(st.none(), ODD_VALUE),
+    spaces=st.lists(WHITESPACE, min_size=6, max_size=6),
+    odd_space=st.one_of(st.none(), st.tuples(st.integers(0, 5), ODD_SPACE)),
+    extra=st.sampled_from(["", ', "value": 1', ', "x": 1', ', "val\\u0075e": 2']),
+    bom=st.booleans(),
+)
+def test_the_shortcut_answers_as_the_full_reading(number, odd, spaces, odd_space, extra, bom) -> None:
+    if odd_space is not None:
+        spaces[odd_space[0]] += odd_space[1]
+    s = spaces
+    text = f'{s[0]}{{{s[1]}"value"{s[2]}:{s[3]}{odd or number}{s[4]}{extra}}}{s[5]}'
+    body = (b"\xef\xbb\xbf" if bom else b"") + text.encode()
+    assert outcome(parse_value_body, body) == outcome(read_value_body, body)
+    if odd is None and odd_space is None and not extra:
+        assert _PLAIN_BODY.fullmatch(body.removeprefix(b"\xef\xbb\xbf"))  # the shortcut was taken
+
+
+# -- repeated names in batches, against an independent reading -------------------
+
+
+@st.composite
+def events_with_names(draw: st.DrawFn) -> tuple[str, bool]:
+    """One event's JSON text, and whether it names a field twice."""
+    names = draw(st.lists(st.sampled_from(["key", "value"]), min_size=1, max_size=4))
+    members = []
+    for name in names:
+        escape = draw(st.sampled_from(["", "{:04x}", "{:04X}"]))  # the first letter plain or escaped
+        spelled = "\\u" + escape.format(ord(name[0])) + name[1:] if escape else name
+        if name == "key":
+            member_value = json.dumps(draw(st.sampled_from(["a", "key", "value", "b.c"])))
+        else:
+            member_value = draw(st.sampled_from(["1", "2.5", '"value"', '["key", "value"]', '{"value": 1}']))
+        members.append(f'"{spelled}": {member_value}')
+    return "{" + ", ".join(members) + "}", len(set(names)) < len(names)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(events_with_names(), max_size=6))
+def test_a_repeated_name_is_found_in_the_event_that_has_it(events) -> None:
+    body = ("[" + ", ".join(text for text, _ in events) + "]").encode()
+    repeating = [index for index, (_, repeats) in enumerate(events) if repeats]
+    answer = outcome(parse_batch_body, body)
+    if repeating:
+        assert answer[0] == 400 and answer[1].startswith(f"event at index {repeating[0]} names ")
+    else:
+        assert not isinstance(answer, tuple) or "more than once" not in answer[1]

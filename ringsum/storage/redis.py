@@ -41,6 +41,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from ..units import ceil_div
 from ..window import RollingSum
 from . import redacted_uri
 from .base import (
@@ -171,7 +172,7 @@ class RedisStorage(Storage):
         self._span = settings.window_us // settings.slot_us
         # Window + one tick, in whole ms rounded up, and 1 ms more: PEXPIRE counts from
         # the server's millisecond, which may be up to 1 ms before the recording µs.
-        self._ttl_ms = str(-(-(settings.window_us + settings.slot_us) // 1000) + 1)
+        self._ttl_ms = str(ceil_div(settings.window_us + settings.slot_us, 1000) + 1)
         self._clock = clock
         self._lock = threading.Lock()
         self._client: redis.Redis | RedisCluster | None = None
@@ -200,7 +201,7 @@ class RedisStorage(Storage):
         return self._record(summed, marker)
 
     def total(self, key: str, window_us: int | None = None) -> int:
-        if window_us is not None and -(-window_us // self._slot_us) < self._span:
+        if window_us is not None and ceil_div(window_us, self._slot_us) < self._span:
             now, rolling = self._entries(key)
             return rolling.total(now, window_us)
         return self._totals([key]).get(key, 0)

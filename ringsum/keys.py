@@ -1,0 +1,29 @@
+"""What a metric key is made of: the one rule for keys in paths and batches, and for
+the prefixes that list them."""
+
+from __future__ import annotations
+
+import re
+
+from .problems import bad_request
+
+KEY_CHARACTER = "[A-Za-z0-9_.:-]"  # the one definition of what a key is made of
+_KEY = re.compile(KEY_CHARACTER + "{1,200}")
+_PREFIX = re.compile(KEY_CHARACTER + "{0,200}")
+
+
+def is_key(text: str) -> bool:
+    return _KEY.fullmatch(text) is not None
+
+
+def parse_key(key: str) -> str:
+    if not is_key(key):
+        raise bad_request("key must be 1-200 characters of A-Z a-z 0-9 _ . : -")
+    return key
+
+
+def parse_prefix_param(raw: str | None) -> str:
+    """``?prefix=``: the start of the keys to list; absent or empty lists every key."""
+    if raw is None or _PREFIX.fullmatch(raw) is not None:
+        return raw or ""
+    raise bad_request("prefix must be 0-200 characters of A-Z a-z 0-9 _ . : - (the start of the keys to list)")
