@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import edge, hostile, http_load
+from . import edge, hostile, http_load, idempotency
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -178,6 +178,8 @@ def _rows(results: dict) -> list[Row]:
             )
     if refusals := results.get("hostile"):
         rows.extend(hostile.rows(refusals))
+    if keyed := results.get("idempotency"):
+        rows.extend(idempotency.rows(keyed))
     return rows
 
 
@@ -192,7 +194,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs, for checking the harness")
     parser.add_argument(
-        "--only", default="", help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis"
+        "--only",
+        default="",
+        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,idempotency",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
@@ -208,6 +212,7 @@ def main() -> int:
         "sweep": ("sweep", http_load.sweep_duration),
         "redis": ("redis", lambda: http_load.redis_vs_memory(rounds, seconds)),
         "hostile": ("hostile", lambda: hostile.run(args.quick)),
+        "idempotency": ("idempotency", lambda: idempotency.costs(rounds, seconds)),
     }
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)
     results: dict = {

@@ -72,7 +72,54 @@ def costs(rounds: int, seconds: float) -> dict:
                 assert load.bad == 0, f"{kind}: {load.bad} bad answers"
                 rates[kind].append(load.requests_per_s)
     result["requests_per_s"] = {kind: median(values) for kind, values in rates.items()}
+    result["marker_bytes"] = marker_bytes()
     return result
+
+
+def rows(results: dict) -> list[tuple[str, str, str, bool | None]]:
+    """The ``costs`` figures as rows of the ``python -m benchmarks`` table."""
+    rates, micros = results["requests_per_s"], results["us_per_post"]
+    found = [
+        (
+            f"POST req/s with an Idempotency-Key, {label} / without",
+            f"{rates[kind]:,.0f} / {rates['none']:,.0f} = {rates[kind] / rates['none']:.2f}x",
+            "(reported)",
+            None,
+        )
+        for kind, label in (("fresh", "a new one each"), ("replay", "one replayed"))
+    ]
+    found.append(
+        (
+            "POST µs in process: no header / new Idempotency-Key / replayed",
+            f"{micros['none']:.0f} / {micros['fresh']:.0f} / {micros['replay']:.0f}",
+            "(reported)",
+            None,
+        )
+    )
+    found.append(("memory per remembered Idempotency-Key", f"{results['marker_bytes']:,.0f} B", "(reported)", None))
+    return found
+
+
+def marker_bytes(count: int = 200_000) -> float:
+    """Memory one remembered key takes in the memory storage's table: a UUID key and a
+    single post's answer, measured as resident memory growth over ``count`` of them."""
+    code = f"""
+import gc, hashlib, uuid
+from ringsum.storage.base import Marker
+from ringsum.storage.markers import Markers
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+table = Markers(3_601_000_000, {count})
+gc.collect()
+before = rss()
+for index in range({count}):
+    fingerprint = hashlib.sha256(str(index).encode()).digest()
+    table.add(Marker(str(uuid.uuid4()), fingerprint, 200, b"{{}}"), 1_800_000_000_000_000 + index)
+gc.collect()
+print((rss() - before) / {count})
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return float(out)
 
 
 def before_after(ref: str, rounds: int, seconds: float) -> dict:
