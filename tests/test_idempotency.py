@@ -296,3 +296,11 @@ def test_eight_clients_sending_one_key_to_a_real_server_count_once(redis_server)
             thread.join()
         assert Counter(answers) == {(200, b"{}", None): 1, (200, b"{}", "true"): 7}
         assert requests.get(f"{server.url}/metric/visits/sum", timeout=10).json() == {"value": 3}
+
+
+@pytest.mark.parametrize("marker_id", ["x}:z", "{other}", "*"])
+def test_a_key_shaped_like_ringsums_own_redis_names_stays_a_marker(client: FlaskClient, marker_id: str) -> None:
+    """Ids are written in hex in Redis names: none is ever read as a metric key."""
+    assert post(client, *SINGLE, key=marker_id).status_code == 200
+    assert client.get("/metric").get_json()["metrics"] == [{"key": "visits", "value": 3}]
+    assert metric(client, "ringsum_keys") == 1

@@ -92,8 +92,11 @@ def marker_key(marker_id: str, tag: str | None = None) -> str:
     """Where an idempotency marker lives: ``ringsum:i:<id>`` on a single Redis (one per
     id, so any two requests with that id meet there), and on Cluster
     ``ringsum:{K}:i:<id>``, on the slot of ``K``, a metric key of the write it guards
-    (a script touches one slot only). On Cluster ``ringsum:i:<id>`` holds the claim."""
-    return f"{NAMESPACE}i:{marker_id}" if tag is None else f"{NAMESPACE}{{{tag}{_MARKER}{marker_id}"
+    (a script touches one slot only); there ``ringsum:i:<id>`` holds the claim. The id
+    is written in hex: any characters it holds (braces, ``*``, a ``}:z`` ending) can
+    then neither move its hash slot nor match the patterns that find metric keys."""
+    encoded = marker_id.encode().hex()
+    return f"{NAMESPACE}i:{encoded}" if tag is None else f"{NAMESPACE}{{{tag}{_MARKER}{encoded}"
 
 
 def _redis_keys(keys: Sequence[str]) -> list[str]:
