@@ -66,16 +66,14 @@ class RollingSum:
         oldest_kept = now_us // self._slot_us - self._span
         flat = self._flat
         dropped = 0
-        if type(flat) is deque:  # popleft is the faster way out of a deque
-            while flat and flat[0] < oldest_kept:
+        while flat and flat[0] < oldest_kept:
+            if type(flat) is deque:  # popleft is the faster way out of a deque
                 flat.popleft()
                 self._total -= flat.popleft()
-                dropped += 1
-            return dropped
-        while flat and flat[0] < oldest_kept:
-            del flat[0]
-            self._total -= flat[0]
-            del flat[0]
+            else:
+                del flat[0]
+                self._total -= flat[0]
+                del flat[0]
             dropped += 1
         return dropped
 
