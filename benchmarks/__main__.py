@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import edge, hostile, http_load
+from . import churn, edge, footprint, hostile, http_load
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -165,6 +165,7 @@ def _rows(results: dict) -> list[Row]:
                 sweep["longest_lock_hold_ms"] <= 50,
             )
         )
+    rows += _footprint_rows(results)
     if redis := results.get("redis"):
         for method in ("post", "get"):
             ratio = redis["redis"][method] / redis["memory"][method]
@@ -181,6 +182,58 @@ def _rows(results: dict) -> list[Row]:
     return rows
 
 
+def _footprint_rows(results: dict) -> list[Row]:
+    rows: list[Row] = []
+    if sizes := results.get("footprint"):
+        short, long = sizes["per_key"], sizes["per_key_200_chars"]
+        rows.append(
+            (
+                "100,000 live keys, one entry each: RSS per key, 9-char / 200-char keys",
+                f"{short['bytes_per_key']:,.0f} / {long['bytes_per_key']:,.0f} B "
+                f"({short['tracked_objects_per_key']:.0f} GC-tracked objects per key)",
+                "<= 400 B (9-char keys)",
+                short["bytes_per_key"] <= 400,
+            )
+        )
+        tick, exact = sizes["per_entry_tick"]["bytes_per_entry"], sizes["per_entry_exact"]["bytes_per_entry"]
+        rows.append(("RSS per entry, tick / exact mode", f"{tick:.1f} / {exact:.1f} B", "(reported; was 49 B)", None))
+        speed = sizes["add_total_ns"]
+        rows.append(
+            (
+                "evict + add + total per call, in-process: few entries / full-hour tick / busy exact",
+                " / ".join(f"{speed[shape]:.0f}" for shape in ("few_entries", "tick_full_hour", "exact_busy")) + " ns",
+                "(reported)",
+                None,
+            )
+        )
+    if churned := results.get("churn"):
+        hold = churned["longest_lock_hold_ms"]
+        for label, run in (("without", churned["without_policy"]), ("with", churned["with_policy"])):
+            met = run["max_ms"] <= hold + 10 if label == "with" else None
+            rows.append(
+                (
+                    f"probe GET while 100,000 keys churn ({run['posted_per_s']:,.0f} events/s), {label} "
+                    "GC policy: p50 / p99 / max",
+                    f"{run['p50_ms']:.2f} / {run['p99_ms']:.1f} / {run['max_ms']:.1f} ms",
+                    f"max <= longest lock hold + 10 ms = {hold + 10:.0f} ms" if met is not None else "(before)",
+                    met,
+                )
+            )
+        rows.append(
+            (
+                "churn: longest garbage-collector pause, without / with GC policy",
+                f"{churned['without_policy']['longest_gc_pause_ms']:.1f} / "
+                f"{churned['with_policy']['longest_gc_pause_ms']:.1f} ms",
+                "<= 10 ms with",
+                churned["with_policy"]["longest_gc_pause_ms"] <= 10,
+            )
+        )
+        rows.append(
+            ("churn: longest lock hold, one 1,000-event batch over 100,000 keys", f"{hold:.1f} ms", "(reported)", None)
+        )
+    return rows
+
+
 def _table(rows: list[Row]) -> str:
     lines = ["| figure | measured | target | met |", "| --- | --- | --- | --- |"]
     for figure, measured, target, met in rows:
@@ -192,7 +245,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs, for checking the harness")
     parser.add_argument(
-        "--only", default="", help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis"
+        "--only",
+        default="",
+        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,churn",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
@@ -208,6 +263,8 @@ def main() -> int:
         "sweep": ("sweep", http_load.sweep_duration),
         "redis": ("redis", lambda: http_load.redis_vs_memory(rounds, seconds)),
         "hostile": ("hostile", lambda: hostile.run(args.quick)),
+        "footprint": ("footprint", footprint.measure_all),
+        "churn": ("churn", lambda: churn.churn_with_and_without_policy(5 if args.quick else 20)),
     }
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)
     results: dict = {
