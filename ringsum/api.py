@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, request
 
 from .config import Settings
 from .inputs import (
+    parse_after_param,
     parse_batch_body,
     parse_key,
     parse_limit_param,
@@ -80,8 +81,11 @@ def record_batch() -> Response:
 def list_metrics() -> Response:
     prefix = parse_prefix_param(request.args.get("prefix"))
     limit = parse_limit_param(request.args.get("limit"))
-    metrics = [{"key": key, "value": value} for key, value in storage().keys(prefix, limit)]
-    return _json(json.dumps({"metrics": metrics}).encode())
+    page = storage().keys(prefix, limit, parse_after_param(request.args.get("after")))
+    answer: dict[str, object] = {"metrics": [{"key": key, "value": value} for key, value in page.metrics]}
+    if page.next is not None:  # absent, not null, on the last page
+        answer["next"] = page.next
+    return _json(json.dumps(answer).encode())
 
 
 @bp.delete("/metric/<key>")

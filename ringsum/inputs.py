@@ -237,6 +237,13 @@ def parse_prefix_param(raw: str | None) -> str:
     raise bad_request("prefix must be 0-200 characters of A-Z a-z 0-9 _ . : - (the start of the keys to list)")
 
 
+def parse_after_param(raw: str | None) -> str:
+    """The listing cursor: the ``next`` of the page before, so it is a key."""
+    if raw is None or _KEY.fullmatch(raw) is not None:
+        return raw or ""
+    raise bad_request("after must be 1-200 characters of A-Z a-z 0-9 _ . : - (pass back the previous page's next)")
+
+
 def parse_limit_param(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
@@ -268,6 +275,7 @@ __all__ = [
     "Problem",
     "default_step_us",
     "min_step_us",
+    "parse_after_param",
     "parse_batch_body",
     "parse_json",
     "parse_key",

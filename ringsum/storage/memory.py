@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from sortedcontainers import SortedList
+
 from ..clock import now_us
 from ..window import RollingSum
-from .base import KeyLimitReached, Series, Storage, StorageStats
+from .base import KeyLimitReached, KeyPage, Series, Storage, StorageStats
 from .snapshot import read_snapshot, write_snapshot
 
 if TYPE_CHECKING:
@@ -37,6 +39,8 @@ class MemoryStorage(Storage):
         self._clock = clock or now_us
         # In the order each key last opened a slot, so expired keys gather at the front.
         self._sums: dict[str, RollingSum] = {}
+        # The same keys in key order, so a listing page costs O(log n + page), not a sort.
+        self._index: SortedList[str] = SortedList()
         self._lock = threading.Lock()
         self.evictions = 0  # entries aged out, for /metrics
         self.last_sweep_seconds = 0.0
@@ -55,6 +59,7 @@ class MemoryStorage(Storage):
             if rolling is None:
                 self._make_room(1, now)
                 rolling = self._sums[key] = self._new_sum()
+                self._index.add(key)
             else:
                 self.evictions += rolling.evict(now)
             if rolling.add(value, now):
@@ -67,6 +72,7 @@ class MemoryStorage(Storage):
             self._make_room(len(new_keys), now)
             for key in new_keys:
                 self._sums[key] = self._new_sum()
+            self._index.update(new_keys)
             for key, value in events:
                 rolling = self._sums[key]
                 self.evictions += rolling.evict(now)
@@ -86,22 +92,32 @@ class MemoryStorage(Storage):
             start_us, sums = rolling.series(now, step_us)
         return Series(start_us, step_us, sums)
 
-    def keys(self, prefix: str = "", limit: int = 1000) -> list[tuple[str, int]]:
+    def keys(self, prefix: str = "", limit: int = 1000, after: str = "") -> KeyPage:
         now = self._clock()
+        found: list[tuple[str, int]] = []
+        aged_out = []  # held, but expired since the last sweep: not listed, forgotten
         with self._lock:
-            matching = sorted(key for key in self._sums if key.startswith(prefix))
-            found = []
-            for key in matching:
-                rolling = self._live(key, now)
-                if rolling is not None:
+            start = self._index.bisect_right(after) if after >= prefix else self._index.bisect_left(prefix)
+            # One key past the page tells whether a next page can hold anything.
+            for key in self._index.islice(start):
+                if not key.startswith(prefix) or len(found) > limit:
+                    break
+                rolling = self._sums[key]
+                self.evictions += rolling.evict(now)
+                if rolling:
                     found.append((key, rolling.total(now)))
-                    if len(found) == limit:
-                        break
-        return found
+                else:
+                    aged_out.append(key)
+            for key in aged_out:  # not while iterating the index
+                self._forget(key)
+        if len(found) > limit:
+            return KeyPage(found[:limit], found[limit - 1][0])
+        return KeyPage(found, None)
 
     def delete(self, key: str) -> None:
         with self._lock:
-            self._sums.pop(key, None)
+            if key in self._sums:
+                self._forget(key)
 
     def ping(self) -> None:
         """Memory is always there."""
@@ -160,9 +176,14 @@ class MemoryStorage(Storage):
             return None
         self.evictions += rolling.evict(now)
         if not rolling:
-            del self._sums[key]
+            self._forget(key)
             return None
         return rolling
+
+    def _forget(self, key: str) -> RollingSum:
+        """Drop a held key from the dict and the index. Call with the lock held."""
+        self._index.remove(key)
+        return self._sums.pop(key)
 
     def _expires_last(self, key: str) -> None:
         """Move ``key`` to the end of the dict: its newest slot is now the newest of all.
@@ -179,7 +200,7 @@ class MemoryStorage(Storage):
                 break
             expired.append(key)
         for key in expired:
-            self.evictions += len(self._sums.pop(key))
+            self.evictions += len(self._forget(key))
         return len(expired)
 
     def _make_room(self, new_keys: int, now: int) -> None:
@@ -214,4 +235,5 @@ class MemoryStorage(Storage):
         # Oldest newest-entry first, the order the sweep relies on.
         for _, key, rolling in sorted(restored)[-self._max_keys :]:
             self._sums[key] = rolling
+        self._index.update(self._sums)
         log.info("restored %d live keys from %s", len(self._sums), self._snapshot_path)
