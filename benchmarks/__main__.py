@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import http_load
+from . import http_load, listing
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -149,6 +149,53 @@ def _rows(results: dict) -> list[Row]:
                     ratio >= 0.8,
                 )
             )
+    rows += _listing_rows(results.get("listing"))
+    return rows
+
+
+def _listing_rows(found: dict | None) -> list[Row]:
+    if not found:
+        return []
+    memory, redis, index = found["memory"], found["redis"], found["index"]
+    rows: list[Row] = []
+    under_lock = [index[f"keys_limit_{limit}_us"] / 1000 for limit in (1, 100, 10_000)]
+    rows.append(
+        (
+            "200,000 keys, memory: keys() under the lock, limit 1 / 100 / 10000",
+            "{:.3f} / {:.3f} / {:.1f} ms".format(*under_lock),
+            "<= 2 ms for 1 and 100",
+            max(under_lock[:2]) <= 2,
+        )
+    )
+    pages = " / ".join(f"{memory[f'limit_{limit}']['p50_ms']:.2f}" for limit in (1, 100, 10_000))
+    rows.append(
+        (
+            "100,000 keys, memory: GET /metric?limit=1 / 100 / 10000 p50 (GET /sum p50, same run)",
+            f"{pages} ms ({memory['probe_alone']['p50_ms']:.2f} ms)",
+            "(reported)",
+            None,
+        )
+    )
+    probe, alone = memory["probe_while_listing_10000"], memory["probe_alone"]
+    rows.append(
+        (
+            "100,000 keys, memory: probe GET /sum p50 / max, alone vs while limit=10000 lists nonstop",
+            f"{alone['p50_ms']:.2f} / {alone['max_ms']:.1f} vs {probe['p50_ms']:.2f} / {probe['max_ms']:.1f} ms",
+            "(reported)",
+            None,
+        )
+    )
+    rows.append(
+        (
+            "memory: index upkeep per new key / whole record of a new key (in-process)",
+            f"{index['index_add_us']:.1f} / {index['record_new_key_us']:.1f} µs = {index['share']:.0%}",
+            "(reported)",
+            None,
+        )
+    )
+    for figure, name in (("GET /metric?limit=1", "limit_1"), ("GET /metrics", "metrics_scrape")):
+        p50 = redis[name]["p50_ms"]
+        rows.append((f"100,000 keys, Redis: {figure} p50", f"{p50:.2f} ms", "<= 10 ms (was 255 / 910 ms)", p50 <= 10))
     return rows
 
 
@@ -162,7 +209,9 @@ def _table(rows: list[Row]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs, for checking the harness")
-    parser.add_argument("--only", default="", help="comma-separated: single,batch,memory,flat,scale,sweep,redis")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: single,batch,memory,flat,scale,sweep,redis,listing"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
     args = parser.parse_args()
@@ -175,6 +224,14 @@ def main() -> int:
         "scale": ("keys_at_scale", http_load.keys_at_scale),
         "sweep": ("sweep", http_load.sweep_duration),
         "redis": ("redis", lambda: http_load.redis_vs_memory(rounds, seconds)),
+        "listing": (
+            "listing",
+            lambda: {
+                "memory": listing.memory_listing(),
+                "redis": listing.redis_listing(),
+                "index": listing.index_cost(),
+            },
+        ),
     }
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)
     results: dict = {

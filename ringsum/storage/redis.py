@@ -62,7 +62,7 @@ _HASH, _SLOTS = "}:h", "}:z"
 _SCRIPTS = Path(__file__).with_name("lua")
 _SCRIPT_NAMES = ("record", "totals", "entries")
 INDEX = "ringsum:index"
-_CENSUS_STEP = 5000  # keys SCAN looks at per node per /metrics scrape
+_CENSUS_STEP = 2000  # Redis keys SCAN looks at per node per /metrics scrape (2 per metric key)
 _PRUNE_BUDGET = 5000  # index members of expired keys one listing may look past
 _WARN_EVERY_S = 10.0
 
