@@ -12,6 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from freezegun import freeze_time
 
+import ringsum.storage.memory as memory_storage
+
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
@@ -140,3 +142,17 @@ def test_listing_100k_keys_on_memory_is_fast_and_right(make_memory_app: Callable
     assert [m["key"] for m in answers["prefix=key0999&limit=100"]["metrics"]] == keys[99_900:]
     assert "next" not in answers["prefix=key0999&limit=100"]
     assert elapsed < 1.0, f"five small pages of 100k keys took {elapsed:.3f} s (a sort of every key would take longer)"
+
+
+def test_memory_pages_read_in_slices_skip_expired_keys_across_slices(
+    make_memory_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory_storage, "LIST_SLICE", 3)  # a 4-key page spans slices
+    client = make_memory_app().test_client()
+    with freeze_time(NOW) as clock:
+        record_keys(client, [f"k{index:02d}" for index in range(0, 20, 2)])
+        clock.tick(timedelta(minutes=30))
+        live = [f"k{index:02d}" for index in range(1, 20, 2)]
+        record_keys(client, live)
+        clock.tick(timedelta(minutes=31))  # the even keys aged out, not yet swept
+        assert walk(client, "limit=4") == [live[:4], live[4:8], live[8:]]

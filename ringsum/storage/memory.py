@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL_S = 1.0
 SWEEP_SLICE = 500  # expired keys dropped per lock hold, so even a mass expiry never stalls requests for long
 SWEEP_PAUSE_S = 0.001
+LIST_SLICE = 500  # keys a listing reads per lock hold, so a 10,000-key page never stalls writers
 
 
 class MemoryStorage(Storage):
@@ -93,23 +94,15 @@ class MemoryStorage(Storage):
         return Series(start_us, step_us, sums)
 
     def keys(self, prefix: str = "", limit: int = 1000, after: str = "") -> KeyPage:
+        """Read the index a slice per lock hold: a page is not one snapshot anyway (a
+        client pages over time), and the cursor keeps every key exactly once."""
         now = self._clock()
         found: list[tuple[str, int]] = []
-        aged_out = []  # held, but expired since the last sweep: not listed, forgotten
-        with self._lock:
-            start = self._index.bisect_right(after) if after >= prefix else self._index.bisect_left(prefix)
-            # One key past the page tells whether a next page can hold anything.
-            for key in self._index.islice(start):
-                if not key.startswith(prefix) or len(found) > limit:
-                    break
-                rolling = self._sums[key]
-                self.evictions += rolling.evict(now)
-                if rolling:
-                    found.append((key, rolling.total(now)))
-                else:
-                    aged_out.append(key)
-            for key in aged_out:  # not while iterating the index
-                self._forget(key)
+        cursor: str | None = after
+        # One key past the page tells whether a next page can hold anything.
+        while cursor is not None and len(found) <= limit:
+            with self._lock:
+                cursor = self._list_slice(prefix, cursor, now, found, min(limit + 1 - len(found), LIST_SLICE))
         if len(found) > limit:
             return KeyPage(found[:limit], found[limit - 1][0])
         return KeyPage(found, None)
@@ -179,6 +172,25 @@ class MemoryStorage(Storage):
             self._forget(key)
             return None
         return rolling
+
+    def _list_slice(self, prefix: str, after: str, now: int, found: list[tuple[str, int]], most: int) -> str | None:
+        """Append live keys starting with ``prefix`` and sorting after ``after`` to
+        ``found``, looking at ``most`` keys at most; forget the expired ones met. Returns
+        the last key looked at, or None when no key can follow. Call with the lock held."""
+        start = self._index.bisect_right(after) if after >= prefix else self._index.bisect_left(prefix)
+        looked_at: list[str] = []
+        for key in self._index.islice(start, start + most):
+            if not key.startswith(prefix):
+                break
+            looked_at.append(key)
+            rolling = self._sums[key]
+            self.evictions += rolling.evict(now)
+            if rolling:
+                found.append((key, rolling.total(now)))
+        for key in looked_at:  # expired since the last sweep: not listed, and forgotten
+            if not self._sums[key]:
+                self._forget(key)
+        return looked_at[-1] if len(looked_at) == most else None
 
     def _forget(self, key: str) -> RollingSum:
         """Drop a held key from the dict and the index. Call with the lock held."""

@@ -226,7 +226,7 @@ class RedisStorage(Storage):
     def delete(self, key: str) -> None:
         with self._errors():
             self._connect().delete(hash_key(key), slots_key(key))
-            self._unindex([key])
+        self._unindex([key])
 
     def ping(self) -> None:
         with self._errors():
@@ -336,14 +336,15 @@ class RedisStorage(Storage):
         """Take keys off the index, then put back those a writer created meanwhile:
         the index and a key may sit on different Cluster nodes, where no script can
         check one and change the other atomically, so check after removing."""
-        client = self._connect()
-        client.zrem(INDEX, *keys)
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.exists(slots_key(key))
-        recreated = [key for key, held in zip(keys, pipe.execute(), strict=True) if held]
-        if recreated:
-            client.zadd(INDEX, dict.fromkeys(recreated, 0))
+        with self._errors():
+            client = self._connect()
+            client.zrem(INDEX, *keys)
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(slots_key(key))
+            recreated = [key for key, held in zip(keys, pipe.execute(), strict=True) if held]
+            if recreated:
+                client.zadd(INDEX, dict.fromkeys(recreated, 0))
 
     def _census(self, node: redis.Redis, cursor: int) -> tuple[int, int, int]:
         """One SCAN step on one node: the next cursor (0: done), the keys it found and
