@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import churn, edge, footprint, hostile, http_load
+from . import churn, edge, footprint, hostile, http_load, listing
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -179,6 +179,7 @@ def _rows(results: dict) -> list[Row]:
             )
     if refusals := results.get("hostile"):
         rows.extend(hostile.rows(refusals))
+    rows += _listing_rows(results.get("listing"))
     return rows
 
 
@@ -234,6 +235,54 @@ def _footprint_rows(results: dict) -> list[Row]:
     return rows
 
 
+def _listing_rows(found: dict | None) -> list[Row]:
+    if not found:
+        return []
+    memory, redis, index = found["memory"], found["redis"], found["index"]
+    rows: list[Row] = []
+    under_lock = [index[f"keys_limit_{limit}_us"] / 1000 for limit in (1, 100, 10_000)]
+    rows.append(
+        (
+            "200,000 keys, memory: keys() in-process (one lock hold per 500 keys), limit 1 / 100 / 10000",
+            "{:.3f} / {:.3f} / {:.1f} ms".format(*under_lock),
+            "<= 2 ms for 1 and 100",
+            max(under_lock[:2]) <= 2,
+        )
+    )
+    pages = " / ".join(f"{memory[f'limit_{limit}']['p50_ms']:.2f}" for limit in (1, 100, 10_000))
+    rows.append(
+        (
+            "100,000 keys, memory: GET /metric?limit=1 / 100 / 10000 p50 (GET /sum p50, same run)",
+            f"{pages} ms ({memory['probe_alone']['p50_ms']:.2f} ms)",
+            "(reported)",
+            None,
+        )
+    )
+    probe, alone = memory["probe_while_listing_10000"], memory["probe_alone"]
+    rows.append(
+        (
+            "100,000 keys, memory: probe GET /sum p50 / max, alone vs while limit=10000 lists nonstop",
+            f"{alone['p50_ms']:.2f} / {alone['max_ms']:.1f} vs {probe['p50_ms']:.2f} / {probe['max_ms']:.1f} ms",
+            "(reported)",
+            None,
+        )
+    )
+    rows.append(
+        (
+            "memory: index upkeep per new key / whole record of a new key (in-process)",
+            f"{index['index_add_us']:.1f} / {index['record_new_key_us']:.1f} µs = {index['share']:.0%}",
+            "(reported)",
+            None,
+        )
+    )
+    for figure, name, before in (("GET /metric?limit=1", "limit_1", 255), ("GET /metrics", "metrics_scrape", 910)):
+        p50 = redis[name]["p50_ms"]
+        rows.append(
+            (f"100,000 keys, Redis: {figure} p50", f"{p50:.2f} ms", f"no walk of every key (was {before} ms)", None)
+        )
+    return rows
+
+
 def _table(rows: list[Row]) -> str:
     lines = ["| figure | measured | target | met |", "| --- | --- | --- | --- |"]
     for figure, measured, target, met in rows:
@@ -247,7 +296,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,churn",
+        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,churn,listing",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
@@ -265,6 +314,14 @@ def main() -> int:
         "hostile": ("hostile", lambda: hostile.run(args.quick)),
         "footprint": ("footprint", footprint.measure_all),
         "churn": ("churn", lambda: churn.churn_with_and_without_policy(5 if args.quick else 20)),
+        "listing": (
+            "listing",
+            lambda: {
+                "memory": listing.memory_listing(),
+                "redis": listing.redis_listing(),
+                "index": listing.index_cost(),
+            },
+        ),
     }
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)
     results: dict = {

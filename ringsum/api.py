@@ -8,7 +8,7 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, request
 
 from .config import Settings
-from .keys import parse_key, parse_prefix_param
+from .keys import parse_after_param, parse_key, parse_prefix_param
 from .observability import count_recorded
 from .params import parse_limit_param, parse_step_param, parse_window_param
 from .storage import Storage
@@ -74,8 +74,11 @@ def record_batch() -> Response:
 def list_metrics() -> Response:
     prefix = parse_prefix_param(request.args.get("prefix"))
     limit = parse_limit_param(request.args.get("limit"))
-    metrics = [{"key": key, "value": value} for key, value in storage().keys(prefix, limit)]
-    return _json(json.dumps({"metrics": metrics}).encode())
+    page = storage().keys(prefix, limit, parse_after_param(request.args.get("after")))
+    answer: dict[str, object] = {"metrics": [{"key": key, "value": value} for key, value in page.metrics]}
+    if page.next is not None:  # absent, not null, on the last page
+        answer["next"] = page.next
+    return _json(json.dumps(answer).encode())
 
 
 @bp.delete("/metric/<key>")

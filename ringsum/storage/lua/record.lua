@@ -1,25 +1,35 @@
 -- Record one value per metric key, all in one atomic step.
--- KEYS: hash1, zset1, hash2, zset2, ...   (each metric key once)
+-- KEYS: hash1, zset1, hash2, zset2, ...   (each metric key once), then on a single
+-- Redis the listing index (a sorted set of key names), which the keys this call
+-- creates join here, atomically; on Cluster it sits in another slot, so the caller
+-- adds them with a follow-up command.
 -- ARGV[4]: TTL in ms (window + one tick); ARGV[5], ARGV[6], ...: one value per key,
 -- a decimal integer (the caller sums a batch's values per key, exactly).
--- Returns the number of slots aged out, or the error "RINGSUM_RANGE <n>" (the n-th
--- key's sum would leave int64), raised before any value is written.
+-- Returns {slots aged out, position of each key this call created, ...}, or the
+-- error "RINGSUM_RANGE <n>" (the n-th key's sum would leave int64), raised before
+-- any value is written.
 
 local now = now_us()
 local slot = floor_div(now, slot_us)
 local ttl = ARGV[4]
 local LIMIT = 9.2e18 -- under 2^63 by far more than rounding to doubles can hide
 
+local count = math.floor(#KEYS / 2)
+local index = #KEYS % 2 == 1 and KEYS[#KEYS] or nil
+
 local evicted = 0
 local targets = {}
-for i = 1, #KEYS / 2 do
+local result = { 0 }
+for i = 1, count do
   local hash, zset, value = KEYS[2 * i - 1], KEYS[2 * i], ARGV[4 + i]
   evicted = evicted + evict(hash, zset, slot - span)
   -- Same slot: merge. The clock stepped back: book into the newest slot held,
   -- so slots stay ordered and nothing is lost.
   local target = integer(slot)
   local newest = redis.call('ZRANGE', zset, -1, -1, 'WITHSCORES')
-  if newest[1] and tonumber(newest[2]) >= slot then
+  if not newest[1] then
+    result[#result + 1] = i -- nothing held (after ageing out): this call creates the key
+  elseif tonumber(newest[2]) >= slot then
     target = newest[1]
   end
   local held = redis.call('HMGET', hash, 'total', target)
@@ -31,7 +41,7 @@ for i = 1, #KEYS / 2 do
   targets[i] = target
 end
 
-for i = 1, #KEYS / 2 do
+for i = 1, count do
   local hash, zset, value, target = KEYS[2 * i - 1], KEYS[2 * i], ARGV[4 + i], targets[i]
   redis.call('ZADD', zset, target, target)
   redis.call('HINCRBY', hash, target, value)
@@ -39,4 +49,13 @@ for i = 1, #KEYS / 2 do
   redis.call('PEXPIRE', hash, ttl)
   redis.call('PEXPIRE', zset, ttl)
 end
-return evicted
+
+if index then
+  local prefix, suffix = #'ringsum:{', #'}:h' -- the metric key is the hash's name between them
+  for i = 2, #result do
+    local hash = KEYS[2 * result[i] - 1]
+    redis.call('ZADD', index, 0, string.sub(hash, prefix + 1, -suffix - 1))
+  end
+end
+result[1] = evicted
+return result
