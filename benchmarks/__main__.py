@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import edge, hostile, http_load, idempotency
+from . import churn, edge, footprint, hostile, http_load, idempotency, listing
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -165,6 +165,7 @@ def _rows(results: dict) -> list[Row]:
                 sweep["longest_lock_hold_ms"] <= 50,
             )
         )
+    rows += _footprint_rows(results)
     if redis := results.get("redis"):
         for method in ("post", "get"):
             ratio = redis["redis"][method] / redis["memory"][method]
@@ -178,8 +179,109 @@ def _rows(results: dict) -> list[Row]:
             )
     if refusals := results.get("hostile"):
         rows.extend(hostile.rows(refusals))
+    rows += _listing_rows(results.get("listing"))
     if keyed := results.get("idempotency"):
         rows.extend(idempotency.rows(keyed))
+    return rows
+
+
+def _footprint_rows(results: dict) -> list[Row]:
+    rows: list[Row] = []
+    if sizes := results.get("footprint"):
+        short, long = sizes["per_key"], sizes["per_key_200_chars"]
+        rows.append(
+            (
+                "100,000 live keys, one entry each: RSS per key, 9-char / 200-char keys",
+                f"{short['bytes_per_key']:,.0f} / {long['bytes_per_key']:,.0f} B "
+                f"({short['tracked_objects_per_key']:.0f} GC-tracked objects per key)",
+                "<= 400 B (9-char keys)",
+                short["bytes_per_key"] <= 400,
+            )
+        )
+        tick, exact = sizes["per_entry_tick"]["bytes_per_entry"], sizes["per_entry_exact"]["bytes_per_entry"]
+        rows.append(("RSS per entry, tick / exact mode", f"{tick:.1f} / {exact:.1f} B", "(reported; was 49 B)", None))
+        speed = sizes["add_total_ns"]
+        rows.append(
+            (
+                "evict + add + total per call, in-process: few entries / full-hour tick / busy exact",
+                " / ".join(f"{speed[shape]:.0f}" for shape in ("few_entries", "tick_full_hour", "exact_busy")) + " ns",
+                "(reported)",
+                None,
+            )
+        )
+    if churned := results.get("churn"):
+        hold = churned["longest_lock_hold_ms"]
+        for label, run in (("without", churned["without_policy"]), ("with", churned["with_policy"])):
+            met = run["max_ms"] <= hold + 10 if label == "with" else None
+            rows.append(
+                (
+                    f"probe GET while 100,000 keys churn ({run['posted_per_s']:,.0f} events/s), {label} "
+                    "GC policy: p50 / p99 / max",
+                    f"{run['p50_ms']:.2f} / {run['p99_ms']:.1f} / {run['max_ms']:.1f} ms",
+                    f"max <= longest lock hold + 10 ms = {hold + 10:.0f} ms" if met is not None else "(before)",
+                    met,
+                )
+            )
+        rows.append(
+            (
+                "churn: longest garbage-collector pause, without / with GC policy",
+                f"{churned['without_policy']['longest_gc_pause_ms']:.1f} / "
+                f"{churned['with_policy']['longest_gc_pause_ms']:.1f} ms",
+                "<= 10 ms with",
+                churned["with_policy"]["longest_gc_pause_ms"] <= 10,
+            )
+        )
+        rows.append(
+            ("churn: longest lock hold, one 1,000-event batch over 100,000 keys", f"{hold:.1f} ms", "(reported)", None)
+        )
+    return rows
+
+
+def _listing_rows(found: dict | None) -> list[Row]:
+    if not found:
+        return []
+    memory, redis, index = found["memory"], found["redis"], found["index"]
+    rows: list[Row] = []
+    under_lock = [index[f"keys_limit_{limit}_us"] / 1000 for limit in (1, 100, 10_000)]
+    rows.append(
+        (
+            "200,000 keys, memory: keys() in-process (one lock hold per 500 keys), limit 1 / 100 / 10000",
+            "{:.3f} / {:.3f} / {:.1f} ms".format(*under_lock),
+            "<= 2 ms for 1 and 100",
+            max(under_lock[:2]) <= 2,
+        )
+    )
+    pages = " / ".join(f"{memory[f'limit_{limit}']['p50_ms']:.2f}" for limit in (1, 100, 10_000))
+    rows.append(
+        (
+            "100,000 keys, memory: GET /metric?limit=1 / 100 / 10000 p50 (GET /sum p50, same run)",
+            f"{pages} ms ({memory['probe_alone']['p50_ms']:.2f} ms)",
+            "(reported)",
+            None,
+        )
+    )
+    probe, alone = memory["probe_while_listing_10000"], memory["probe_alone"]
+    rows.append(
+        (
+            "100,000 keys, memory: probe GET /sum p50 / max, alone vs while limit=10000 lists nonstop",
+            f"{alone['p50_ms']:.2f} / {alone['max_ms']:.1f} vs {probe['p50_ms']:.2f} / {probe['max_ms']:.1f} ms",
+            "(reported)",
+            None,
+        )
+    )
+    rows.append(
+        (
+            "memory: index upkeep per new key / whole record of a new key (in-process)",
+            f"{index['index_add_us']:.1f} / {index['record_new_key_us']:.1f} µs = {index['share']:.0%}",
+            "(reported)",
+            None,
+        )
+    )
+    for figure, name, before in (("GET /metric?limit=1", "limit_1", 255), ("GET /metrics", "metrics_scrape", 910)):
+        p50 = redis[name]["p50_ms"]
+        rows.append(
+            (f"100,000 keys, Redis: {figure} p50", f"{p50:.2f} ms", f"no walk of every key (was {before} ms)", None)
+        )
     return rows
 
 
@@ -196,7 +298,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,idempotency",
+        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,churn,listing,idempotency",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
@@ -212,6 +314,16 @@ def main() -> int:
         "sweep": ("sweep", http_load.sweep_duration),
         "redis": ("redis", lambda: http_load.redis_vs_memory(rounds, seconds)),
         "hostile": ("hostile", lambda: hostile.run(args.quick)),
+        "footprint": ("footprint", footprint.measure_all),
+        "churn": ("churn", lambda: churn.churn_with_and_without_policy(5 if args.quick else 20)),
+        "listing": (
+            "listing",
+            lambda: {
+                "memory": listing.memory_listing(),
+                "redis": listing.redis_listing(),
+                "index": listing.index_cost(),
+            },
+        ),
         "idempotency": ("idempotency", lambda: idempotency.costs(rounds, seconds)),
     }
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)

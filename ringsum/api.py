@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, request
 
 from .config import Settings
 from .idempotency import REPLAYED_HEADER, fingerprint, parse_idempotency_key
-from .keys import parse_key, parse_prefix_param
+from .keys import parse_after_param, parse_key, parse_prefix_param
 from .observability import count_idempotency_conflict, count_recorded, count_replay
 from .params import parse_limit_param, parse_step_param, parse_window_param
 from .storage import IdempotencyKeyReused, Marker, Storage
@@ -104,8 +104,11 @@ def _record_once(
 def list_metrics() -> Response:
     prefix = parse_prefix_param(request.args.get("prefix"))
     limit = parse_limit_param(request.args.get("limit"))
-    metrics = [{"key": key, "value": value} for key, value in storage().keys(prefix, limit)]
-    return _json(json.dumps({"metrics": metrics}).encode())
+    page = storage().keys(prefix, limit, parse_after_param(request.args.get("after")))
+    answer: dict[str, object] = {"metrics": [{"key": key, "value": value} for key, value in page.metrics]}
+    if page.next is not None:  # absent, not null, on the last page
+        answer["next"] = page.next
+    return _json(json.dumps(answer).encode())
 
 
 @bp.delete("/metric/<key>")

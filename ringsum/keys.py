@@ -27,3 +27,10 @@ def parse_prefix_param(raw: str | None) -> str:
     if raw is None or _PREFIX.fullmatch(raw) is not None:
         return raw or ""
     raise bad_request("prefix must be 0-200 characters of A-Z a-z 0-9 _ . : - (the start of the keys to list)")
+
+
+def parse_after_param(raw: str | None) -> str:
+    """``?after=``: the listing cursor, the ``next`` of the page before, so it is a key."""
+    if raw is None or _KEY.fullmatch(raw) is not None:
+        return raw or ""
+    raise bad_request("after must be 1-200 characters of A-Z a-z 0-9 _ . : - (pass back the previous page's next)")

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import create_app
+from . import create_app, gc_policy
 from .config import ConfigError, Settings, load_settings
 from .edge import Edge, EdgeLimits
 from .storage import redacted_uri
@@ -135,9 +135,11 @@ def run_worker(build_app: AppFactory, sock: socket.socket, options: ServeOptions
         log.error("ringsum worker %d could not start: %s", os.getpid(), error)
         return EXIT_START_FAILED
     edge = Edge(app, options.limits, options.threads, connections)
+    gc_policy.start()  # after the start-up allocations, so the first freeze takes them all
     try:
         _run_loop(_serve_until_stopped(edge, sock, parent))
     finally:
+        gc_policy.stop()
         storage = getattr(app, "extensions", {}).get("ringsum.storage")
         if storage is not None:
             storage.close()

@@ -13,15 +13,22 @@ from collections.abc import Iterator
 
 from .units import ceil_div
 
+# Ints a key holds in a list before moving to a deque. A list costs nothing up front
+# (an empty deque is a 600-byte block), and dropping its oldest entry shifts at most
+# this many pointers; past it, a deque pops from the left in O(1) whatever the size.
+SMALL_FLAT = 64
+
 
 class RollingSum:
     """Entries (slot, subtotal) oldest first, plus an exact running total.
 
     Adds merge into the newest entry when they share its slot, so tick mode holds at
     most ``span + 1`` entries whatever the event rate; eviction pops from the left,
-    so adds and totals are O(1) amortised. The entries lie flat in one deque of ints,
-    ``slot, subtotal, slot, subtotal, ...``: a third of the memory of a deque of
-    pairs, and nothing per entry for the garbage collector to walk.
+    so adds and totals are O(1) amortised. The entries lie flat in ints,
+    ``slot, subtotal, slot, subtotal, ...``: a third of the memory of pairs, and
+    nothing per entry for the garbage collector to walk. They sit in a list while few
+    (most keys: a live key costs a few hundred bytes, not a kilobyte), in a deque once
+    ``SMALL_FLAT`` is passed; both index and iterate alike, so only eviction differs.
     """
 
     __slots__ = ("_flat", "_slot_us", "_span", "_total")
@@ -29,7 +36,7 @@ class RollingSum:
     def __init__(self, window_us: int, resolution_us: int) -> None:
         self._slot_us = resolution_us or 1
         self._span = window_us // self._slot_us
-        self._flat: deque[int] = deque()
+        self._flat: list[int] | deque[int] = []
         self._total = 0
 
     def __len__(self) -> int:
@@ -46,6 +53,8 @@ class RollingSum:
             # booking the value in the newest slot rather than in the past.
             flat[-1] += value
             return False
+        if len(flat) == SMALL_FLAT:
+            self._flat = flat = deque(flat)
         flat.append(slot)
         flat.append(value)
         return True
@@ -60,8 +69,13 @@ class RollingSum:
         flat = self._flat
         dropped = 0
         while flat and flat[0] < oldest_kept:
-            flat.popleft()
-            self._total -= flat.popleft()
+            if type(flat) is deque:  # popleft is the faster way out of a deque
+                flat.popleft()
+                self._total -= flat.popleft()
+            else:
+                del flat[0]
+                self._total -= flat[0]
+                del flat[0]
             dropped += 1
         return dropped
 

@@ -215,16 +215,16 @@ def test_a_retry_after_the_answer_was_lost_counts_once(app: Flask, redis_backend
     """Redis ran the script, then the connection dropped before its reply: a 503, and
     the value is in. The client's retry finds the marker."""
     storage = app.extensions["ringsum.storage"]
-    run = storage._run
+    run = storage._run_prepared
 
     def applied_then_lost(name: str, calls: list) -> list:
         results = run(name, calls)
         if name == "record":
-            monkeypatch.setattr(storage, "_run", run)
+            monkeypatch.setattr(storage, "_run_prepared", run)
             raise StorageUnavailable("Redis is unreachable")
         return results
 
-    monkeypatch.setattr(storage, "_run", applied_then_lost)
+    monkeypatch.setattr(storage, "_run_prepared", applied_then_lost)
     client = app.test_client()
     lost = post(client, *BATCH)
     assert lost.status_code == 503

@@ -70,7 +70,7 @@ def test_the_sweep_frees_keys_nobody_touches_any_more(make_memory_app) -> None:
         clock.tick(timedelta(seconds=31))
         storage.sweep()
         assert storage.stats().keys == 1
-        assert storage.keys() == [("busy", 2)]
+        assert storage.keys().metrics == [("busy", 2)]
         clock.tick(timedelta(seconds=30))
         storage.sweep()
         assert storage.stats().keys == 0
@@ -94,7 +94,7 @@ def test_the_sweep_drops_exactly_the_keys_whose_newest_value_aged_out() -> None:
         clock.now_us = START_US + 61_000_000  # the first tick's values have aged out
         storage.sweep()
         assert storage.stats().keys == 2  # (stats() ages nothing out by itself)
-        assert [key for key, _ in storage.keys("")] == ["first", "fourth"]
+        assert [key for key, _ in storage.keys("").metrics] == ["first", "fourth"]
         assert storage.total("first") == 5 and storage.total("fourth") == 4
         clock.now_us = START_US + 71_000_000  # and now every value has
         storage.sweep()
@@ -114,7 +114,7 @@ def test_a_restored_snapshot_is_swept_in_the_order_its_keys_were_written(tmp_pat
         clock.now_us = START_US + 15_000_000  # "early" aged out; "late" holds its newer value
         storage.sweep()
         assert storage.stats().keys == 1  # (stats() ages nothing out by itself)
-        assert storage.keys("") == [("late", 2)]
+        assert storage.keys("").metrics == [("late", 2)]
     finally:
         storage.close()
 
@@ -139,7 +139,7 @@ def test_reading_unknown_keys_creates_no_keys(make_memory_app) -> None:
     for n in range(1000):
         assert client.get(f"/metric/never{n}/sum").get_json() == {"value": 0}
     assert storage.stats().keys == 0
-    assert storage.total("never1") == 0 and storage.keys() == []
+    assert storage.total("never1") == 0 and storage.keys().metrics == []
     assert storage.stats().keys == 0
 
 
@@ -202,7 +202,7 @@ def test_a_snapshot_whose_values_all_aged_out_restores_no_keys(tmp_path) -> None
     storage = memory_storage(ManualClock(START_US + 2 * 3_600_000_000), RINGSUM_SNAPSHOT_PATH=str(path))
     try:
         assert storage.stats().keys == 1
-        assert storage.keys() == [("fresh", 6)]
+        assert storage.keys().metrics == [("fresh", 6)]
     finally:
         storage.close()
 

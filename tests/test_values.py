@@ -191,7 +191,7 @@ def test_a_bad_key_is_a_400_problem_and_records_nothing(app, client, key: str) -
     assert_problem(client.post(f"/metric/{key}", json={"value": 3}), 400, "key", "200", "A-Z")
     assert_problem(client.post(f"/metric/{key}/", json={"value": 3}), 400, "key")
     assert_problem(client.get(f"/metric/{key}/sum"), 400, "key")
-    assert app.extensions["ringsum.storage"].keys() == []
+    assert app.extensions["ringsum.storage"].keys().metrics == []
 
 
 def test_every_allowed_key_character_and_length_is_accepted(client) -> None:

@@ -3,6 +3,8 @@ through HTTP with a frozen clock, in exact mode and tick mode."""
 
 from __future__ import annotations
 
+import sys
+from collections import deque
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringsum.units import parse_duration_us
-from ringsum.window import RollingSum
+from ringsum.window import SMALL_FLAT, RollingSum
 
 MAX = 2**53 - 1
 HOUR_US = 3_600_000_000
@@ -220,3 +222,46 @@ def test_window_setting_defaults_to_one_hour_in_one_second_ticks(make_app) -> No
         assert total(client) == 5
         move_to(clock, START_US + HOUR_US + 1_000_000)
         assert total(client) == 0
+
+
+# -- the container: a list while few, a deque past SMALL_FLAT -------------------
+
+
+def test_a_key_with_one_entry_costs_a_few_hundred_bytes_not_a_deque_block() -> None:
+    rolling = RollingSum(window_us=HOUR_US, resolution_us=1_000_000)
+    rolling.add(3, now_us=START_US)
+    held = sys.getsizeof(rolling) + sys.getsizeof(rolling._flat) + sum(map(sys.getsizeof, rolling._flat))
+    assert held <= 250
+    assert sys.getsizeof(deque()) > 500  # what each key paid before, for its empty first block
+    assert rolling.total(START_US) == 3
+    assert list(rolling.entries()) == [(START_US, 3)]
+
+
+@pytest.mark.parametrize("resolution_us", [0, 1_000])
+def test_sums_stay_exact_as_entries_grow_past_the_list_and_age_out_of_the_deque(resolution_us: int) -> None:
+    slot_us = resolution_us or 1
+    window_us = 100 * slot_us  # 100 live slots: well past SMALL_FLAT ints
+    rolling, model = RollingSum(window_us, resolution_us), NaiveWindow(window_us, resolution_us)
+    for step in range(250):
+        now = START_US + step * slot_us
+        rolling.evict(now)
+        rolling.add(step, now)
+        model.values.append((now, step))
+        assert rolling.total(now) == model.total(now)
+        assert rolling.total(now, 7 * slot_us) == model.total(now, 7 * slot_us)
+        assert len(rolling) == min(step + 1, 101)
+        assert isinstance(rolling._flat, deque) == (step + 1 > SMALL_FLAT // 2)
+    assert [value for _, value in rolling.entries()] == list(range(149, 250))
+    now += window_us + slot_us
+    assert rolling.evict(now) == 101
+    assert (rolling.total(now), len(rolling)) == (0, 0)
+
+
+def test_evicting_from_the_list_drops_only_the_entries_that_left() -> None:
+    rolling = RollingSum(window_us=10, resolution_us=1)
+    for t in range(START_US, START_US + 5):
+        rolling.add(1, t)
+    assert type(rolling._flat) is list
+    assert rolling.evict(START_US + 12) == 2  # slots 0 and 1 are more than 10 behind
+    assert [t for t, _ in rolling.entries()] == [START_US + 2, START_US + 3, START_US + 4]
+    assert rolling.total(START_US + 12) == 3

@@ -58,6 +58,15 @@ class Series:
 
 
 @dataclass(frozen=True)
+class KeyPage:
+    """One page of a listing, sorted by key. ``next`` is the ``after`` that continues
+    it (the last key looked at), None when no key can follow."""
+
+    metrics: list[tuple[str, int]]
+    next: str | None
+
+
+@dataclass(frozen=True)
 class StorageStats:
     """What /metrics reports about the data held. None: the backend cannot tell
     (Redis ages keys out by TTL, so it has no sweep and no eviction count)."""
@@ -97,8 +106,10 @@ class Storage(ABC):
     def series(self, key: str, step_us: int) -> Series: ...
 
     @abstractmethod
-    def keys(self, prefix: str = "", limit: int = 1000) -> list[tuple[str, int]]:
-        """Live keys starting with ``prefix``, sorted, with their sums."""
+    def keys(self, prefix: str = "", limit: int = 1000, after: str = "") -> KeyPage:
+        """Up to ``limit`` live keys starting with ``prefix`` and sorting after ``after``,
+        sorted, with their sums. A cursor, not an offset: a key that stays live while a
+        client pages is listed exactly once, whatever is added or expires meanwhile."""
 
     @abstractmethod
     def delete(self, key: str) -> None: ...

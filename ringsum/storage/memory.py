@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from sortedcontainers import SortedList
+
 from ..clock import now_us
 from ..window import RollingSum
-from .base import KeyLimitReached, Marker, Series, Storage, StorageStats
+from .base import KeyLimitReached, KeyPage, Marker, Series, Storage, StorageStats
 from .markers import Markers
 from .snapshot import read_snapshot, write_snapshot
 
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL_S = 1.0
 SWEEP_SLICE = 500  # expired keys dropped per lock hold, so even a mass expiry never stalls requests for long
 SWEEP_PAUSE_S = 0.001
+LIST_SLICE = 500  # keys a listing reads per lock hold, so a 10,000-key page never stalls writers
 
 
 class MemoryStorage(Storage):
@@ -40,6 +43,8 @@ class MemoryStorage(Storage):
         self._sums: dict[str, RollingSum] = {}
         # Kept as long as the value they guard may count: the window and one tick.
         self._markers = Markers(settings.window_us + settings.slot_us, settings.max_idempotency_keys)
+        # The same keys in key order, so a listing page costs O(log n + page), not a sort.
+        self._index: SortedList[str] = SortedList()
         self._lock = threading.Lock()
         self.evictions = 0  # entries aged out, for /metrics
         self.last_sweep_seconds = 0.0
@@ -60,6 +65,7 @@ class MemoryStorage(Storage):
             if rolling is None:
                 self._make_room(1, now)
                 rolling = self._sums[key] = self._new_sum()
+                self._index.add(key)
             else:
                 self.evictions += rolling.evict(now)
             if rolling.add(value, now):
@@ -77,6 +83,7 @@ class MemoryStorage(Storage):
             self._make_room(len(new_keys), now)
             for key in new_keys:
                 self._sums[key] = self._new_sum()
+            self._index.update(new_keys)
             for key, value in events:
                 rolling = self._sums[key]
                 self.evictions += rolling.evict(now)
@@ -99,22 +106,24 @@ class MemoryStorage(Storage):
             start_us, sums = rolling.series(now, step_us)
         return Series(start_us, step_us, sums)
 
-    def keys(self, prefix: str = "", limit: int = 1000) -> list[tuple[str, int]]:
+    def keys(self, prefix: str = "", limit: int = 1000, after: str = "") -> KeyPage:
+        """Read the index a slice per lock hold: a page is not one snapshot anyway (a
+        client pages over time), and the cursor keeps every key exactly once."""
         now = self._clock()
-        with self._lock:
-            matching = sorted(key for key in self._sums if key.startswith(prefix))
-            found = []
-            for key in matching:
-                rolling = self._live(key, now)
-                if rolling is not None:
-                    found.append((key, rolling.total(now)))
-                    if len(found) == limit:
-                        break
-        return found
+        found: list[tuple[str, int]] = []
+        cursor: str | None = after
+        # One key past the page tells whether a next page can hold anything.
+        while cursor is not None and len(found) <= limit:
+            with self._lock:
+                cursor = self._list_slice(prefix, cursor, now, found, min(limit + 1 - len(found), LIST_SLICE))
+        if len(found) > limit:
+            return KeyPage(found[:limit], found[limit - 1][0])
+        return KeyPage(found, None)
 
     def delete(self, key: str) -> None:
         with self._lock:
-            self._sums.pop(key, None)
+            if key in self._sums:
+                self._forget(key)
 
     def ping(self) -> None:
         """Memory is always there."""
@@ -176,9 +185,33 @@ class MemoryStorage(Storage):
             return None
         self.evictions += rolling.evict(now)
         if not rolling:
-            del self._sums[key]
+            self._forget(key)
             return None
         return rolling
+
+    def _list_slice(self, prefix: str, after: str, now: int, found: list[tuple[str, int]], most: int) -> str | None:
+        """Append live keys starting with ``prefix`` and sorting after ``after`` to
+        ``found``, looking at ``most`` keys at most; forget the expired ones met. Returns
+        the last key looked at, or None when no key can follow. Call with the lock held."""
+        start = self._index.bisect_right(after) if after >= prefix else self._index.bisect_left(prefix)
+        looked_at: list[str] = []
+        for key in self._index.islice(start, start + most):
+            if not key.startswith(prefix):
+                break
+            looked_at.append(key)
+            rolling = self._sums[key]
+            self.evictions += rolling.evict(now)
+            if rolling:
+                found.append((key, rolling.total(now)))
+        for key in looked_at:  # expired since the last sweep: not listed, and forgotten
+            if not self._sums[key]:
+                self._forget(key)
+        return looked_at[-1] if len(looked_at) == most else None
+
+    def _forget(self, key: str) -> RollingSum:
+        """Drop a held key from the dict and the index. Call with the lock held."""
+        self._index.remove(key)
+        return self._sums.pop(key)
 
     def _expires_last(self, key: str) -> None:
         """Move ``key`` to the end of the dict: its newest slot is now the newest of all.
@@ -195,7 +228,7 @@ class MemoryStorage(Storage):
                 break
             expired.append(key)
         for key in expired:
-            self.evictions += len(self._sums.pop(key))
+            self.evictions += len(self._forget(key))
         return len(expired)
 
     def _claim(self, marker: Marker, now: int) -> Marker | None:
@@ -239,4 +272,5 @@ class MemoryStorage(Storage):
         # Oldest newest-entry first, the order the sweep relies on.
         for _, key, rolling in sorted(restored)[-self._max_keys :]:
             self._sums[key] = rolling
+        self._index.update(self._sums)
         log.info("restored %d live keys from %s", len(self._sums), self._snapshot_path)

@@ -6,6 +6,14 @@ clocks disagree still agree on the window. A metric key ``K`` lives in
 ``ringsum:{K}:h`` and ``ringsum:{K}:z``: the ``{K}`` hash tag keeps both on one
 Cluster slot, and a TTL of window + one tick lets idle keys vanish without a sweep.
 
+Listing reads ``ringsum:index``, a sorted set of key names in byte order (all scored
+0, read with ZRANGE BYLEX). A key joins it when a record creates it: inside the record
+script on a single Redis; with a follow-up ZADD on Cluster, where the index sits in
+its own slot. Members whose key expired by TTL stay until a listing meets them and
+prunes them (at most ``_PRUNE_BUDGET`` per request). ``stats()`` counts keys and
+entries one SCAN step per scrape and re-adds any key the index lacks (a follow-up
+lost to a crash, data written by an older ringsum).
+
 URIs as the ``limits`` library reads them: ``redis://[user:password@]host:port/db``,
 ``rediss://...`` (TLS), ``redis+cluster://[user:password@]host:port[,host:port...]``.
 """
@@ -47,6 +55,7 @@ from . import redacted_uri
 from .base import (
     IdempotencyKeyReused,
     KeyLimitReached,
+    KeyPage,
     Marker,
     Series,
     Storage,
@@ -64,7 +73,9 @@ NAMESPACE = "ringsum:"
 _HASH, _SLOTS, _MARKER = "}:h", "}:z", "}:i:"
 _SCRIPTS = Path(__file__).with_name("lua")
 _SCRIPT_NAMES = ("record", "totals", "entries", "claim")
-_SCAN_COUNT = 1000
+INDEX = "ringsum:index"
+_CENSUS_STEP = 2000  # Redis keys SCAN looks at per node per /metrics scrape (2 per metric key)
+_PRUNE_BUDGET = 5000  # index members of expired keys one listing may look past
 _WARN_EVERY_S = 10.0
 
 # Errors that mean "Redis cannot serve right now", as opposed to a bug: -> 503.
@@ -99,12 +110,17 @@ def marker_key(marker_id: str, tag: str | None = None) -> str:
     return f"{NAMESPACE}i:{encoded}" if tag is None else f"{NAMESPACE}{{{tag}{_MARKER}{encoded}"
 
 
+def _packed(marker: Marker) -> bytes:
+    """A marker as the record script stores it: fingerprint (32 bytes), status (3 digits), body."""
+    return marker.fingerprint + b"%03d" % marker.status + marker.body
+
+
+def _unpacked(marker_id: str, packed: bytes) -> Marker:
+    return Marker(marker_id, packed[:32], int(packed[32:35]), packed[35:])
+
+
 def _redis_keys(keys: Sequence[str]) -> list[str]:
     return [name for key in keys for name in (hash_key(key), slots_key(key))]
-
-
-def _glob_escaped(text: str) -> str:
-    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
 # -- URIs ----------------------------------------------------------------------------
@@ -181,6 +197,12 @@ class RedisStorage(Storage):
         self._client: redis.Redis | RedisCluster | None = None
         self._scripts: dict[str, Script] = {}
         self._warned_at = -_WARN_EVERY_S
+        # The census behind stats(): nodes still to scan this pass (name -> cursor),
+        # counts so far, and those of the last complete pass.
+        self._census_lock = threading.Lock()
+        self._census_cursors: dict[str, int] = {}
+        self._census_running = (0, 0)
+        self._census_counts: tuple[int, int] | None = None
         self.evictions = 0  # slots aged out by this process's requests, for /metrics
         if not self._cluster:
             self._connect()  # builds the client only: redis-py connects on first use
@@ -214,20 +236,35 @@ class RedisStorage(Storage):
         start_us, sums = rolling.series(now, step_us)
         return Series(start_us, step_us, sums)
 
-    def keys(self, prefix: str = "", limit: int = 1000) -> list[tuple[str, int]]:
-        candidates = sorted(self._scan(prefix))
+    def keys(self, prefix: str = "", limit: int = 1000, after: str = "") -> KeyPage:
+        """Index members from the cursor on, checked live by the totals script. Past
+        ``_PRUNE_BUDGET`` members of expired keys (pruned on the way), the page ends
+        short, with ``next``: more may follow, and a request stays bounded."""
+        low = f"({after}" if after >= prefix else f"[{prefix}"
+        high = f"[{prefix}\x7f" if prefix else "+"  # every key character sorts below DEL
         found: list[tuple[str, int]] = []
-        start = 0
-        while start < len(candidates) and len(found) < limit:
-            batch = candidates[start : start + limit - len(found)]
-            start += len(batch)
-            totals = self._totals(batch)
-            found.extend((key, totals[key]) for key in batch if key in totals)
-        return found
+        looked_at = 0
+        while looked_at <= limit + _PRUNE_BUDGET:
+            with self._errors():
+                batch = self._connect().zrangebylex(INDEX, low, high, 0, limit + 1 - len(found))
+            names = [name.decode() for name in batch]
+            if not names:
+                return KeyPage(found, None)
+            totals = self._totals(names)
+            gone = [name for name in names if name not in totals]
+            if gone:
+                self._unindex(gone)
+            found.extend((name, totals[name]) for name in names if name in totals)
+            if len(found) > limit:  # one more than the page: a next page holds something
+                return KeyPage(found[:limit], found[limit - 1][0])
+            looked_at += len(names)
+            low = f"({names[-1]}"
+        return KeyPage(found, low[1:])
 
     def delete(self, key: str) -> None:
         with self._errors():
             self._connect().delete(hash_key(key), slots_key(key))
+        self._unindex([key])
 
     def ping(self) -> None:
         with self._errors():
@@ -238,19 +275,38 @@ class RedisStorage(Storage):
                 client.ping()
 
     def stats(self) -> StorageStats:
-        """Keys and entries Redis holds now (idle keys count until their TTL ends), and
-        the entries this process's requests aged out (the TTL drops the rest unseen)."""
+        """Keys and entries Redis holds (idle keys count until their TTL ends) as of the
+        last complete census, which advances one SCAN step per node per call, so a
+        scrape never walks every key; and the entries this process's requests aged out
+        (the TTL drops the rest unseen)."""
+        with self._errors(), self._census_lock:
+            nodes = dict(self._nodes())
+            if not self._census_cursors:  # a new pass
+                self._census_cursors = dict.fromkeys(nodes, 0)
+                self._census_running = (0, 0)
+            for name in list(self._census_cursors):
+                node = nodes.get(name)
+                cursor, keys, entries = (0, 0, 0) if node is None else self._census(node, self._census_cursors[name])
+                self._census_running = (self._census_running[0] + keys, self._census_running[1] + entries)
+                if cursor:
+                    self._census_cursors[name] = cursor
+                else:
+                    del self._census_cursors[name]
+            if not self._census_cursors:
+                self._census_counts = self._census_running
+            keys, entries = self._census_counts or self._census_running
+        return StorageStats(keys=keys, entries=entries, evictions=self.evictions)
+
+    def count(self) -> tuple[int, int]:
+        """Keys and entries Redis holds now, by a walk of every key: for tests."""
         keys = entries = 0
         with self._errors():
-            for node in self._nodes():
-                names = list(dict.fromkeys(node.scan_iter(f"{NAMESPACE}{{*{_SLOTS}", count=_SCAN_COUNT)))
-                for start in range(0, len(names), _SCAN_COUNT):
-                    pipe = node.pipeline(transaction=False)
-                    for name in names[start : start + _SCAN_COUNT]:
-                        pipe.zcard(name)
-                    entries += sum(pipe.execute())
-                keys += len(names)
-        return StorageStats(keys=keys, entries=entries, evictions=self.evictions)
+            for _, node in self._nodes():
+                cursor = None
+                while cursor != 0:
+                    cursor, step_keys, step_entries = self._census(node, cursor or 0)
+                    keys, entries = keys + step_keys, entries + step_entries
+        return keys, entries
 
     def close(self) -> None:
         with self._lock:
@@ -263,19 +319,18 @@ class RedisStorage(Storage):
     def _record(self, values: dict[str, int], marker: Marker | None) -> Marker | None:
         """Record ``values``; with a marker, see Storage.record. Returns the marker held
         when every script found it (nothing was recorded), else None."""
-        partitions = self._partition(list(values))
-        calls = [(_redis_keys(part), [self._ttl_ms, *(str(values[key]) for key in part)]) for part in partitions]
+        keys = list(values)
+        packed = _packed(marker) if marker is not None else ""
+        calls = [(part, [self._ttl_ms, packed, *(str(values[key]) for key in part)]) for part in self._partition(keys)]
+        # On a single Redis the script adds the keys it creates to the index itself.
+        more_keys: list[list[str]] = [[] if self._cluster else [INDEX] for _ in calls]
         claimed = False
         if marker is not None:
             claimed = self._cluster and self._claim(marker)
-            tail = [marker.fingerprint, str(marker.status), marker.body]
-            tags = [part[0] if self._cluster else None for part in partitions]
-            calls = [
-                ([*keys, marker_key(marker.id, tag)], [*args, *tail])
-                for (keys, args), tag in zip(calls, tags, strict=True)
-            ]
+            for (part, _), extra in zip(calls, more_keys, strict=True):
+                extra.append(marker_key(marker.id, part[0] if self._cluster else None))
         try:
-            results = self._run("record", calls)
+            results = self._run("record", calls, more_keys)
         except (ResponseError, KeyLimitReached) as error:
             if claimed and len(calls) == 1:  # refused, nothing recorded: the id is free again
                 self._unclaim(marker)
@@ -285,21 +340,23 @@ class RedisStorage(Storage):
             raise SumOutOfRange(
                 f"this would take a sum past what Redis adds exactly (±9.2e18, int64); nothing was recorded {recorded}"
             ) from None
-        self._count_evictions(sum(result for result in results if isinstance(result, int)))
-        held = [result for result in results if isinstance(result, list)]
-        if marker is None or not held:
+        written = [(part, result) for (part, _), result in zip(calls, results, strict=True) if isinstance(result, list)]
+        self._count_evictions(sum(evicted for _, (evicted, *_) in written))
+        if self._cluster:
+            created = [part[position - 1] for part, (_, *positions) in written for position in positions]
+            if created:
+                self._index(created)
+        if marker is None or len(written) == len(results):
             return None
-        if any(fingerprint != marker.fingerprint for fingerprint, _, _ in held):
+        held = [_unpacked(marker.id, result) for result in results if isinstance(result, bytes)]
+        if any(found.fingerprint != marker.fingerprint for found in held):
             raise IdempotencyKeyReused(marker.id)
-        if len(held) < len(results):
-            return None  # a partial Cluster batch, completed now
-        _, status, body = held[0]
-        return Marker(marker.id, marker.fingerprint, int(status), body)
+        return held[0] if not written else None  # some slots written now: a partial Cluster batch completed
 
     def _claim(self, marker: Marker) -> bool:
         """Bind ``marker.id`` to its fingerprint (Cluster). True when this request bound
         it; raises IdempotencyKeyReused when another request had."""
-        (bound,) = self._run("claim", [([marker_key(marker.id)], [self._ttl_ms, marker.fingerprint])])
+        (bound,) = self._run_prepared("claim", [([marker_key(marker.id)], [self._ttl_ms, marker.fingerprint])])
         if bound is not None and bound != marker.fingerprint:
             raise IdempotencyKeyReused(marker.id)
         return bound is None
@@ -312,11 +369,10 @@ class RedisStorage(Storage):
 
     def _totals(self, keys: list[str]) -> dict[str, int]:
         """The total of each key that holds something, after ageing out."""
-        partitions = self._partition(keys)
-        calls: list[tuple[list[str], list[Any]]] = [(_redis_keys(part), []) for part in partitions]
+        calls = [(part, []) for part in self._partition(keys)]
         totals: dict[str, int] = {}
         evicted = 0
-        for part, (dropped, *values) in zip(partitions, self._run("totals", calls), strict=True):
+        for (part, _), (dropped, *values) in zip(calls, self._run("totals", calls), strict=True):
             evicted += dropped
             totals.update((key, int(value)) for key, value in zip(part, values, strict=True) if value != b"")
         self._count_evictions(evicted)
@@ -325,23 +381,51 @@ class RedisStorage(Storage):
     def _entries(self, key: str) -> tuple[int, RollingSum]:
         """Now (µs, by the script's clock) and the key's live entries as a RollingSum,
         so sub-window sums and series are computed by the very code memory uses."""
-        (dropped, now, *pairs) = self._run("entries", [(_redis_keys([key]), [])])[0]
+        (dropped, now, *pairs) = self._run("entries", [([key], [])])[0]
         self._count_evictions(dropped)
         rolling = RollingSum(self._window_us, self._resolution_us)
         for slot, subtotal in zip(pairs[::2], pairs[1::2], strict=True):
             rolling.add(int(subtotal), int(slot) * self._slot_us)
         return int(now), rolling
 
-    def _scan(self, prefix: str) -> set[str]:
-        """Every metric key starting with ``prefix`` that Redis holds, on every primary."""
-        pattern = f"{NAMESPACE}{{{_glob_escaped(prefix)}*{_SLOTS}"
-        start, end = len(NAMESPACE) + 1, -len(_SLOTS)
+    def _index(self, keys: list[str]) -> None:
+        """The follow-up on Cluster: keys a record created join the index. The value is
+        recorded already, so a failure here is logged, not answered with a 503 that
+        the client would retry (counting twice); the next census re-adds the keys."""
+        try:
+            with self._errors():
+                self._connect().zadd(INDEX, dict.fromkeys(keys, 0))
+        except StorageUnavailable:
+            log.warning("%d new keys not yet in the listing index; the census adds them", len(keys))
+
+    def _unindex(self, keys: list[str]) -> None:
+        """Take keys off the index, then put back those a writer created meanwhile:
+        the index and a key may sit on different Cluster nodes, where no script can
+        check one and change the other atomically, so check after removing."""
         with self._errors():
-            return {
-                name[start:end].decode()
-                for node in self._nodes()
-                for name in node.scan_iter(match=pattern, count=_SCAN_COUNT)
-            }
+            client = self._connect()
+            client.zrem(INDEX, *keys)
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(slots_key(key))
+            recreated = [key for key, held in zip(keys, pipe.execute(), strict=True) if held]
+            if recreated:
+                client.zadd(INDEX, dict.fromkeys(recreated, 0))
+
+    def _census(self, node: redis.Redis, cursor: int) -> tuple[int, int, int]:
+        """One SCAN step on one node: the next cursor (0: done), the keys it found and
+        their entries. Keys found join the index if they are not in it (ZADD NX)."""
+        cursor, found = node.scan(cursor, match=f"{NAMESPACE}{{*{_SLOTS}", count=_CENSUS_STEP)
+        names = list(dict.fromkeys(found))
+        if not names:
+            return cursor, 0, 0
+        pipe = node.pipeline(transaction=False)
+        for name in names:
+            pipe.zcard(name)
+        entries = sum(pipe.execute())
+        start, end = len(NAMESPACE) + 1, -len(_SLOTS)
+        self._connect().zadd(INDEX, {name[start:end].decode(): 0 for name in names}, nx=True)
+        return cursor, len(names), entries
 
     def _count_evictions(self, count: int) -> None:
         if count:
@@ -350,16 +434,27 @@ class RedisStorage(Storage):
 
     # -- running scripts -------------------------------------------------------
 
-    def _run(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Run script ``name`` once per ``(Redis keys, extra ARGV)`` call; returns
-        the results in order. Calls bound for one node go in one round trip."""
+    def _run(
+        self, name: str, calls: list[tuple[list[str], list[Any]]], more_keys: Sequence[Sequence[str]] | None = None
+    ) -> list[Any]:
+        """Run script ``name`` once per ``(metric keys, extra ARGV)`` call, with a call's
+        ``more_keys`` after its KEYS; returns the results in order. Calls bound for one
+        node go in one round trip."""
+        more = more_keys or [()] * len(calls)
+        return self._run_prepared(
+            name, [([*_redis_keys(keys), *extra], tail) for (keys, tail), extra in zip(calls, more, strict=True)]
+        )
+
+    def _run_prepared(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run script ``name`` once per ``(Redis keys, extra ARGV)`` call."""
         with self._errors():
             client = self._connect()
             script = self._scripts[name]
             head = [str(self._slot_us), str(self._span), str(self._clock()) if self._clock else ""]
+            prepared = [(keys, head + tail) for keys, tail in calls]
             if len(calls) == 1 or not isinstance(client, RedisCluster):
-                return [script(keys, head + tail) for keys, tail in calls]
-            return self._run_per_node(client, script, [(keys, head + tail) for keys, tail in calls])
+                return [script(keys, args) for keys, args in prepared]
+            return self._run_per_node(client, script, prepared)
 
     def _run_per_node(
         self, cluster: RedisCluster, script: Script, calls: list[tuple[list[str], list[Any]]]
@@ -397,14 +492,14 @@ class RedisStorage(Storage):
             by_slot[key_slot(key.encode())].append(key)
         return list(by_slot.values())
 
-    def _nodes(self) -> Iterator[redis.Redis]:
-        """A client per primary: the one Redis, or every Cluster primary."""
+    def _nodes(self) -> Iterator[tuple[str, redis.Redis]]:
+        """A name and a client per primary: the one Redis, or every Cluster primary."""
         client = self._connect()
         if isinstance(client, RedisCluster):
             for node in client.get_primaries():
-                yield client.get_redis_connection(node)
+                yield node.name, client.get_redis_connection(node)
         else:
-            yield client
+            yield "redis", client
 
     # -- connection and errors -------------------------------------------------
 

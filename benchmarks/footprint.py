@@ -1,0 +1,120 @@
+"""Item 5: what a key and an entry cost in memory storage, and what add + total cost.
+
+``python -m benchmarks.footprint keys --key-length 9`` or ``entries {tick,exact}``
+prints one JSON line; each figure runs in its own process so RSS belongs to it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+import time
+import timeit
+
+from .harness import ROOT
+from .memory_bound import HOUR_US, START_US, rss_bytes
+
+KEYS = 100_000
+
+
+def bytes_per_key(key_length: int, keys: int = KEYS) -> dict:
+    """RSS growth per live key holding one entry, through MemoryStorage.record_many."""
+    from ringsum.config import load_settings
+    from ringsum.storage.memory import MemoryStorage
+
+    storage = MemoryStorage(load_settings({}, environ={}), clock=lambda: START_US)
+    gc.collect()
+    tracked, before = len(gc.get_objects()), rss_bytes()
+    for start in range(0, keys, 1000):  # each key a new string, as when read from a request
+        storage.record_many([(f"key.{index}".rjust(key_length, "k"), 3) for index in range(start, start + 1000)])
+    gc.collect()
+    held, tracked = rss_bytes() - before, len(gc.get_objects()) - tracked
+    storage.close()
+    return {"bytes_per_key": held / keys, "tracked_objects_per_key": tracked / keys}
+
+
+def bytes_per_entry(design: str, entries: int = 1_000_000) -> dict:
+    """RSS growth per entry: tick mode (1 s ticks), 300 keys of 3,600 entries each; exact
+    mode, one key of a million entries 3.6 ms apart."""
+    from ringsum.window import RollingSum
+
+    keys, gap_us = (300, 1_000_000) if design == "tick" else (1, HOUR_US // entries)
+    sums = [RollingSum(HOUR_US, 1_000_000 if design == "tick" else 0) for _ in range(keys)]
+    gc.collect()
+    before = rss_bytes()
+    now = START_US
+    for _ in range(entries // keys):
+        now += gap_us
+        for rolling in sums:
+            rolling.add(3, now)
+    held = sum(map(len, sums))
+    return {"bytes_per_entry": (rss_bytes() - before) / held, "entries": held}
+
+
+def add_total_ns() -> dict:
+    """add + total per call, evicting as the storage does, in the shapes keys take."""
+    from ringsum.window import RollingSum
+
+    shapes = {"few_entries": (10_000_000, 1_000_000, 500_000), "tick_full_hour": (HOUR_US, 1_000_000, 1_000_000)}
+    shapes["exact_busy"] = (HOUR_US, 0, 1_000)
+    found = {}
+    for shape, (window_us, resolution_us, gap_us) in shapes.items():
+        rolling, now = RollingSum(window_us, resolution_us), [START_US]
+        for _ in range(window_us // gap_us + 2):  # a full window first
+            now[0] += gap_us
+            rolling.evict(now[0])
+            rolling.add(3, now[0])
+
+        def step(rolling: RollingSum = rolling, now: list[int] = now, gap_us: int = gap_us) -> None:
+            now[0] += gap_us
+            rolling.evict(now[0])
+            rolling.add(3, now[0])
+            rolling.total(now[0])
+
+        found[shape] = min(timeit.repeat(step, timer=time.process_time, number=100_000, repeat=7)) / 100_000 * 1e9
+    return found
+
+
+def measure_all() -> dict:
+    """Every figure, each in a fresh process."""
+    runs = {
+        "per_key": ["keys", "--key-length", "9"],
+        "per_key_200_chars": ["keys", "--key-length", "200"],
+        "per_entry_tick": ["entries", "tick"],
+        "per_entry_exact": ["entries", "exact"],
+        "add_total_ns": ["speed"],
+    }
+    return {
+        name: json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "benchmarks.footprint", *argv],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        for name, argv in runs.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("keys").add_argument("--key-length", type=int, default=9)
+    commands.add_parser("entries").add_argument("design", choices=["tick", "exact"])
+    commands.add_parser("speed")
+    args = parser.parse_args()
+    if args.command == "keys":
+        print(json.dumps(bytes_per_key(args.key_length)))
+    elif args.command == "entries":
+        print(json.dumps(bytes_per_entry(args.design)))
+    else:
+        print(json.dumps(add_total_ns()))
+
+
+if __name__ == "__main__":
+    main()
