@@ -19,7 +19,10 @@ class Markers:
     def __init__(self, lifetime_us: int, limit: int) -> None:
         self._lifetime_us = lifetime_us
         self._limit = limit
-        self._held: dict[str, tuple[int, Marker]] = {}  # id -> (expires at, marker), oldest first
+        # id -> (expires at, fingerprint, status, body), oldest first. Plain tuples of
+        # atomic values: the garbage collector stops tracking them, so a full table
+        # costs no collector time.
+        self._held: dict[str, tuple[int, bytes, int, bytes]] = {}
 
     def __len__(self) -> int:
         return len(self._held)
@@ -30,13 +33,13 @@ class Markers:
         found = self._held.get(marker.id)
         if found is None:
             return None
-        expires, held = found
+        expires, fingerprint, status, body = found
         if expires <= now:
             del self._held[marker.id]
             return None
-        if held.fingerprint != marker.fingerprint:
+        if fingerprint != marker.fingerprint:
             raise IdempotencyKeyReused(marker.id)
-        return held
+        return Marker(marker.id, fingerprint, status, body)
 
     def make_room(self, now: int) -> None:
         """Raise MarkerLimitReached unless one more marker fits; expired ones go first.
@@ -55,13 +58,13 @@ class Markers:
 
     def restore(self, marker: Marker, expires: int) -> None:
         """Hold ``marker`` until ``expires`` (a replay or a snapshot knows that time)."""
-        self._held[marker.id] = (expires, marker)
+        self._held[marker.id] = (expires, marker.fingerprint, marker.status, marker.body)
 
     def drop_expired(self, now: int, most: int | None = None) -> int:
         """Forget up to ``most`` expired markers from the front; stop at the first live
         one. Returns how many were dropped."""
         expired = []
-        for marker_id, (expires, _) in self._held.items():
+        for marker_id, (expires, *_) in self._held.items():
             if expires > now or len(expired) == most:
                 break
             expired.append(marker_id)
@@ -71,4 +74,4 @@ class Markers:
 
     def items(self) -> Iterator[tuple[int, Marker]]:
         """``(expires at, marker)`` of every marker held, oldest first."""
-        return iter(list(self._held.values()))
+        return iter([(expires, Marker(marker_id, *held)) for marker_id, (expires, *held) in self._held.items()])
