@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import http_load
+from . import durability, http_load
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -149,6 +149,8 @@ def _rows(results: dict) -> list[Row]:
                     ratio >= 0.8,
                 )
             )
+    if "durability" in results:
+        rows += durability.rows(results["durability"])
     return rows
 
 
@@ -162,7 +164,9 @@ def _table(rows: list[Row]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs, for checking the harness")
-    parser.add_argument("--only", default="", help="comma-separated: single,batch,memory,flat,scale,sweep,redis")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: single,batch,memory,flat,scale,sweep,redis,durability"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
     args = parser.parse_args()
@@ -175,6 +179,7 @@ def main() -> int:
         "scale": ("keys_at_scale", http_load.keys_at_scale),
         "sweep": ("sweep", http_load.sweep_duration),
         "redis": ("redis", lambda: http_load.redis_vs_memory(rounds, seconds)),
+        "durability": ("durability", lambda: durability.durability(rounds, seconds, args.quick)),
     }
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)
     results: dict = {

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .storage import SCHEMES, check_storage_uri, redacted_uri
+from .storage.journal import FsyncMode
 from .units import format_duration, parse_duration_us, parse_size
 
 
@@ -27,8 +28,10 @@ class Settings:
     max_keys: int
     max_body: int
     api_token: str | None
-    snapshot_path: str | None
     redis_timeout_us: int
+    data_dir: str | None = None  # None: memory storage keeps nothing, writes nothing
+    fsync: FsyncMode = FsyncMode.EVERYSEC
+    checkpoint_us: int = 60_000_000
 
     @property
     def slot_us(self) -> int:
@@ -43,8 +46,10 @@ DEFAULTS: dict[str, str] = {
     "RINGSUM_MAX_KEYS": "100000",
     "RINGSUM_MAX_BODY": "1MiB",
     "RINGSUM_API_TOKEN": "",
-    "RINGSUM_SNAPSHOT_PATH": "",
     "RINGSUM_REDIS_TIMEOUT": "1s",
+    "RINGSUM_DATA_DIR": "data",
+    "RINGSUM_FSYNC": "everysec",
+    "RINGSUM_CHECKPOINT": "1m",
 }
 
 
@@ -106,9 +111,6 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
             "RINGSUM_MAX_BODY", raw["RINGSUM_MAX_BODY"], "a size of at least 64 bytes, such as 64KiB or 1MiB"
         )
     token = str(raw["RINGSUM_API_TOKEN"] or "") or None
-    snapshot = str(raw["RINGSUM_SNAPSHOT_PATH"] or "") or None
-    if snapshot is not None and not os.path.isdir(os.path.dirname(os.path.abspath(snapshot))):
-        raise ConfigError("RINGSUM_SNAPSHOT_PATH", snapshot, "a file path in an existing directory")
     redis_timeout = _read(
         "RINGSUM_REDIS_TIMEOUT", raw["RINGSUM_REDIS_TIMEOUT"], parse_duration_us, "a duration such as 500ms or 2s"
     )
@@ -116,4 +118,26 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
         raise ConfigError(
             "RINGSUM_REDIS_TIMEOUT", raw["RINGSUM_REDIS_TIMEOUT"], "a duration from 1ms to 60s, such as 500ms"
         )
-    return Settings(window, resolution, storage_uri, max_keys, max_body, token, snapshot, redis_timeout)
+    data_dir = str(raw["RINGSUM_DATA_DIR"] or "").strip() or None
+    if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise ConfigError("RINGSUM_DATA_DIR", data_dir, "a directory (created if missing), or empty to keep nothing")
+    fsync = _read(
+        "RINGSUM_FSYNC", str(raw["RINGSUM_FSYNC"]).strip().lower(), FsyncMode, "one of always, everysec or no"
+    )
+    checkpoint = _read(
+        "RINGSUM_CHECKPOINT", raw["RINGSUM_CHECKPOINT"], parse_duration_us, "a duration from 1s to 1d, such as 1m"
+    )
+    if not 1_000_000 <= checkpoint <= 86_400_000_000:
+        raise ConfigError("RINGSUM_CHECKPOINT", raw["RINGSUM_CHECKPOINT"], "a duration from 1s to 1d, such as 1m")
+    return Settings(
+        window,
+        resolution,
+        storage_uri,
+        max_keys,
+        max_body,
+        token,
+        redis_timeout,
+        data_dir=data_dir,
+        fsync=fsync,
+        checkpoint_us=checkpoint,
+    )

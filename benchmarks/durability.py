@@ -1,0 +1,188 @@
+"""Issue 9: what the write-ahead log costs (POST req/s by fsync mode), how long a restart
+takes, and how long a checkpoint stalls requests."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+
+import requests
+
+from ringsum.config import load_settings
+from ringsum.storage.memory import MemoryStorage
+
+from .harness import ringsum_server, wrk
+from .http_load import POST_BODY, _alternating, _batch_body
+
+T0 = 1_800_000_000_000_000
+MODES = {"none": {"RINGSUM_DATA_DIR": ""}, "everysec": {}, "always": {"RINGSUM_FSYNC": "always"}}
+
+
+def post_cost(rounds: int, seconds: float) -> dict:
+    """POST and GET req/s of ``python app.py`` with no data dir, the default (everysec) and
+    ``always``, taking turns in one run."""
+    with ExitStack() as stack:
+        servers = {name: stack.enter_context(ringsum_server(env=env)) for name, env in MODES.items()}
+        return _alternating(servers, rounds, seconds)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now_us = T0
+
+    def __call__(self) -> int:
+        return self.now_us
+
+
+def _storage(data_dir: str, clock: _Clock, **settings: str) -> MemoryStorage:
+    return MemoryStorage(load_settings({"RINGSUM_DATA_DIR": data_dir, **settings}, environ={}), clock=clock)
+
+
+def _restart_seconds(data_dir: str, clock: _Clock, runs: int = 3) -> float:
+    """Best of ``runs`` starts (lock, read, replay, age out) of memory storage on ``data_dir``."""
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        _storage(data_dir, clock).close()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def restart_time(keys: int = 100_000, entries: int = 2_000_000) -> dict:
+    """Start time of memory storage holding ``keys`` keys (one entry each), and ``entries``
+    entries (1,000 keys, one value a second), from the log alone and from a checkpoint."""
+    results = {}
+    for name, batches in {
+        f"{keys}_keys": [[(f"key.{start + n}", 1) for n in range(1000)] for start in range(0, keys, 1000)],
+        f"{entries}_entries": [[(f"key.{n}", 1) for n in range(1000)]] * (entries // 1000),
+    }.items():
+        with tempfile.TemporaryDirectory() as data_dir:
+            clock = _Clock()
+            storage = _storage(data_dir, clock)
+            for batch in batches:
+                storage.record_many(batch)
+                clock.now_us += 1_000_000 if name.endswith("entries") else 0
+            held = storage.stats()
+            storage.close()
+            from_log = _restart_seconds(data_dir, clock)
+            storage = _storage(data_dir, clock)
+            storage.record("one.more", 1)
+            storage.checkpoint()
+            storage.close()
+            from_snapshot = _restart_seconds(data_dir, clock)
+        results[name] = {
+            "keys": held.keys,
+            "entries": held.entries,
+            "from_log_s": from_log,
+            "from_snapshot_s": from_snapshot,
+        }
+    return results
+
+
+def checkpoint_stall(keys: int = 100_000, seconds: float = 8, checkpoint: str = "2s") -> dict:
+    """Longest POST latency (one connection) on a server holding ``keys`` keys, with a
+    checkpoint every ``checkpoint``, against the same server without a data dir."""
+    maxima: dict[str, list[float]] = {"checkpoints": [], "none": []}
+    envs = {"checkpoints": {"RINGSUM_CHECKPOINT": checkpoint}, "none": {"RINGSUM_DATA_DIR": ""}}
+    with ExitStack() as stack:
+        servers = {name: stack.enter_context(ringsum_server(env=env)) for name, env in envs.items()}
+        for server in servers.values():
+            with requests.Session() as session:
+                for start in range(0, keys, 1000):
+                    batch = _batch_body(1000, lambda index, start=start: f"key.{start + index}")
+                    session.post(f"{server.url}/metric", data=batch, timeout=30).raise_for_status()
+        for _ in range(2):
+            for name, server in servers.items():
+                load = wrk(f"{server.url}/metric/post", seconds=seconds, connections=1, body=POST_BODY)
+                maxima[name].append(load.max_ms)
+    return {"max_ms_with_checkpoints": max(maxima["checkpoints"]), "max_ms_without": max(maxima["none"])}
+
+
+def rotation_hold(keys: int = 100_000, checkpoints: int = 5) -> dict:
+    """In-process: the longest a checkpoint holds the storage lock, and the longest
+    record() call from a writer thread while checkpoints of ``keys`` keys run."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        clock = _Clock()
+        storage = _storage(data_dir, clock, RINGSUM_MAX_KEYS=str(keys + 1))
+        storage.record_many([(f"key.{n}", 1) for n in range(keys)])
+        stop, longest = threading.Event(), [0.0]
+
+        def writer() -> None:
+            while not stop.is_set():
+                started = time.perf_counter()
+                storage.record("writer", 1)
+                longest[0] = max(longest[0], time.perf_counter() - started)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            for _ in range(checkpoints):
+                storage.checkpoint()
+        finally:
+            stop.set()
+            thread.join()
+            storage.close()
+    return {"lock_hold_ms": storage.longest_checkpoint_hold_s * 1000, "longest_record_ms": longest[0] * 1000}
+
+
+def durability(rounds: int, seconds: float, quick: bool = False) -> dict:
+    return {
+        "post_cost": post_cost(rounds, seconds),
+        "restart": restart_time(10_000, 200_000) if quick else restart_time(),
+        "rotation": rotation_hold(),
+        "stall": checkpoint_stall(seconds=seconds * 2),
+    }
+
+
+def rows(results: dict) -> list[tuple[str, str, str, bool | None]]:
+    cost, found = results["post_cost"], []
+    ratio = cost["everysec"]["post"] / cost["none"]["post"]
+    found.append(
+        (
+            "POST req/s: default data dir (fsync everysec) / no data dir",
+            f"{cost['everysec']['post']:,.0f} / {cost['none']['post']:,.0f} = {ratio:.2f}x",
+            ">= 0.95x",
+            ratio >= 0.95,
+        )
+    )
+    always = cost["always"]["post"] / cost["none"]["post"]
+    found.append(
+        (
+            "POST req/s: RINGSUM_FSYNC=always / no data dir",
+            f"{cost['always']['post']:,.0f} / {cost['none']['post']:,.0f} = {always:.2f}x",
+            "(reported)",
+            None,
+        )
+    )
+    for figures in results["restart"].values():
+        found.append(
+            (
+                f"restart with {figures['keys']:,} keys, {figures['entries']:,} entries: from the log / from a checkpoint",
+                f"{figures['from_log_s']:.2f} s / {figures['from_snapshot_s']:.2f} s",
+                "(reported)",
+                None,
+            )
+        )
+    rotation, stall = results["rotation"], results["stall"]
+    found.append(
+        (
+            "checkpoint of 100,000 keys: lock held / longest record() meanwhile",
+            f"{rotation['lock_hold_ms']:.2f} ms / {rotation['longest_record_ms']:.1f} ms",
+            "a few ms",
+            rotation["longest_record_ms"] <= 10,
+        )
+    )
+    found.append(
+        (
+            "100,000 keys, a checkpoint every 2 s: longest POST, with / without a data dir",
+            f"{stall['max_ms_with_checkpoints']:.1f} ms / {stall['max_ms_without']:.1f} ms",
+            "(reported)",
+            None,
+        )
+    )
+    return found
+
+
+__all__ = ["durability", "rows"]
