@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from ..clock import now_us
 from ..window import RollingSum
 from . import journal
-from .base import KeyLimitReached, Series, Storage, StorageStats, StorageUnavailable
+from .base import DataDirError, KeyLimitReached, Series, Storage, StorageStats, StorageUnavailable
 from .checkpoint import load, save
 from .datadir import DataDir
 
@@ -58,6 +58,9 @@ class MemoryStorage(Storage):
             self._data_dir = DataDir(settings.data_dir, lock_timeout_s)
             try:
                 self._restore(settings)
+            except OSError as error:  # unreadable or read-only: one line at start, not a traceback
+                self._data_dir.release()
+                raise DataDirError(f"cannot restore from the data dir {self._data_dir.path}: {error}") from error
             except BaseException:
                 self._data_dir.release()
                 raise
@@ -152,8 +155,9 @@ class MemoryStorage(Storage):
         self._stopping.set()
         for thread in (self._sweeper, self._checkpointer):
             if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-                if thread is self._checkpointer and self._fold is not None:
-                    self._fold.terminate()  # its temporary file is removed at the next start
+                fold = self._fold
+                if thread is self._checkpointer and fold is not None:
+                    fold.terminate()  # its temporary file is removed at the next start
                 thread.join()
         if self._journal is not None:
             with self._lock:
@@ -313,5 +317,7 @@ class MemoryStorage(Storage):
         while not self._stopping.wait(self._checkpoint_s):
             try:
                 self.checkpoint()
-            except Exception:  # a failed checkpoint only leaves a longer log
+            except OSError as error:  # a failed checkpoint only leaves a longer log
+                log.warning("checkpoint failed, the log is kept and folded next time: %s", error)
+            except Exception:
                 log.exception("checkpoint failed")
