@@ -69,7 +69,7 @@ def restart_time(keys: int = 100_000, entries: int = 2_000_000) -> dict:
             storage.close()
             from_log = _restart_seconds(data_dir, clock)
             storage = _storage(data_dir, clock)
-            storage.record("one.more", 1)
+            storage.record("key.0", 1)  # something to fold
             storage.checkpoint()
             storage.close()
             from_snapshot = _restart_seconds(data_dir, clock)

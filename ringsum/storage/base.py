@@ -100,4 +100,4 @@ class Storage(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Release resources; memory storage writes its snapshot here."""
+        """Release resources; memory storage fsyncs its log and lets go of its data dir."""

@@ -159,13 +159,15 @@ class MemoryStorage(Storage):
                 if thread is self._checkpointer and fold is not None:
                     fold.terminate()  # its temporary file is removed at the next start
                 thread.join()
-        if self._journal is not None:
-            with self._lock:
-                self._journal.close()
-                self._journal = None
-        if self._data_dir is not None:
-            self._data_dir.release()
-            self._data_dir = None
+        try:
+            if self._journal is not None:
+                with self._lock:
+                    closing, self._journal = self._journal, None
+                    closing.close()
+        finally:
+            if self._data_dir is not None:
+                self._data_dir.release()
+                self._data_dir = None
 
     # -- ageing out ------------------------------------------------------------
 
