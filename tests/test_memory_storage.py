@@ -391,3 +391,24 @@ def test_leftover_temporary_files_are_removed_at_start(tmp_path) -> None:
     (tmp_path / "snapshot.abc123.tmp").write_bytes(b"half a snapshot")
     memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path)).close()
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_full_disk_answers_503_and_records_nothing(make_memory_app, tmp_path) -> None:
+    app = make_memory_app(RINGSUM_DATA_DIR=str(tmp_path))
+    client, log_fd = app.test_client(), app.extensions["ringsum.storage"]._journal._fd
+    assert client.post("/metric/k", json={"value": 1}).status_code == 200
+    saved, full = os.dup(log_fd), os.open("/dev/full", os.O_WRONLY)
+    try:
+        os.dup2(full, log_fd)  # every write() now fails with ENOSPC
+        refused = client.post("/metric/k", json={"value": 5})
+        assert refused.status_code == 503 and refused.headers["Content-Type"] == "application/problem+json"
+        assert "Retry-After" in refused.headers
+        assert str(tmp_path) in refused.get_json()["detail"] and "No space left" in refused.get_json()["detail"]
+        assert client.post("/metric", json=[{"key": "k", "value": 7}]).status_code == 503
+        assert client.get("/metric/k/sum").get_json() == {"value": 1}
+    finally:
+        os.dup2(saved, log_fd)
+        os.close(full)
+        os.close(saved)
+    assert client.post("/metric/k", json={"value": 2}).status_code == 200
+    assert client.get("/metric/k/sum").get_json() == {"value": 3}
