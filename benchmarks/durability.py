@@ -29,6 +29,24 @@ def post_cost(rounds: int, seconds: float) -> dict:
         return _alternating(servers, rounds, seconds)
 
 
+def record_cost(calls: int = 20_000) -> dict:
+    """In-process: µs per record() without a data dir and with the log (everysec), best
+    of five loops each: the log's own cost per write, free of HTTP noise."""
+    results = {}
+    for name in ("none", "everysec"):
+        with tempfile.TemporaryDirectory() as data_dir:
+            storage = _storage(data_dir if name == "everysec" else "", _Clock())
+            best = float("inf")
+            for _ in range(5):
+                started = time.perf_counter()
+                for _ in range(calls):
+                    storage.record("k", 1)
+                best = min(best, (time.perf_counter() - started) / calls)
+            storage.close()
+        results[f"{name}_us"] = best * 1e6
+    return results
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now_us = T0
@@ -147,6 +165,7 @@ def rotation_hold(keys: int = 100_000, checkpoints: int = 3) -> dict:
 def durability(rounds: int, seconds: float, quick: bool = False) -> dict:
     return {
         "post_cost": post_cost(rounds, seconds),
+        "record_cost": record_cost(),
         "restart": restart_time(10_000, 200_000) if quick else restart_time(),
         "rotation": rotation_hold(),
         "stall": checkpoint_stall(seconds=seconds * 2),
@@ -162,6 +181,15 @@ def rows(results: dict) -> list[tuple[str, str, str, bool | None]]:
             f"{cost['everysec']['post']:,.0f} / {cost['none']['post']:,.0f} = {ratio:.2f}x",
             ">= 0.95x",
             ratio >= 0.95,
+        )
+    )
+    record = results["record_cost"]
+    found.append(
+        (
+            "record() CPU in-process: with the log (everysec) / without a data dir",
+            f"{record['everysec_us']:.2f} / {record['none_us']:.2f} µs",
+            "(reported)",
+            None,
         )
     )
     always = cost["always"]["post"] / cost["none"]["post"]
