@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -187,3 +190,23 @@ def test_the_journal_appends_readable_records_in_every_fsync_mode(tmp_path, mode
     journal.append(RECORDS[1][0])
     journal.close()
     assert [len(read_segment(name_of(n)).records) for n in (1, 2)] == [1, 1]
+
+
+def test_a_fold_whose_server_is_gone_does_nothing(tmp_path) -> None:
+    """The fold child checks that the server that started it is still its parent: a
+    fold outliving its server must not rename a snapshot under the next owner."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    segment_file(data_dir / "journal-0000000001.log", [RECORDS[0][0]])
+    command = [sys.executable, "-m", "ringsum.storage.checkpoint", str(data_dir), "1"]
+    command += ["--window-us=3600000000", "--resolution-us=1000000", f"--now-us={T}"]
+    root = Path(__file__).resolve().parent.parent
+    gone = subprocess.run([*command, "--parent-pid=1"], cwd=root, capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 1 and "is gone" in gone.stderr
+    assert sorted(p.name for p in data_dir.iterdir()) == ["journal-0000000001.log"]  # untouched
+    ours = subprocess.run(
+        [*command, f"--parent-pid={os.getpid()}"], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert ours.returncode == 0, ours.stderr
+    assert sorted(p.name for p in data_dir.iterdir()) == ["snapshot"]
+    assert read_snapshot(data_dir / "snapshot").keys == {"visits": [(T // 1_000_000 * 1_000_000, 3)]}

@@ -9,7 +9,10 @@ serving process's lock and GIL, and get what the server holds in memory.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,6 +151,18 @@ def fold(path: str, upto: int, window_us: int, resolution_us: int, now_us: int) 
     return len(restored.sums)
 
 
+def die_with_parent(parent_pid: int) -> bool:
+    """Have the kernel kill this process when the server that started it dies (Linux),
+    and tell whether it is still there: a fold outliving its server could rename a
+    snapshot under the next owner while that one reads the data dir."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent check below still narrows the window
+    return os.getppid() == parent_pid
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ringsum.storage.checkpoint", description=fold.__doc__)
     parser.add_argument("data_dir")
@@ -155,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-us", type=int, required=True)
     parser.add_argument("--resolution-us", type=int, required=True)
     parser.add_argument("--now-us", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
+    if not die_with_parent(args.parent_pid):
+        print(f"checkpoint of {args.data_dir} not run: the server that asked for it is gone", file=sys.stderr)
+        return 1
     try:
         fold(args.data_dir, args.upto, args.window_us, args.resolution_us, args.now_us)
     except Exception as error:

@@ -304,6 +304,7 @@ class MemoryStorage(Storage):
             f"--window-us={self._window_us}",
             f"--resolution-us={self._resolution_us}",
             f"--now-us={now}",
+            f"--parent-pid={os.getpid()}",
         ]
         path = os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
         fold = self._fold = subprocess.Popen(
