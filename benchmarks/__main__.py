@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import churn, edge, footprint, hostile, http_load, idempotency, listing
+from . import churn, durability, edge, footprint, hostile, http_load, idempotency, listing
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -180,6 +180,8 @@ def _rows(results: dict) -> list[Row]:
     if refusals := results.get("hostile"):
         rows.extend(hostile.rows(refusals))
     rows += _listing_rows(results.get("listing"))
+    if "durability" in results:
+        rows += durability.rows(results["durability"])
     if keyed := results.get("idempotency"):
         rows.extend(idempotency.rows(keyed))
     return rows
@@ -298,7 +300,8 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,churn,listing,idempotency",
+        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,churn,listing,"
+        "durability,idempotency",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
@@ -324,6 +327,7 @@ def main() -> int:
                 "index": listing.index_cost(),
             },
         ),
+        "durability": ("durability", lambda: durability.durability(rounds, seconds, args.quick)),
         "idempotency": ("idempotency", lambda: idempotency.costs(rounds, seconds)),
     }
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)

@@ -66,12 +66,14 @@ def free_port() -> int:
 
 @contextmanager
 def serving(argv: list[str], env: Mapping[str, str] | None = None) -> Iterator[Server]:
-    """Run ``argv + [--port, P]`` until it answers on P; SIGTERM it afterwards."""
+    """Run ``argv + [--port, P]`` until it answers on P; SIGTERM it afterwards. It gets a
+    fresh data dir of its own (removed afterwards) unless ``env`` names one."""
     port = free_port()
+    data_dir = tempfile.TemporaryDirectory(prefix="ringsum-bench-data-")
     process = subprocess.Popen(
         [*argv, "--port", str(port)] if "{port}" not in " ".join(argv) else [a.format(port=port) for a in argv],
         cwd=ROOT,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "RINGSUM_DATA_DIR": data_dir.name, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -86,6 +88,7 @@ def serving(argv: list[str], env: Mapping[str, str] | None = None) -> Iterator[S
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        data_dir.cleanup()
 
 
 def ringsum_server(

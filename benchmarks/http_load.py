@@ -139,7 +139,7 @@ def sweep_duration(keys: int = 100_000) -> dict:
     from ringsum.storage.memory import MemoryStorage
 
     now = [1_800_000_000_000_000]
-    storage = MemoryStorage(load_settings({}, environ={}), clock=lambda: now[0])
+    storage = MemoryStorage(load_settings({"RINGSUM_DATA_DIR": ""}, environ={}), clock=lambda: now[0])
     holds: list[float] = []
     drop_expired = storage._drop_expired  # runs with the lock held: time each call
 

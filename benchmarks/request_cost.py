@@ -54,7 +54,7 @@ def microseconds_per_request(app: Wsgi, method: str, path: str, body: bytes = b"
 
 def main() -> None:
     argparse.ArgumentParser(prog="python -m benchmarks.request_cost", description=__doc__).parse_args()
-    ringsum = create_app({"RINGSUM_DATA_DIR": ""})
+    ringsum = create_app({"RINGSUM_DATA_DIR": ""})  # the request's own cost; benchmarks/durability.py prices the log
     storage = ringsum.extensions["ringsum.storage"]
 
     def ringsum_work_only(environ: dict, start_response: Callable) -> list[bytes]:

@@ -13,9 +13,16 @@ from .problems import register_problem_handlers
 from .storage import open_storage
 
 
-def create_app(overrides: Mapping[str, Any] | None = None, *, clock: Callable[[], int] | None = None) -> Flask:
+def create_app(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    clock: Callable[[], int] | None = None,
+    lock_timeout_s: float = 0.0,
+) -> Flask:
     """Build the app. ``overrides`` take the place of RINGSUM_* environment variables;
-    ``clock`` (epoch µs) replaces the storage's clock, for tests."""
+    ``clock`` (epoch µs) replaces the storage's clock, for tests. Memory storage waits
+    up to ``lock_timeout_s`` for its data dir (a reload's new worker waits for the old
+    one); ringsum.storage.DataDirError when it cannot have it."""
     settings = load_settings(overrides)
     # The dashboard blueprint serves its own files; no app-wide /static/ besides.
     app = Flask(__name__, static_folder=None)
@@ -25,7 +32,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, clock: Callable[[]
     app.request_class = BodyLimitedRequest
     app.config.update(raw_settings(overrides))
     app.config.update(RINGSUM_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body)
-    app.extensions["ringsum.storage"] = open_storage(settings, clock=clock)
+    app.extensions["ringsum.storage"] = open_storage(settings, clock=clock, lock_timeout_s=lock_timeout_s)
 
     from . import api, auth, dashboard, observability
 

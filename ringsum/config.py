@@ -1,4 +1,9 @@
-"""Settings from the environment (or create_app overrides), validated once at start."""
+"""Settings from the environment (or create_app overrides), validated once at start.
+
+``SETTINGS`` is the one table of them: name, default, how it is read, what it accepts
+and what it means. Validation, ``python app.py --help`` and the README's table all come
+from it, so they cannot disagree.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .storage import SCHEMES, check_storage_uri, redacted_uri
+from .storage.journal import FsyncMode
 from .units import format_duration, parse_duration_us, parse_size
 
 
@@ -27,11 +33,13 @@ class Settings:
     max_keys: int
     max_body: int
     api_token: str | None
-    snapshot_path: str | None
-    redis_timeout_us: int
+    data_dir: str | None  # None: memory storage keeps nothing, writes nothing
+    fsync: FsyncMode
+    checkpoint_us: int
     read_timeout_us: int
     idle_timeout_us: int
-    max_idempotency_keys: int = 250_000
+    redis_timeout_us: int
+    max_idempotency_keys: int
 
     @property
     def slot_us(self) -> int:
@@ -39,33 +47,185 @@ class Settings:
         return self.resolution_us or 1
 
 
-DEFAULTS: dict[str, str] = {
-    "RINGSUM_WINDOW": "1h",
-    "RINGSUM_RESOLUTION": "1s",
-    "RINGSUM_STORAGE_URI": "memory://",
-    "RINGSUM_MAX_KEYS": "100000",
-    "RINGSUM_MAX_BODY": "1MiB",
-    "RINGSUM_API_TOKEN": "",
-    "RINGSUM_SNAPSHOT_PATH": "",
-    "RINGSUM_REDIS_TIMEOUT": "1s",
-    "RINGSUM_READ_TIMEOUT": "10s",
-    "RINGSUM_IDLE_TIMEOUT": "30s",
-    "RINGSUM_MAX_IDEMPOTENCY_KEYS": "250000",
-}
+class _Refused(ValueError):
+    """A value refused with its own explanation instead of the setting's ``accepts``."""
 
 
-def _read(name: str, raw: Any, parse: Callable[[Any], Any], accepts: str) -> Any:
-    try:
-        return parse(raw)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(name, raw, accepts) from error
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    field: str  # its attribute on Settings
+    default: str
+    parse: Callable[[str], Any]  # raises ValueError (or _Refused) for a value it refuses
+    accepts: str  # said when a value is refused
+    meaning: str  # said by --help and the README
+
+    def read(self, raw: Any) -> Any:
+        try:
+            return self.parse(str(raw).strip())
+        except _Refused as refused:
+            raise ConfigError(self.name, _shown(self.name, raw), str(refused)) from None
+        except (TypeError, ValueError) as error:
+            raise ConfigError(self.name, _shown(self.name, raw), self.accepts) from error
 
 
-def _positive_int(raw: Any) -> int:
-    value = int(str(raw).strip())
+def _shown(name: str, raw: Any) -> object:
+    return redacted_uri(str(raw)) if name == "RINGSUM_STORAGE_URI" else raw
+
+
+def _duration(low_us: int, high_us: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        micros = parse_duration_us(text)
+        if not low_us <= micros <= high_us:
+            raise ValueError(text)
+        return micros
+
+    return parse
+
+
+def _whole_number(text: str) -> int:
+    value = int(text)
     if value < 1:
-        raise ValueError(raw)
+        raise ValueError(text)
     return value
+
+
+def _body_size(text: str) -> int:
+    size = parse_size(text)
+    if size < 64:
+        raise ValueError(text)
+    return size
+
+
+def _storage_uri(text: str) -> str:
+    if "://" not in text or text.partition("://")[0] not in SCHEMES:
+        raise ValueError(text)
+    try:
+        check_storage_uri(text)
+    except ValueError as error:
+        raise _Refused(f"a URI that works ({error})") from None
+    return text
+
+
+def _data_dir(text: str) -> str | None:
+    if text and os.path.exists(text) and not os.path.isdir(text):
+        raise ValueError(text)
+    return text or None
+
+
+_YEAR_US = 366 * 86_400_000_000
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "RINGSUM_WINDOW",
+        "window_us",
+        "1h",
+        _duration(1, _YEAR_US),
+        "a positive duration such as 90s, 15m or 1h",
+        "the window: sums are over the values recorded this long ago at most",
+    ),
+    Setting(
+        "RINGSUM_RESOLUTION",
+        "resolution_us",
+        "1s",
+        _duration(0, _YEAR_US),
+        "a duration such as 1s or 500ms, or 0 for exact mode",
+        "the tick: values in one tick are merged, so a key holds at most window/tick + 1 entries; "
+        "0 = exact mode; must divide the window",
+    ),
+    Setting(
+        "RINGSUM_STORAGE_URI",
+        "storage_uri",
+        "memory://",
+        _storage_uri,
+        f"a URI starting with {' or '.join(scheme + '://' for scheme in SCHEMES)}",
+        "memory://, redis://host:port/db, rediss://... (TLS), redis+cluster://host:port[,host:port]",
+    ),
+    Setting(
+        "RINGSUM_MAX_KEYS",
+        "max_keys",
+        "100000",
+        _whole_number,
+        "a whole number of keys, at least 1",
+        "live keys held at most (memory storage); one more is a 507",
+    ),
+    Setting(
+        "RINGSUM_MAX_IDEMPOTENCY_KEYS",
+        "max_idempotency_keys",
+        "250000",
+        _whole_number,
+        "a whole number of idempotency keys, at least 1",
+        "memory storage: Idempotency-Key values remembered at once (about 340 B each, each for the window "
+        "and one tick); a write with one more is a 507",
+    ),
+    Setting(
+        "RINGSUM_MAX_BODY",
+        "max_body",
+        "1MiB",
+        _body_size,
+        "a size of at least 64 bytes, such as 65536, 64KiB or 1MiB",
+        "request body limit; larger is a 413",
+    ),
+    Setting(
+        "RINGSUM_API_TOKEN",
+        "api_token",
+        "",
+        lambda text: text or None,
+        "any text",
+        "when set, /metric... and /metrics need Authorization: Bearer <token>",
+    ),
+    Setting(
+        "RINGSUM_DATA_DIR",
+        "data_dir",
+        "data",
+        _data_dir,
+        "a directory (created if missing), or empty to keep nothing",
+        "memory storage: where the write-ahead log and snapshot live (relative to the working directory); "
+        "empty = keep nothing",
+    ),
+    Setting(
+        "RINGSUM_FSYNC",
+        "fsync",
+        "everysec",
+        lambda text: FsyncMode(text.lower()),
+        "one of always, everysec or no",
+        "when the log is forced to disk: always (before each answer), everysec, no (left to the OS)",
+    ),
+    Setting(
+        "RINGSUM_CHECKPOINT",
+        "checkpoint_us",
+        "1m",
+        _duration(1_000_000, 86_400_000_000),
+        "a duration from 1s to 1d, such as 1m",
+        "how often the log is folded into a snapshot, which bounds the disk used",
+    ),
+    Setting(
+        "RINGSUM_READ_TIMEOUT",
+        "read_timeout_us",
+        "10s",
+        _duration(100_000, 3_600_000_000),
+        "a duration from 100ms to 1h, such as 10s",
+        "the longest a client may take to send a whole request; then 408 and nothing recorded",
+    ),
+    Setting(
+        "RINGSUM_IDLE_TIMEOUT",
+        "idle_timeout_us",
+        "30s",
+        _duration(100_000, 3_600_000_000),
+        "a duration from 100ms to 1h, such as 30s",
+        "how long an idle keep-alive connection is kept open",
+    ),
+    Setting(
+        "RINGSUM_REDIS_TIMEOUT",
+        "redis_timeout_us",
+        "1s",
+        _duration(1_000, 60_000_000),
+        "a duration from 1ms to 60s, such as 500ms",
+        "Redis storage: how long to wait to connect, and for each answer, before a 503",
+    ),
+)
+
+DEFAULTS: dict[str, str] = {setting.name: setting.default for setting in SETTINGS}
 
 
 def raw_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
@@ -76,80 +236,22 @@ def raw_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[st
 def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
     """Read and validate every RINGSUM_* setting; ConfigError names the first bad one."""
     raw = raw_settings(overrides, environ)
-
-    window = _read(
-        "RINGSUM_WINDOW", raw["RINGSUM_WINDOW"], parse_duration_us, "a positive duration such as 90s, 15m or 1h"
-    )
-    if window <= 0:
-        raise ConfigError("RINGSUM_WINDOW", raw["RINGSUM_WINDOW"], "a positive duration such as 90s, 15m or 1h")
-    resolution = _read(
-        "RINGSUM_RESOLUTION",
-        raw["RINGSUM_RESOLUTION"],
-        parse_duration_us,
-        "a duration such as 1s or 500ms, or 0 for exact mode",
-    )
+    values = {setting.field: setting.read(raw[setting.name]) for setting in SETTINGS}
+    window, resolution = values["window_us"], values["resolution_us"]
     if resolution and (resolution > window or window % resolution):
         raise ConfigError(
             "RINGSUM_RESOLUTION",
             raw["RINGSUM_RESOLUTION"],
             f"a duration that divides RINGSUM_WINDOW ({format_duration(window)}) into whole ticks, or 0 for exact mode",
         )
-    storage_uri = str(raw["RINGSUM_STORAGE_URI"]).strip()
-    if storage_uri.partition("://")[0] not in SCHEMES or "://" not in storage_uri:
-        raise ConfigError(
-            "RINGSUM_STORAGE_URI",
-            redacted_uri(storage_uri),
-            f"a URI starting with {' or '.join(s + '://' for s in SCHEMES)}",
-        )
-    try:
-        check_storage_uri(storage_uri)
-    except ValueError as error:
-        raise ConfigError("RINGSUM_STORAGE_URI", redacted_uri(storage_uri), f"a URI that works ({error})") from None
-    max_keys = _read("RINGSUM_MAX_KEYS", raw["RINGSUM_MAX_KEYS"], _positive_int, "a whole number of keys, at least 1")
-    max_body = _read("RINGSUM_MAX_BODY", raw["RINGSUM_MAX_BODY"], parse_size, "a size such as 65536, 64KiB or 1MiB")
-    if max_body < 64:
-        raise ConfigError(
-            "RINGSUM_MAX_BODY", raw["RINGSUM_MAX_BODY"], "a size of at least 64 bytes, such as 64KiB or 1MiB"
-        )
-    token = str(raw["RINGSUM_API_TOKEN"] or "") or None
-    snapshot = str(raw["RINGSUM_SNAPSHOT_PATH"] or "") or None
-    if snapshot is not None and not os.path.isdir(os.path.dirname(os.path.abspath(snapshot))):
-        raise ConfigError("RINGSUM_SNAPSHOT_PATH", snapshot, "a file path in an existing directory")
-    redis_timeout = _read(
-        "RINGSUM_REDIS_TIMEOUT", raw["RINGSUM_REDIS_TIMEOUT"], parse_duration_us, "a duration such as 500ms or 2s"
-    )
-    if not 1_000 <= redis_timeout <= 60_000_000:
-        raise ConfigError(
-            "RINGSUM_REDIS_TIMEOUT", raw["RINGSUM_REDIS_TIMEOUT"], "a duration from 1ms to 60s, such as 500ms"
-        )
-    read_timeout = _timeout(
-        "RINGSUM_READ_TIMEOUT", raw["RINGSUM_READ_TIMEOUT"], "the longest a client may take to send a request"
-    )
-    idle_timeout = _timeout("RINGSUM_IDLE_TIMEOUT", raw["RINGSUM_IDLE_TIMEOUT"], "how long an idle connection is kept")
-    max_idempotency_keys = _read(
-        "RINGSUM_MAX_IDEMPOTENCY_KEYS",
-        raw["RINGSUM_MAX_IDEMPOTENCY_KEYS"],
-        _positive_int,
-        "a whole number of idempotency keys remembered at once, at least 1",
-    )
-    return Settings(
-        window,
-        resolution,
-        storage_uri,
-        max_keys,
-        max_body,
-        token,
-        snapshot,
-        redis_timeout,
-        read_timeout,
-        idle_timeout,
-        max_idempotency_keys=max_idempotency_keys,
-    )
+    return Settings(**values)
 
 
-def _timeout(name: str, raw: Any, meaning: str) -> int:
-    accepts = f"{meaning}: a duration from 100ms to 1h, such as 10s"
-    micros = _read(name, raw, parse_duration_us, accepts)
-    if not 100_000 <= micros <= 3_600_000_000:
-        raise ConfigError(name, raw, accepts)
-    return micros
+def settings_help() -> str:
+    """The settings as ``python app.py --help`` lists them."""
+    width = max(len(setting.name) for setting in SETTINGS)
+    lines = ["settings (environment variables; a duration is 90s, 15m, 1h, ...):"]
+    for setting in SETTINGS:
+        default = setting.default if setting.default else "unset"
+        lines.append(f"  {setting.name:<{width}}  {setting.meaning} (default: {default})")
+    return "\n".join(lines)

@@ -29,6 +29,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from .body_limit import WHOLE_BODY
 from .problems import problem_json
 
 log = logging.getLogger(__name__)
@@ -306,6 +307,7 @@ class Connection(asyncio.Protocol):
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
             "wsgi.input": io.BytesIO(body),
+            WHOLE_BODY: body,
             "wsgi.input_terminated": True,
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": self.edge.pool is not None,

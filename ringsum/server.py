@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import resource
@@ -27,14 +28,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import create_app, gc_policy
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, load_settings, settings_help
 from .edge import Edge, EdgeLimits
-from .storage import redacted_uri
+from .storage import DataDirError, redacted_uri
+from .storage.datadir import DataDir
 from .units import format_duration
 
 log = logging.getLogger("ringsum")
 
 STOP_GRACE_S = 10.0  # in-flight requests get this long to finish on SIGTERM
+HANDOVER_WAIT_S = STOP_GRACE_S + 20.0  # how long a new worker waits for the data dir
 EXIT_START_FAILED = 3  # a worker could not start; the supervisor gives up with it
 _RESTARTS_ALLOWED = 5  # worker deaths within _RESTART_WINDOW_S before the supervisor gives up
 _RESTART_WINDOW_S = 30.0
@@ -55,7 +58,12 @@ AppFactory = Callable[[], Any]  # builds the WSGI app inside each worker, after 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python app.py", description="Serve ringsum.")
+    parser = argparse.ArgumentParser(
+        prog="python app.py",
+        description="Serve ringsum: rolling sums per key over HTTP.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     parser.add_argument("--workers", type=int, default=1, help="server processes (more than 1 needs Redis storage)")
@@ -123,7 +131,8 @@ def _die_with_parent(parent: int) -> None:
 
 
 def run_worker(build_app: AppFactory, sock: socket.socket, options: ServeOptions, parent: int, connections: int) -> int:
-    """The body of a worker process: build the app, serve until told to stop, close."""
+    """The body of a worker process: build the app (which waits for the data dir a
+    predecessor is handing over), serve until told to stop, close."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
@@ -131,8 +140,8 @@ def run_worker(build_app: AppFactory, sock: socket.socket, options: ServeOptions
     _die_with_parent(parent)
     try:
         app = build_app()
-    except Exception as error:
-        log.error("ringsum worker %d could not start: %s", os.getpid(), error)
+    except Exception as error:  # DataDirInUse, an unreadable data dir, Redis settings...
+        print(f"ringsum: {error}", file=sys.stderr, flush=True)
         return EXIT_START_FAILED
     edge = Edge(app, options.limits, options.threads, connections)
     gc_policy.start()  # after the start-up allocations, so the first freeze takes them all
@@ -282,9 +291,15 @@ def start_line(settings: Settings, options: ServeOptions, address: tuple) -> str
     threads = "thread" if options.threads == 1 else "threads"
     workers = "worker" if options.workers == 1 else "workers"
     mode = f"resolution {format_duration(settings.resolution_us)}" if settings.resolution_us else "exact mode"
+    if not settings.storage_uri.startswith("memory:"):
+        kept = ""  # Redis keeps the data: as durable as the Redis behind it
+    elif settings.data_dir is None:
+        kept = ", no data dir (nothing kept across restarts)"
+    else:
+        kept = f", data dir {os.path.abspath(settings.data_dir)}, fsync {settings.fsync.value}"
     return (
         f"ringsum serving http://{shown}:{port} (storage {redacted_uri(settings.storage_uri)}, "
-        f"window {format_duration(settings.window_us)}, {mode}; "
+        f"window {format_duration(settings.window_us)}, {mode}{kept}; "
         f"{options.workers} {workers} x {options.threads} {threads})"
     )
 
@@ -305,7 +320,15 @@ def main(argv: list[str] | None = None) -> int:
         idle_timeout_s=settings.idle_timeout_us / 1_000_000,
     )
     options = ServeOptions(args.host, args.port, args.workers, args.threads or (1 if memory else 2), limits)
-    return serve(create_app, options, lambda address: start_line(settings, options, address))
+    if memory and settings.data_dir is not None:
+        try:  # refused here, in one line, before the port is taken or anything announced
+            DataDir(settings.data_dir).release()
+        except DataDirError as error:
+            print(f"ringsum: {error}", file=sys.stderr)
+            return 1
+    # A worker that replaces another waits for the data dir the old one is handing over.
+    build = functools.partial(create_app, lock_timeout_s=HANDOVER_WAIT_S)
+    return serve(build, options, lambda address: start_line(settings, options, address))
 
 
 def serve(build_app: AppFactory, options: ServeOptions, describe: Callable[[tuple], str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,6 +15,10 @@ from redis_servers import redis_cluster, redis_server  # noqa: F401 - session fi
 
 from ringsum import create_app
 from ringsum.clock import now_us
+
+# In-process apps keep nothing (and write nothing to ./data) unless a test gives them a
+# data dir; real servers get a fresh one each from tests/serving.py.
+os.environ["RINGSUM_DATA_DIR"] = ""
 
 # Every test using make_app/app/client runs on each; Redis ones start real servers
 # (skipped with the reason when Redis cannot run here, failed under RINGSUM_REQUIRE_REDIS=1).
@@ -52,7 +57,10 @@ def _app_builder(storage_uri: str, settings: Mapping[str, str]) -> Iterator[Call
     apps: list[Flask] = []
 
     def build(**overrides: Any) -> Flask:
-        app = create_app({"RINGSUM_STORAGE_URI": storage_uri, **settings, **overrides}, clock=now_us_in_every_thread)
+        app = create_app(
+            {"RINGSUM_STORAGE_URI": storage_uri, "RINGSUM_DATA_DIR": "", **settings, **overrides},
+            clock=now_us_in_every_thread,
+        )
         app.config["TESTING"] = True
         apps.append(app)
         return app
@@ -72,7 +80,7 @@ def make_app(backend: str, storage_uri: str) -> Iterator[Callable[..., Flask]]:
 @pytest.fixture
 def make_memory_app() -> Iterator[Callable[..., Flask]]:
     """Apps on memory storage only, for what only it has (RINGSUM_MAX_KEYS, the sweep,
-    snapshots); closed afterwards."""
+    the data dir); closed afterwards."""
     yield from _app_builder("memory://", {})
 
 

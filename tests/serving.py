@@ -3,8 +3,10 @@ answers, stop it with a signal. Shared by the process tests of every backend."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
+# Every data dir a test server got without asking, removed when the test run ends.
+_DATA_DIRS = Path(tempfile.mkdtemp(prefix="ringsum-test-data-"))
+atexit.register(shutil.rmtree, _DATA_DIRS, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -30,26 +35,31 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def app_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+def app_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
     """This environment without any RINGSUM_* setting, plus ``env``: a child sees only
-    the settings its test chose."""
+    the settings its test chose, and a fresh data dir of its own unless ``env`` names
+    one (so servers running side by side never share one). A None in ``env`` unsets
+    that variable (``{"RINGSUM_DATA_DIR": None}``: the default, ./data)."""
     clean = {name: value for name, value in os.environ.items() if not name.startswith("RINGSUM_")}
-    return {**clean, **(env or {})}
+    own = {"RINGSUM_DATA_DIR": tempfile.mkdtemp(dir=_DATA_DIRS)}
+    chosen = {**clean, **own, **(env or {})}
+    return {name: value for name, value in chosen.items() if value is not None}
 
 
 def run_app(
     args: list[str],
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     timeout: float = START_TIMEOUT_S,
+    cwd: Path = ROOT,
     *,
     open_files: int | None = None,
 ) -> subprocess.Popen:
-    """Start ``python app.py ARGS`` with its output in a temporary file (no pipe to fill);
-    ``open_files`` caps the descriptors it may hold (soft and hard limit)."""
+    """Start ``python app.py ARGS`` (in ``cwd``) with its output in a temporary file (no pipe
+    to fill); ``open_files`` caps the descriptors it may hold (soft and hard limit)."""
     log = tempfile.TemporaryFile(mode="w+", prefix="ringsum-server-")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
         [sys.executable, str(APP), *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=app_env(env),
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -117,11 +127,12 @@ def wait_until_answering(server: Server, timeout: float = START_TIMEOUT_S) -> No
 
 
 def start_server(
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     *,
     workers: int | None = None,
     threads: int | None = None,
     port: int | None = None,
+    cwd: Path = ROOT,
     open_files: int | None = None,
 ) -> Server:
     """``python app.py --port P [--workers N] [--threads T]`` with ``env`` settings, once it answers."""
@@ -131,22 +142,24 @@ def start_server(
         args += ["--workers", str(workers)]
     if threads is not None:
         args += ["--threads", str(threads)]
-    server = Server(run_app(args, env, open_files=open_files), port)
+    server = Server(run_app(args, env, cwd=cwd, open_files=open_files), port)
     wait_until_answering(server)
     return server
 
 
 @contextlib.contextmanager
 def serving(
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     *,
     workers: int | None = None,
     threads: int | None = None,
+    port: int | None = None,
+    cwd: Path = ROOT,
     open_files: int | None = None,
 ) -> Iterator[Server]:
     """A server for the ``with`` block; stopped (SIGTERM, then SIGKILL) when it ends,
     unless the block stopped it already."""
-    server = start_server(env, workers=workers, threads=threads, open_files=open_files)
+    server = start_server(env, workers=workers, threads=threads, port=port, cwd=cwd, open_files=open_files)
     try:
         yield server
     finally:

@@ -39,7 +39,18 @@ def test_the_defaults() -> None:
     assert settings.storage_uri == "memory://"
     assert settings.max_keys == 100_000
     assert settings.max_body == 1024 * 1024
-    assert settings.api_token is None and settings.snapshot_path is None
+    assert settings.api_token is None
+    assert settings.data_dir == "data"  # relative: ./data in the working directory
+    assert settings.fsync == "everysec" and settings.checkpoint_us == 60 * SECOND_US
+
+
+def test_an_empty_data_dir_keeps_nothing_and_fsync_takes_any_case() -> None:
+    settings = load_settings(
+        {"RINGSUM_DATA_DIR": "", "RINGSUM_FSYNC": " Always", "RINGSUM_CHECKPOINT": "5s"}, environ={}
+    )
+    assert settings.data_dir is None
+    assert settings.fsync == "always" and settings.checkpoint_us == 5 * SECOND_US
+    assert load_settings({"RINGSUM_FSYNC": "no"}, environ={}).fsync == "no"
 
 
 def test_zero_resolution_is_exact_mode_and_sizes_take_units() -> None:
@@ -83,7 +94,12 @@ BAD_SETTINGS = [
     ("RINGSUM_MAX_IDEMPOTENCY_KEYS", "0", "at least 1"),
     ("RINGSUM_MAX_BODY", "garbage", "1MiB"),
     ("RINGSUM_MAX_BODY", "10", "at least 64 bytes"),
-    ("RINGSUM_SNAPSHOT_PATH", "/no/such/directory/snapshot.json", "existing directory"),
+    ("RINGSUM_DATA_DIR", "/dev/null", "a directory"),
+    ("RINGSUM_FSYNC", "sometimes", "always, everysec or no"),
+    ("RINGSUM_FSYNC", "", "always, everysec or no"),
+    ("RINGSUM_CHECKPOINT", "never", "from 1s to 1d"),
+    ("RINGSUM_CHECKPOINT", "10ms", "from 1s to 1d"),
+    ("RINGSUM_CHECKPOINT", "2d", "from 1s to 1d"),
 ]
 
 

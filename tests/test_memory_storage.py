@@ -1,10 +1,10 @@
-"""Memory storage only: its memory bound, its sweep, its thread safety and its snapshot.
+"""Memory storage only: its memory bound, its sweep, its thread safety and its data dir.
 (The API tests run on every backend; these look inside the one process that holds the data.)"""
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -13,8 +13,11 @@ import pytest
 from freezegun import freeze_time
 
 from ringsum.config import load_settings
+from ringsum.storage import DataDirInUse, KeyLimitReached, StorageUnavailable
+from ringsum.storage.checkpoint import save
+from ringsum.storage.datadir import DataDir
 from ringsum.storage.memory import MemoryStorage
-from ringsum.storage.snapshot import write_snapshot
+from ringsum.window import RollingSum
 
 START = datetime(2026, 5, 4, 12, 0, 0, tzinfo=UTC)
 START_US = int(START.timestamp()) * 1_000_000
@@ -32,7 +35,24 @@ class ManualClock:
 
 
 def memory_storage(clock: ManualClock, **settings: str) -> MemoryStorage:
-    return MemoryStorage(load_settings({"RINGSUM_STORAGE_URI": "memory://", **settings}), clock=clock)
+    """Memory storage on ``clock``; it keeps nothing unless RINGSUM_DATA_DIR is given."""
+    return MemoryStorage(
+        load_settings({"RINGSUM_STORAGE_URI": "memory://", "RINGSUM_DATA_DIR": "", **settings}), clock=clock
+    )
+
+
+def write_snapshot(directory, keys: dict[str, list[tuple[int, int]]], window_us: int = 3_600_000_000) -> None:
+    """A snapshot in ``directory`` holding ``keys`` (time_us, value) entries, as a checkpoint writes it."""
+    sums = {}
+    for key, entries in keys.items():
+        rolling = sums[key] = RollingSum(window_us, 1)
+        for time_us, value in entries:
+            rolling.add(value, time_us)
+    data_dir = DataDir(directory)
+    try:
+        save(data_dir, 0, sums)
+    finally:
+        data_dir.release()
 
 
 def test_one_key_holds_at_most_window_over_resolution_plus_one_entries() -> None:
@@ -104,12 +124,11 @@ def test_the_sweep_drops_exactly_the_keys_whose_newest_value_aged_out() -> None:
 
 
 def test_a_restored_snapshot_is_swept_in_the_order_its_keys_were_written(tmp_path) -> None:
-    path = tmp_path / "snapshot.json"
     minute = 60_000_000
-    entries = {"late": [[START_US - minute, 1], [START_US - 10_000_000, 2]], "early": [[START_US - 50_000_000, 3]]}
-    write_snapshot(str(path), entries.items())
+    entries = {"late": [(START_US - minute, 1), (START_US - 10_000_000, 2)], "early": [(START_US - 50_000_000, 3)]}
+    write_snapshot(tmp_path, entries)
     clock = ManualClock(START_US)
-    storage = memory_storage(clock, RINGSUM_WINDOW="1m", RINGSUM_SNAPSHOT_PATH=str(path))
+    storage = memory_storage(clock, RINGSUM_WINDOW="1m", RINGSUM_DATA_DIR=str(tmp_path))
     try:
         clock.now_us = START_US + 15_000_000  # "early" aged out; "late" holds its newer value
         storage.sweep()
@@ -143,9 +162,9 @@ def test_reading_unknown_keys_creates_no_keys(make_memory_app) -> None:
     assert storage.stats().keys == 0
 
 
-def test_concurrent_records_sweeps_and_snapshots_lose_nothing(tmp_path) -> None:
+def test_concurrent_records_sweeps_and_checkpoints_lose_nothing(tmp_path) -> None:
     clock = ManualClock(START_US)
-    storage = memory_storage(clock, RINGSUM_SNAPSHOT_PATH=str(tmp_path / "snap.json"))
+    storage = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
     threads, per_thread = 8, 2000
     go = threading.Barrier(threads + 1)
 
@@ -161,7 +180,7 @@ def test_concurrent_records_sweeps_and_snapshots_lose_nothing(tmp_path) -> None:
     go.wait()
     while any(worker.is_alive() for worker in workers):
         storage.sweep()
-        storage._export()  # what close() writes, taken while writers write
+        storage.checkpoint()  # a log rotation and a fold, while writers write
     for worker in workers:
         worker.join()
     try:
@@ -169,83 +188,227 @@ def test_concurrent_records_sweeps_and_snapshots_lose_nothing(tmp_path) -> None:
         assert all(storage.total(f"own{i}") == sum(range(per_thread)) for i in range(threads))
     finally:
         storage.close()
+    again = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
+    try:
+        assert again.total("shared") == threads * per_thread
+        assert all(again.total(f"own{i}") == sum(range(per_thread)) for i in range(threads))
+    finally:
+        again.close()
 
 
-# -- snapshots ---------------------------------------------------------------------
+# -- the data dir ------------------------------------------------------------------
 
 
-def test_close_writes_a_snapshot_that_the_next_start_restores(tmp_path) -> None:
-    path = tmp_path / "snap.json"
+def test_a_restart_restores_what_is_still_in_the_window_and_drops_what_aged_out(tmp_path, caplog) -> None:
     clock = ManualClock(START_US)
-    first = memory_storage(clock, RINGSUM_WINDOW="1h", RINGSUM_SNAPSHOT_PATH=str(path))
+    first = memory_storage(clock, RINGSUM_WINDOW="1h", RINGSUM_DATA_DIR=str(tmp_path))
     first.record("old", 4)
     clock.now_us += 30 * MINUTE_US
-    first.record("kept", 3)
-    first.record("old", 1)
+    first.record_many([("kept", 3), ("old", 1)])
+    first.record("gone", 9)
+    first.delete("gone")
     first.close()
-    assert not [p.name for p in tmp_path.iterdir() if p.name != "snap.json"]  # the temporary file was renamed
 
     clock.now_us += 30 * MINUTE_US + 1_000_000  # down 30 min: the first "old" value has aged out
-    second = memory_storage(clock, RINGSUM_WINDOW="1h", RINGSUM_SNAPSHOT_PATH=str(path))
+    with caplog.at_level(logging.INFO):
+        second = memory_storage(clock, RINGSUM_WINDOW="1h", RINGSUM_DATA_DIR=str(tmp_path))
     try:
-        assert second.total("kept") == 3
-        assert second.total("old") == 1
+        assert second.total("kept") == 3 and second.total("old") == 1 and second.total("gone") == 0
+        assert second.stats().keys == 2
+        assert "restored 2 keys and 2 entries" in caplog.text and "4 log records replayed" in caplog.text
         clock.now_us += 30 * MINUTE_US
-        assert second.stats().keys == 2 and second.total("kept") == 0
+        assert second.total("kept") == 0
     finally:
         second.close()
 
 
-def test_a_snapshot_whose_values_all_aged_out_restores_no_keys(tmp_path) -> None:
-    path = tmp_path / "snap.json"
-    write_snapshot(str(path), [("stale", [(START_US, 5)]), ("fresh", [(START_US + 2 * 3_600_000_000, 6)])])
-    storage = memory_storage(ManualClock(START_US + 2 * 3_600_000_000), RINGSUM_SNAPSHOT_PATH=str(path))
+@pytest.mark.parametrize("resolution, slot_us", [("0", 1), ("1s", 1_000_000)], ids=["exact", "tick"])
+def test_a_restored_value_stays_in_the_slot_it_was_recorded_in(tmp_path, resolution: str, slot_us: int) -> None:
+    recorded_at = START_US + 123_456
+    clock = ManualClock(recorded_at)
+    storage = memory_storage(clock, RINGSUM_WINDOW="1m", RINGSUM_RESOLUTION=resolution, RINGSUM_DATA_DIR=str(tmp_path))
+    storage.record("k", 5)
+    storage.close()
+    last_counted = (recorded_at // slot_us) * slot_us + MINUTE_US + slot_us - 1  # window rule of SPEC §2
+    for now, expected in [(last_counted, 5), (last_counted + 1, 0)]:
+        clock.now_us = now
+        again = memory_storage(
+            clock, RINGSUM_WINDOW="1m", RINGSUM_RESOLUTION=resolution, RINGSUM_DATA_DIR=str(tmp_path)
+        )
+        try:
+            assert again.total("k") == expected, now - recorded_at
+        finally:
+            again.close()
+
+
+def test_a_new_data_dir_says_so(tmp_path, caplog) -> None:
+    with caplog.at_level(logging.INFO):
+        storage = memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path / "fresh"))
+    storage.close()
+    assert "new data dir" in caplog.text and "restored" not in caplog.text
+
+
+def test_a_write_the_log_cannot_take_is_refused_and_not_applied(tmp_path) -> None:
+    """/dev/full in place of the log file: every write() fails with ENOSPC, as on a full disk."""
+    clock = ManualClock(START_US)
+    storage = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
+    storage.record("k", 1)
+    log_fd = storage._journal._fd
+    saved = os.dup(log_fd)
+    full = os.open("/dev/full", os.O_WRONLY)
     try:
-        assert storage.stats().keys == 1
-        assert storage.keys().metrics == [("fresh", 6)]
+        os.dup2(full, log_fd)
+        with pytest.raises(StorageUnavailable, match="No space left on device"):
+            storage.record("k", 10)
+        with pytest.raises(StorageUnavailable):
+            storage.record_many([("k", 100), ("new", 1)])
+        with pytest.raises(StorageUnavailable):
+            storage.delete("k")
+        assert storage.total("k") == 1 and storage.total("new") == 0 and storage.stats().keys == 1
+        os.dup2(saved, log_fd)  # space again
+        storage.record("k", 1000)
     finally:
+        os.close(full)
+        os.close(saved)
         storage.close()
+    again = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
+    try:
+        assert again.total("k") == 1001 and again.total("new") == 0
+    finally:
+        again.close()
 
 
-@pytest.mark.parametrize(
-    "content",
-    [
-        b"{not json",
-        b"\xff\xfe\x00",
-        b"[]",
-        b'{"version": 99, "keys": {}}',
-        b'{"version": 1, "keys": {"a": [[1, 2, 3]]}}',
-        b'{"version": 1, "keys": {"a": [[1.5, 2]]}}',
-        b'{"version": 1, "keys": []}',
-        b"",
-    ],
-)
-def test_an_unreadable_snapshot_is_moved_aside_and_the_service_starts_empty(tmp_path, caplog, content: bytes) -> None:
-    path = tmp_path / "snap.json"
-    path.write_bytes(content)
+def test_writes_refused_for_the_key_limit_are_not_logged(tmp_path) -> None:
+    clock = ManualClock(START_US)
+    storage = memory_storage(clock, RINGSUM_MAX_KEYS="2", RINGSUM_DATA_DIR=str(tmp_path))
+    storage.record_many([("a", 1), ("b", 2)])
+    with pytest.raises(KeyLimitReached):
+        storage.record("c", 3)
+    storage.close()
+    again = memory_storage(clock, RINGSUM_MAX_KEYS="2", RINGSUM_DATA_DIR=str(tmp_path))
+    try:
+        assert again.keys().metrics == [("a", 1), ("b", 2)]
+    finally:
+        again.close()
+
+
+def test_a_lower_key_limit_at_restart_keeps_the_newest_keys(tmp_path) -> None:
+    clock = ManualClock(START_US)
+    storage = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
+    for n in range(5):
+        storage.record(f"k{n}", n)
+        clock.now_us += 1_000_000
+    storage.close()
+    again = memory_storage(clock, RINGSUM_MAX_KEYS="2", RINGSUM_DATA_DIR=str(tmp_path))
+    again.close()
+    third = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))  # and the files say so from then on
+    try:
+        assert third.keys().metrics == [("k3", 3), ("k4", 4)]
+    finally:
+        third.close()
+
+
+def test_a_checkpoint_folds_the_log_into_a_snapshot_that_restores_the_same(tmp_path) -> None:
+    clock = ManualClock(START_US)
+    storage = memory_storage(clock, RINGSUM_WINDOW="1m", RINGSUM_RESOLUTION="0", RINGSUM_DATA_DIR=str(tmp_path))
+    storage.record("early", 1)
+    clock.now_us += 30_000_000
+    for n in range(100):
+        storage.record_many([(f"k{n % 7}", n), ("all", 1)])
+        clock.now_us += 17
+    storage.delete("k3")
+    clock.now_us += 31_000_000  # "early" ages out before the fold
+    storage.checkpoint()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LOCK", "journal-0000000002.log", "snapshot"]
+    storage.record("after", 2)
+    expected = {key: storage.total(key) for key in ["early", "all", "after", *(f"k{n}" for n in range(7))]}
+    storage.close()
+    again = memory_storage(clock, RINGSUM_WINDOW="1m", RINGSUM_RESOLUTION="0", RINGSUM_DATA_DIR=str(tmp_path))
+    try:
+        assert {key: again.total(key) for key in expected} == expected
+        assert expected["all"] == 100 and expected["k3"] == 0 and expected["early"] == 0
+        kept_k_values = sum(1 for n in range(100) if n % 7 != 3)  # exact mode: one entry per value
+        assert again.stats().entries == kept_k_values + 100 + 1
+    finally:
+        again.close()
+
+
+def test_a_second_storage_on_the_same_data_dir_is_refused_until_the_first_closes(tmp_path) -> None:
+    first = memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path))
+    with pytest.raises(DataDirInUse, match=str(tmp_path)):
+        memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path))
+    first.record("k", 1)
+    threading.Timer(0.2, first.close).start()
+    settings = load_settings({"RINGSUM_DATA_DIR": str(tmp_path)}, environ={})
+    second = MemoryStorage(settings, clock=ManualClock(START_US), lock_timeout_s=10)  # as a reload's new worker
+    try:
+        assert second.total("k") == 1
+    finally:
+        second.close()
+
+
+def test_a_damaged_snapshot_is_set_aside_and_its_whole_keys_kept(tmp_path, caplog) -> None:
+    write_snapshot(tmp_path, {"a": [(START_US, 1)], "b": [(START_US, 2)]})
+    whole = (tmp_path / "snapshot").read_bytes()
+    (tmp_path / "snapshot").write_bytes(whole[:-30])  # the end record and part of "b"
     with caplog.at_level(logging.WARNING):
-        storage = memory_storage(ManualClock(START_US), RINGSUM_SNAPSHOT_PATH=str(path))
+        storage = memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path))
     try:
-        assert storage.stats().keys == 0
-        assert (tmp_path / "snap.json.corrupt").read_bytes() == content
-        assert not path.exists()
-        assert any("snap.json.corrupt" in record.getMessage() for record in caplog.records)
-        storage.record("a", 1)
+        assert storage.keys().metrics == [("a", 1)]
+        assert (tmp_path / "snapshot.corrupt").read_bytes() == whole[:-30]
+        assert [r.levelname for r in caplog.records].count("WARNING") == 1
+        assert "snapshot.corrupt" in caplog.text
     finally:
         storage.close()
-    assert json.loads(path.read_text())["keys"] == {"a": [[START_US // 1_000_000 * 1_000_000, 1]]}
+    again = memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path))  # no warning the second time
+    try:
+        assert again.keys().metrics == [("a", 1)]
+    finally:
+        again.close()
 
 
-def test_a_snapshot_write_that_fails_leaves_the_previous_one_whole(tmp_path) -> None:
-    path = tmp_path / "snap.json"
-    write_snapshot(str(path), [("a", [(START_US, 1)])])
-    before = path.read_bytes()
+def test_a_torn_log_tail_is_cut_off_so_new_records_never_follow_garbage(tmp_path, caplog) -> None:
+    clock = ManualClock(START_US)
+    storage = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
+    storage.record("k", 1)
+    storage.record("k", 2)
+    storage.close()
+    segment = tmp_path / "journal-0000000001.log"
+    segment.write_bytes(segment.read_bytes()[:-3] + b"\x00garbage")
+    with caplog.at_level(logging.WARNING):
+        again = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
+    again.record("k", 4)
+    again.close()
+    assert "journal-0000000001.log is damaged" in caplog.text
+    third = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
+    try:
+        assert third.total("k") == 5
+    finally:
+        third.close()
 
-    def failing_midway():
-        yield ("b", [(START_US, 2)])
-        raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
-        write_snapshot(str(path), failing_midway())
-    assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["snap.json"]  # the temporary file is gone too
+def test_leftover_temporary_files_are_removed_at_start(tmp_path) -> None:
+    (tmp_path / "snapshot.abc123.tmp").write_bytes(b"half a snapshot")
+    memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path)).close()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_full_disk_answers_503_and_records_nothing(make_memory_app, tmp_path) -> None:
+    app = make_memory_app(RINGSUM_DATA_DIR=str(tmp_path))
+    client, log_fd = app.test_client(), app.extensions["ringsum.storage"]._journal._fd
+    assert client.post("/metric/k", json={"value": 1}).status_code == 200
+    saved, full = os.dup(log_fd), os.open("/dev/full", os.O_WRONLY)
+    try:
+        os.dup2(full, log_fd)  # every write() now fails with ENOSPC
+        refused = client.post("/metric/k", json={"value": 5})
+        assert refused.status_code == 503 and refused.headers["Content-Type"] == "application/problem+json"
+        assert "Retry-After" in refused.headers
+        assert str(tmp_path) in refused.get_json()["detail"] and "No space left" in refused.get_json()["detail"]
+        assert client.post("/metric", json=[{"key": "k", "value": 7}]).status_code == 503
+        assert client.get("/metric/k/sum").get_json() == {"value": 1}
+    finally:
+        os.dup2(saved, log_fd)
+        os.close(full)
+        os.close(saved)
+    assert client.post("/metric/k", json={"value": 2}).status_code == 200
+    assert client.get("/metric/k/sum").get_json() == {"value": 3}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import subprocess
@@ -14,11 +13,7 @@ import pytest
 import requests
 from serving import ROOT, app_env, run_app, serving
 
-from ringsum.clock import now_us
-from ringsum.storage.snapshot import write_snapshot
-
 pytestmark = pytest.mark.process
-HOUR_US = 3_600_000_000
 
 
 def total(server, key: str) -> int:
@@ -27,8 +22,8 @@ def total(server, key: str) -> int:
     return response.json()["value"]
 
 
-def test_it_serves_the_api_on_a_production_server(tmp_path) -> None:
-    with serving({"RINGSUM_SNAPSHOT_PATH": str(tmp_path / "snap.json")}) as server:
+def test_it_serves_the_api_on_a_production_server() -> None:
+    with serving() as server:
         answer = requests.post(f"{server.url}/metric/visits", data='{"value": 3}', timeout=5)  # as curl -d sends it
         assert answer.status_code == 200 and answer.json() == {}
         assert requests.post(f"{server.url}/metric/visits/", data={"value": "2.5"}, timeout=5).status_code == 200
@@ -52,68 +47,32 @@ def test_the_body_limit_holds_for_chunked_bodies_too() -> None:
         assert total(server, "k") == 2
 
 
-def test_sigterm_writes_the_snapshot_and_a_restart_restores_the_sums(tmp_path) -> None:
-    path = tmp_path / "snap.json"
-    env = {"RINGSUM_SNAPSHOT_PATH": str(path)}
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_clean_stop_and_a_restart_restore_the_sums(tmp_path, stop_signal: int) -> None:
+    env = {"RINGSUM_DATA_DIR": str(tmp_path / "data")}
     with serving(env) as server:
         for key, value in [("a", 1), ("a", 2), ("b", -5), ("c", 2**53 - 1)]:
             requests.post(f"{server.url}/metric/{key}", json={"value": value}, timeout=5)
-        assert server.stop(signal.SIGTERM) == 0
-    assert set(json.loads(path.read_text())["keys"]) == {"a", "b", "c"}
-    assert [p.name for p in tmp_path.iterdir()] == ["snap.json"]  # no temporary file left behind
+        assert server.stop(stop_signal) == 0
     with serving(env) as server:
         assert [total(server, key) for key in "abc"] == [3, -5, 2**53 - 1]
         requests.post(f"{server.url}/metric/a", json={"value": 10}, timeout=5)
-        assert server.stop(signal.SIGTERM) == 0
+        assert server.stop(stop_signal) == 0
     with serving(env) as server:
         assert total(server, "a") == 13
-
-
-def test_sigint_also_writes_the_snapshot(tmp_path) -> None:
-    path = tmp_path / "snap.json"
-    with serving({"RINGSUM_SNAPSHOT_PATH": str(path)}) as server:
-        requests.post(f"{server.url}/metric/k", json={"value": 4}, timeout=5)
-        assert server.stop(signal.SIGINT) == 0
-    assert json.loads(path.read_text())["keys"]["k"][0][1] == 4
+    assert not list((tmp_path / "data").glob("*.tmp"))  # no temporary file left behind
 
 
 def test_values_that_aged_out_while_down_are_dropped(tmp_path) -> None:
-    path = tmp_path / "snap.json"
-    env = {"RINGSUM_SNAPSHOT_PATH": str(path), "RINGSUM_WINDOW": "1s", "RINGSUM_RESOLUTION": "100ms"}
+    env = {"RINGSUM_DATA_DIR": str(tmp_path / "data"), "RINGSUM_WINDOW": "1s", "RINGSUM_RESOLUTION": "100ms"}
     with serving(env) as server:
         requests.post(f"{server.url}/metric/brief", json={"value": 5}, timeout=5)
         posted = time.monotonic()
+        assert total(server, "brief") == 5
         assert server.stop() == 0
-    assert "brief" in json.loads(path.read_text())["keys"]
     time.sleep(max(0.0, posted + 1.3 - time.monotonic()))  # past the window and its last tick
     with serving(env) as server:
         assert total(server, "brief") == 0
-
-
-def test_a_restart_keeps_only_what_is_still_in_the_window(tmp_path) -> None:
-    path = tmp_path / "snap.json"
-    now = now_us()
-    write_snapshot(
-        str(path), [("mixed", [(now - 2 * HOUR_US, 100), (now - HOUR_US // 2, 7)]), ("gone", [(now - 2 * HOUR_US, 1)])]
-    )
-    with serving({"RINGSUM_SNAPSHOT_PATH": str(path)}) as server:
-        assert total(server, "mixed") == 7
-        assert total(server, "gone") == 0
-        assert server.stop() == 0
-    assert set(json.loads(path.read_text())["keys"]) == {"mixed"}
-
-
-def test_a_corrupt_snapshot_is_set_aside_and_the_service_starts_empty(tmp_path) -> None:
-    path = tmp_path / "snap.json"
-    path.write_text('{"version": 1, "keys": {"a": [[1, ')  # cut short, as by a full disk
-    with serving({"RINGSUM_SNAPSHOT_PATH": str(path)}) as server:
-        assert total(server, "a") == 0
-        requests.post(f"{server.url}/metric/b", json={"value": 2}, timeout=5)
-        assert server.stop() == 0
-        output = server.output()
-    assert (tmp_path / "snap.json.corrupt").read_text() == '{"version": 1, "keys": {"a": [[1, '
-    assert "WARNING" in output and "snap.json.corrupt" in output
-    assert set(json.loads(path.read_text())["keys"]) == {"b"}
 
 
 @pytest.mark.parametrize("server_threads", [None, 4], ids=["one-request-thread", "four-request-threads"])

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .base import (
+    DataDirError,
+    DataDirInUse,
     IdempotencyKeyReused,
     KeyLimitReached,
     Marker,
@@ -18,6 +20,7 @@ from .base import (
     StorageStats,
     StorageUnavailable,
     SumOutOfRange,
+    UnsupportedDataFormat,
 )
 
 if TYPE_CHECKING:
@@ -37,8 +40,11 @@ def _factory(uri: str) -> Callable[..., Storage]:
     return getattr(import_module(module_name), factory_name)
 
 
-def open_storage(settings: Settings, clock: Callable[[], int] | None = None) -> Storage:
-    """Build the backend the URI names; ``clock`` (µs) is for tests only."""
+def open_storage(settings: Settings, clock: Callable[[], int] | None = None, lock_timeout_s: float = 0.0) -> Storage:
+    """Build the backend the URI names; ``clock`` (µs) is for tests only. Memory storage
+    waits up to ``lock_timeout_s`` for its data dir's lock (Redis has no data dir)."""
+    if settings.storage_uri.startswith("memory:"):
+        return _factory(settings.storage_uri)(settings, clock=clock, lock_timeout_s=lock_timeout_s)
     return _factory(settings.storage_uri)(settings, clock=clock)
 
 
@@ -60,6 +66,8 @@ def check_storage_uri(uri: str) -> None:
 
 __all__ = [
     "SCHEMES",
+    "DataDirError",
+    "DataDirInUse",
     "IdempotencyKeyReused",
     "KeyLimitReached",
     "Marker",
@@ -70,6 +78,7 @@ __all__ = [
     "StorageStats",
     "StorageUnavailable",
     "SumOutOfRange",
+    "UnsupportedDataFormat",
     "check_storage_uri",
     "open_storage",
     "redacted_uri",

@@ -48,6 +48,29 @@ class Marker:
     body: bytes
 
 
+class DataDirError(Exception):
+    """The data dir cannot be used: the start stops with this one line (exit non-zero)."""
+
+
+class DataDirInUse(DataDirError):
+    """Another process holds the data dir's lock: one owner per data dir."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(f"the data dir {path} is in use by another ringsum process (it holds {path}/LOCK)")
+        self.path = path
+
+
+class UnsupportedDataFormat(DataDirError):
+    """A file written by a newer ringsum: refused rather than misread."""
+
+    def __init__(self, path: object, version: int, supported: int) -> None:
+        super().__init__(
+            f"{path} has format version {version}, and this ringsum reads up to version {supported}: "
+            "run a newer ringsum on this data dir"
+        )
+        self.path = path
+
+
 @dataclass(frozen=True)
 class Series:
     """Step sums, oldest first; ``start_us`` is the start of the first step."""
@@ -123,4 +146,4 @@ class Storage(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Release resources; memory storage writes its snapshot here."""
+        """Release resources; memory storage fsyncs its log and lets go of its data dir."""

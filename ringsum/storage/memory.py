@@ -1,4 +1,4 @@
-"""In-process storage: a dict of RollingSum behind one lock, a sweeper, a snapshot.
+"""In-process storage: a dict of RollingSum behind one lock, a sweeper, a write-ahead log.
 
 It lives in one process; several worker processes would each hold a different
 part of the data, which is why serving with more than one needs Redis.
@@ -7,6 +7,9 @@ part of the data, which is why serving with more than one needs Redis.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -16,9 +19,11 @@ from sortedcontainers import SortedList
 
 from ..clock import now_us
 from ..window import RollingSum
-from .base import KeyLimitReached, KeyPage, Marker, Series, Storage, StorageStats
+from . import journal
+from .base import DataDirError, KeyLimitReached, KeyPage, Marker, Series, Storage, StorageStats, StorageUnavailable
+from .checkpoint import load, save
+from .datadir import DataDir
 from .markers import Markers
-from .snapshot import read_snapshot, write_snapshot
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -29,15 +34,17 @@ SWEEP_INTERVAL_S = 1.0
 SWEEP_SLICE = 500  # expired keys dropped per lock hold, so even a mass expiry never stalls requests for long
 SWEEP_PAUSE_S = 0.001
 LIST_SLICE = 500  # keys a listing reads per lock hold, so a 10,000-key page never stalls writers
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class MemoryStorage(Storage):
-    def __init__(self, settings: Settings, clock: Callable[[], int] | None = None) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], int] | None = None, lock_timeout_s: float = 0.0) -> None:
+        """With a data dir, take its lock (waiting up to ``lock_timeout_s`` for a previous
+        owner), then restore from it; DataDirInUse when another process holds it."""
         self._window_us = settings.window_us
         self._resolution_us = settings.resolution_us
         self._slot_us = settings.slot_us
         self._max_keys = settings.max_keys
-        self._snapshot_path = settings.snapshot_path
         self._clock = clock or now_us
         # In the order each key last opened a slot, so expired keys gather at the front.
         self._sums: dict[str, RollingSum] = {}
@@ -48,9 +55,28 @@ class MemoryStorage(Storage):
         self._lock = threading.Lock()
         self.evictions = 0  # entries aged out, for /metrics
         self.last_sweep_seconds = 0.0
-        if self._snapshot_path:
-            self._restore(read_snapshot(self._snapshot_path))
+        self.longest_checkpoint_hold_s = 0.0  # the lock held to rotate the log, for the benchmark
         self._stopping = threading.Event()
+        self._data_dir: DataDir | None = None
+        self._journal: journal.Journal | None = None
+        self._fold: subprocess.Popen[bytes] | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._checkpointing = threading.Lock()
+        if settings.data_dir is not None:
+            self._data_dir = DataDir(settings.data_dir, lock_timeout_s)
+            try:
+                self._restore(settings)
+            except OSError as error:  # unreadable or read-only: one line at start, not a traceback
+                self._data_dir.release()
+                raise DataDirError(f"cannot restore from the data dir {self._data_dir.path}: {error}") from error
+            except BaseException:
+                self._data_dir.release()
+                raise
+            self._checkpoint_s = settings.checkpoint_us / 1_000_000
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_forever, name="ringsum-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
         self._sweeper = threading.Thread(target=self._sweep_forever, name="ringsum-sweeper", daemon=True)
         self._sweeper.start()
 
@@ -58,12 +84,15 @@ class MemoryStorage(Storage):
 
     def record(self, key: str, value: int, marker: Marker | None = None) -> Marker | None:
         now = self._clock()
+        logged = journal.single(now, key, value) if self._journal else None
         with self._lock:
             if marker is not None and (held := self._claim(marker, now)) is not None:
                 return held
             rolling = self._sums.get(key)
             if rolling is None:
                 self._make_room(1, now)
+            self._log(logged)  # checked first, logged next, applied last: log order is apply order
+            if rolling is None:
                 rolling = self._sums[key] = self._new_sum()
                 self._index.add(key)
             else:
@@ -76,11 +105,13 @@ class MemoryStorage(Storage):
 
     def record_many(self, events: Sequence[tuple[str, int]], marker: Marker | None = None) -> Marker | None:
         now = self._clock()
+        logged = journal.batch(now, events) if self._journal else None  # one record: all or nothing on replay too
         with self._lock:
             if marker is not None and (held := self._claim(marker, now)) is not None:
                 return held
             new_keys = {key for key, _ in events if key not in self._sums}
             self._make_room(len(new_keys), now)
+            self._log(logged)
             for key in new_keys:
                 self._sums[key] = self._new_sum()
             self._index.update(new_keys)
@@ -121,7 +152,9 @@ class MemoryStorage(Storage):
         return KeyPage(found, None)
 
     def delete(self, key: str) -> None:
+        logged = journal.delete(self._clock(), key) if self._journal else None
         with self._lock:
+            self._log(logged)
             if key in self._sums:
                 self._forget(key)
 
@@ -140,13 +173,24 @@ class MemoryStorage(Storage):
         )
 
     def close(self) -> None:
-        """Stop the sweeper and write the snapshot, if one is configured."""
+        """Stop the background threads; fsync the log and let go of the data dir. Quick:
+        the log holds every write already, so nothing else is written on the way out."""
         self._stopping.set()
-        if self._sweeper.is_alive() and self._sweeper is not threading.current_thread():
-            self._sweeper.join()
-        if self._snapshot_path:
-            write_snapshot(self._snapshot_path, self._export())
-            log.info("snapshot of %d keys written to %s", len(self._sums), self._snapshot_path)
+        for thread in (self._sweeper, self._checkpointer):
+            if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+                fold = self._fold
+                if thread is self._checkpointer and fold is not None:
+                    fold.terminate()  # its temporary file is removed at the next start
+                thread.join()
+        try:
+            if self._journal is not None:
+                with self._lock:
+                    closing, self._journal = self._journal, None
+                    closing.close()
+        finally:
+            if self._data_dir is not None:
+                self._data_dir.release()
+                self._data_dir = None
 
     # -- ageing out ------------------------------------------------------------
 
@@ -252,25 +296,90 @@ class MemoryStorage(Storage):
     def _new_sum(self) -> RollingSum:
         return RollingSum(self._window_us, self._resolution_us)
 
-    # -- snapshot --------------------------------------------------------------
+    # -- the data dir ----------------------------------------------------------
 
-    def _export(self) -> list[tuple[str, list[tuple[int, int]]]]:
-        with self._lock:
-            return [(key, list(rolling.entries())) for key, rolling in self._sums.items()]
+    def _log(self, frame: bytes | None) -> None:
+        """Append a write to the log before it is applied. Call with the lock held."""
+        if frame is None:
+            return
+        if self._journal is None:
+            raise StorageUnavailable("the storage is closing; nothing was recorded")
+        self._journal.append(frame)
 
-    def _restore(self, saved: dict[str, list[tuple[int, int]]]) -> None:
-        """Re-add saved entries at their own times, then age out what expired while down."""
-        now = self._clock()
-        restored = []
-        for key, entries in saved.items():
-            rolling = self._new_sum()
-            for time_us, subtotal in entries:
-                rolling.add(subtotal, time_us)
-            rolling.evict(now)
-            if rolling:
-                restored.append((entries[-1][0], key, rolling))
-        # Oldest newest-entry first, the order the sweep relies on.
-        for _, key, rolling in sorted(restored)[-self._max_keys :]:
-            self._sums[key] = rolling
+    def _restore(self, settings: Settings) -> None:
+        """Snapshot plus log, replayed at their own times; what aged out while down is
+        dropped. Then a new log segment is opened for this run's writes."""
+        data_dir = self._data_dir
+        started = time.perf_counter()
+        leftovers = data_dir.remove_temporary_files()
+        if leftovers:
+            log.info("removed %s, left by a checkpoint a crash cut short", ", ".join(leftovers))
+        new = not data_dir.snapshot.exists() and not data_dir.segments()
+        restored = load(
+            data_dir, self._window_us, self._resolution_us, self._clock(), max_keys=self._max_keys, repair=True
+        )
+        self._sums = restored.sums
         self._index.update(self._sums)
-        log.info("restored %d live keys from %s", len(self._sums), self._snapshot_path)
+        if restored.differs_from_files:  # so that later checkpoints fold from what is held
+            save(data_dir, restored.last_sequence, self._sums)
+        self._journal = journal.Journal(data_dir.path, restored.last_sequence + 1, settings.fsync, data_dir.segment)
+        if new:
+            log.info("new data dir %s: nothing to restore (fsync %s)", data_dir.path, settings.fsync.value)
+            return
+        log.info(
+            "restored %d keys and %d entries from %s (%d log records replayed) in %.2fs (fsync %s)",
+            len(self._sums),
+            sum(map(len, self._sums.values())),
+            data_dir.path,
+            restored.records,
+            time.perf_counter() - started,
+            settings.fsync.value,
+        )
+
+    def checkpoint(self) -> None:
+        """Fold the log into a new snapshot, so the log stays about one interval long.
+
+        Only the rotation to a new log segment holds the lock (a file create); the fold
+        runs in a child process, off this process's lock and GIL.
+        """
+        with self._checkpointing:  # one at a time, whoever asks
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        started = time.perf_counter()
+        with self._lock:
+            if self._journal is None or not self._journal.has_records:
+                return
+            closed = self._journal.rotate()
+            now = self._clock()
+        self.longest_checkpoint_hold_s = max(self.longest_checkpoint_hold_s, time.perf_counter() - started)
+        self._journal.seal_closed()
+        command = [
+            sys.executable,
+            "-m",
+            "ringsum.storage.checkpoint",
+            str(self._data_dir.path),
+            str(closed),
+            f"--window-us={self._window_us}",
+            f"--resolution-us={self._resolution_us}",
+            f"--now-us={now}",
+            f"--parent-pid={os.getpid()}",
+        ]
+        path = os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
+        fold = self._fold = subprocess.Popen(
+            command, env={**os.environ, "PYTHONPATH": path}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        _, error = fold.communicate()
+        self._fold = None
+        if fold.returncode and not self._stopping.is_set():
+            reason = error.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {fold.returncode}"]
+            log.warning("checkpoint failed, the log is kept and folded next time: %s", reason[0])
+
+    def _checkpoint_forever(self) -> None:
+        while not self._stopping.wait(self._checkpoint_s):
+            try:
+                self.checkpoint()
+            except OSError as error:  # a failed checkpoint only leaves a longer log
+                log.warning("checkpoint failed, the log is kept and folded next time: %s", error)
+            except Exception:
+                log.exception("checkpoint failed")

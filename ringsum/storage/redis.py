@@ -206,6 +206,7 @@ class RedisStorage(Storage):
         self.evictions = 0  # slots aged out by this process's requests, for /metrics
         if not self._cluster:
             self._connect()  # builds the client only: redis-py connects on first use
+        threading.Thread(target=self._log_persistence, name="ringsum-redis-persistence", daemon=True).start()
 
     # -- the storage interface -------------------------------------------------
 
@@ -502,6 +503,24 @@ class RedisStorage(Storage):
             yield "redis", client
 
     # -- connection and errors -------------------------------------------------
+
+    def _log_persistence(self) -> None:
+        """Say at start how durable the data is: as durable as the Redis behind it. Off
+        the start path (Redis may be down); silent when CONFIG is not allowed."""
+        try:
+            node = next(self._nodes())
+            found = {name: node.config_get(name).get(name, "?") for name in ("appendonly", "appendfsync", "save")}
+        except Exception:  # informational only: Redis down, CONFIG refused, the storage closed meanwhile
+            return
+        advice = "" if found["appendonly"] == "yes" else "; set appendonly yes so a Redis restart loses nothing"
+        log.info(
+            "Redis persistence at %s: appendonly %s (appendfsync %s), save %r%s",
+            redacted_uri(self._uri),
+            found["appendonly"],
+            found["appendfsync"],
+            found["save"],
+            advice,
+        )
 
     def _connect(self) -> redis.Redis | RedisCluster:
         """The client, built on first use. A Cluster client reads the topology when it

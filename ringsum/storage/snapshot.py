@@ -1,67 +1,141 @@
-"""Memory storage snapshots: one JSON file, written atomically, read defensively."""
+"""Memory storage snapshots: the live window as of a checkpoint, written atomically.
+
+Binary, framed like the log (see journal.py): a header ``magic | format version |
+covers``, where ``covers`` is the sequence of the last log segment folded in (the
+segments up to it are replayed no more, even if a crash left them behind), then one
+record per key, then an end record with the key count, so a cut-short file is told
+apart from a whole one. A damaged snapshot still yields every whole key before the
+damage.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
 import os
+import struct
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from zlib import crc32
 
-log = logging.getLogger(__name__)
+from .journal import FORMAT_VERSION, FRAME, HEADER, check_header, framed, fsync_directory
 
-FORMAT_VERSION = 1
+MAGIC = b"RINGSUMS"
+_COVERS = struct.Struct("<Q")
+_KEY_HEAD = struct.Struct("<BHI")  # type, key length, entry count (then key, entries)
+_END = struct.Struct("<BQ")  # type, key count
+KEY, KEY_WIDE, END = 1, 2, 3  # KEY_WIDE: subtotals past 64 bits, each length-prefixed
+TEMPORARY_SUFFIX = ".tmp"
+MAX_KEY_BODY = 1 << 31  # a key's entries may exceed a log record's bound (exact mode)
 
-# key -> [(time_us, subtotal), ...] oldest first
-Entries = dict[str, list[tuple[int, int]]]
+Entries = list[tuple[int, int]]  # (time_us, subtotal), oldest first
 
 
-def write_snapshot(path: str, keys: Iterable[tuple[str, list[tuple[int, int]]]]) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it, so a
-    crash mid-write leaves the previous snapshot whole."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix=".ringsum-snapshot-", dir=directory)
+def _key_record(key: str, entries: Entries) -> bytes:
+    encoded = key.encode()
+    flat = [number for pair in entries for number in pair]
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump({"version": FORMAT_VERSION, "keys": dict(keys)}, file, separators=(",", ":"))
+        packed = struct.pack(f"<{len(flat)}q", *flat)
+        kind = KEY
+    except struct.error:
+        parts = []
+        for time_us, subtotal in entries:
+            raw = subtotal.to_bytes((subtotal.bit_length() + 8) // 8, "little", signed=True)
+            parts.append(struct.pack("<qH", time_us, len(raw)) + raw)
+        packed, kind = b"".join(parts), KEY_WIDE
+    return framed(_KEY_HEAD.pack(kind, len(encoded), len(entries)) + encoded + packed)
+
+
+def write_snapshot(directory: Path, name: str, covers: int, keys: Iterable[tuple[str, Entries]]) -> None:
+    """Write to a temporary file in ``directory``, fsync, rename over ``name``, fsync the
+    directory: a crash at any point leaves the previous snapshot whole (and at most a
+    temporary file, which the next start removes)."""
+    fd, temporary = tempfile.mkstemp(prefix=f"{name}.", suffix=TEMPORARY_SUFFIX, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(HEADER.pack(MAGIC, FORMAT_VERSION) + _COVERS.pack(covers))
+            count = 0
+            for key, entries in keys:
+                file.write(_key_record(key, entries))
+                count += 1
+            file.write(framed(_END.pack(END, count)))
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        os.replace(temporary, directory / name)
+        fsync_directory(directory)
     except BaseException:
-        os.unlink(temporary)
+        Path(temporary).unlink(missing_ok=True)
         raise
 
 
-def read_snapshot(path: str) -> Entries:
-    """The saved entries; {} when there is no snapshot. An unreadable file is moved
-    aside as ``<path>.corrupt`` with a warning, so the service still starts."""
+@dataclass
+class Snapshot:
+    """What a snapshot file holds; ``damage`` says why reading stopped early."""
+
+    covers: int = 0
+    keys: dict[str, Entries] = field(default_factory=dict)
+    damage: str | None = None
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    """The keys of ``path`` (an empty Snapshot when there is none), every whole key
+    up to any damage. Raises UnsupportedDataFormat for a newer format."""
     try:
-        with open(path, encoding="utf-8") as file:
-            document = json.load(file)
-        return _validated(document)
+        data = path.read_bytes()
     except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, TypeError, RecursionError) as error:
-        aside = f"{path}.corrupt"
-        os.replace(path, aside)
-        log.warning("snapshot %s is unreadable (%s); moved it to %s and started empty", path, error, aside)
-        return {}
+        return Snapshot()
+    problem = check_header(path, data, MAGIC)
+    if problem is not None or len(data) < HEADER.size + _COVERS.size:
+        return Snapshot(damage=problem or "the file header is cut short")
+    snapshot = Snapshot(covers=_COVERS.unpack_from(data, HEADER.size)[0])
+    offset = HEADER.size + _COVERS.size
+    while True:
+        if len(data) - offset < FRAME.size:
+            snapshot.damage = f"it is cut short at byte {offset}"
+            return snapshot
+        length, checksum = FRAME.unpack_from(data, offset)
+        body = data[offset + FRAME.size : offset + FRAME.size + length]
+        if length > MAX_KEY_BODY or len(body) < length:
+            snapshot.damage = f"it is cut short at byte {offset}"
+            return snapshot
+        if crc32(body) != checksum:
+            snapshot.damage = f"the record at byte {offset} fails its checksum"
+            return snapshot
+        try:
+            if body[0] == END:
+                _, count = _END.unpack(body)
+                end = offset + FRAME.size + length
+                if count != len(snapshot.keys):
+                    snapshot.damage = f"it ends with {count} keys but holds {len(snapshot.keys)}"
+                elif end != len(data):
+                    snapshot.damage = f"{len(data) - end} unknown bytes follow its end"
+                return snapshot
+            key, entries = _read_key(body)
+        except (ValueError, struct.error, IndexError) as error:
+            snapshot.damage = f"the record at byte {offset} is not readable ({error})"
+            return snapshot
+        snapshot.keys[key] = entries
+        offset += FRAME.size + length
 
 
-def _validated(document: object) -> Entries:
-    if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
-        raise ValueError(f"not a version {FORMAT_VERSION} ringsum snapshot")
-    keys = document.get("keys")
-    if not isinstance(keys, dict):
-        raise ValueError("no keys object")
-    entries: Entries = {}
-    for key, pairs in keys.items():
-        if not isinstance(pairs, list):
-            raise ValueError(f"entries of {key!r} are not a list")
-        checked = []
-        for pair in pairs:
-            if not (isinstance(pair, list) and len(pair) == 2 and all(type(n) is int for n in pair)):
-                raise ValueError(f"bad entry {pair!r} for {key!r}")
-            checked.append((pair[0], pair[1]))
-        entries[key] = checked
-    return entries
+def _read_key(body: bytes) -> tuple[str, Entries]:
+    kind, key_length, count = _KEY_HEAD.unpack_from(body)
+    start = _KEY_HEAD.size
+    key = body[start : start + key_length].decode()
+    offset = start + key_length
+    if kind == KEY:
+        if len(body) - offset != 16 * count:
+            raise ValueError("entry count does not match the record length")
+        flat = struct.unpack_from(f"<{2 * count}q", body, offset)
+        return key, list(zip(flat[::2], flat[1::2], strict=True))
+    if kind != KEY_WIDE:
+        raise ValueError(f"unknown record type {kind}")
+    entries = []
+    for _ in range(count):
+        time_us, size = struct.unpack_from("<qH", body, offset)
+        offset += 10
+        entries.append((time_us, int.from_bytes(body[offset : offset + size], "little", signed=True)))
+        offset += size
+    if offset != len(body):
+        raise ValueError("entry count does not match the record length")
+    return key, entries

@@ -1,0 +1,187 @@
+"""Rebuild the window from a data dir, at start and in checkpoints.
+
+Both read the snapshot, replay the log segments after it in order with each record's
+own time, then age out what left the window: deterministic, so a checkpoint can fold
+the files in a child process (``python -m ringsum.storage.checkpoint``), off the
+serving process's lock and GIL, and get what the server holds in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..window import RollingSum
+from .datadir import SNAPSHOT_NAME, DataDir
+from .journal import DELETE, Record, read_segment
+from .snapshot import read_snapshot, write_snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Restored:
+    """The window rebuilt from the files, its keys oldest newest-entry first (the
+    order the sweep relies on)."""
+
+    sums: dict[str, RollingSum]
+    records: int  # log records replayed
+    last_sequence: int  # the newest segment read (or the one the snapshot covers)
+    differs_from_files: bool  # a damaged snapshot was set aside or keys were cut to max_keys
+
+
+def replay(
+    sums: dict[str, RollingSum], newest: dict[str, int], record: Record, new_sum: Callable[[], RollingSum]
+) -> None:
+    """Apply one log record as the storage applied it when it was written."""
+    if record.kind == DELETE:
+        sums.pop(record.key, None)
+        return
+    time_us = record.time_us
+    for key, value in record.events:
+        rolling = sums.get(key)
+        if rolling is None:
+            rolling = sums[key] = new_sum()
+        else:
+            rolling.evict(time_us)
+        rolling.add(value, time_us)
+        newest[key] = time_us
+
+
+def load(
+    data_dir: DataDir,
+    window_us: int,
+    resolution_us: int,
+    now_us: int,
+    *,
+    max_keys: int | None = None,
+    upto: int | None = None,
+    repair: bool = False,
+) -> Restored:
+    """The window the files hold at ``now_us``: the snapshot plus segments up to ``upto``.
+    With ``repair`` (at start, lock held): damaged tails are cut off and a damaged
+    snapshot set aside, one warning each, and segments already folded are deleted."""
+    snapshot = read_snapshot(data_dir.snapshot)
+    differs = False
+    if snapshot.damage is not None and repair:
+        aside = data_dir.set_aside(data_dir.snapshot)
+        log.warning(
+            "snapshot %s is damaged (%s): kept the %d whole keys before the damage, moved it to %s",
+            data_dir.snapshot,
+            snapshot.damage,
+            len(snapshot.keys),
+            aside,
+        )
+        differs = True
+
+    def new_sum() -> RollingSum:
+        return RollingSum(window_us, resolution_us)
+
+    sums: dict[str, RollingSum] = {}
+    newest: dict[str, int] = {}
+    for key, entries in snapshot.keys.items():
+        rolling = sums[key] = new_sum()
+        for time_us, subtotal in entries:
+            rolling.add(subtotal, time_us)
+        if entries:
+            newest[key] = entries[-1][0]
+    records, last = 0, snapshot.covers
+    for sequence, path in data_dir.segments():
+        if upto is not None and sequence > upto:
+            break
+        if sequence <= snapshot.covers:
+            if repair:  # folded already; a crash came before the checkpoint deleted it
+                path.unlink(missing_ok=True)
+            continue
+        segment = read_segment(path)
+        if segment.damage is not None and repair:
+            log.warning(
+                "log segment %s is damaged (%s): kept its %d whole records before it and cut off the rest",
+                path,
+                segment.damage,
+                len(segment.records),
+            )
+            with path.open("r+b") as file:
+                file.truncate(segment.good_size)
+        for record in segment.records:
+            replay(sums, newest, record, new_sum)
+        records += len(segment.records)
+        last = sequence
+    live = []
+    for key, rolling in sums.items():
+        rolling.evict(now_us)
+        if rolling:
+            live.append((newest.get(key, 0), key))
+    live.sort()
+    if max_keys is not None and len(live) > max_keys:
+        log.warning("the data dir holds %d live keys; kept the %d newest (RINGSUM_MAX_KEYS)", len(live), max_keys)
+        live, differs = live[-max_keys:], True
+    return Restored({key: sums[key] for _, key in live}, records, last, differs)
+
+
+def save(data_dir: DataDir, covers: int, sums: dict[str, RollingSum]) -> None:
+    """Write ``sums`` as the snapshot covering segments up to ``covers``, then delete those."""
+    write_snapshot(data_dir.path, SNAPSHOT_NAME, covers, ((key, list(r.entries())) for key, r in sums.items()))
+    for sequence, path in data_dir.segments():
+        if sequence <= covers:
+            path.unlink(missing_ok=True)
+
+
+class _Unlocked(DataDir):
+    """The data dir as the fold child sees it: its parent holds the lock."""
+
+    def __init__(self, path: str) -> None:  # no lock taken
+        self.path = Path(path).absolute()
+        self._lock_fd = -1
+
+
+def fold(path: str, upto: int, window_us: int, resolution_us: int, now_us: int) -> int:
+    """A checkpoint: fold the snapshot and the segments up to ``upto`` into a new
+    snapshot; returns the keys written. Run by the serving process in a child."""
+    data_dir = _Unlocked(path)
+    restored = load(data_dir, window_us, resolution_us, now_us, upto=upto)
+    save(data_dir, max(upto, restored.last_sequence), restored.sums)
+    return len(restored.sums)
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Have the kernel kill this process when the server that started it dies (Linux),
+    and tell whether it is still there: a fold outliving its server could rename a
+    snapshot under the next owner while that one reads the data dir."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent check below still narrows the window
+    return os.getppid() == parent_pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ringsum.storage.checkpoint", description=fold.__doc__)
+    parser.add_argument("data_dir")
+    parser.add_argument("upto", type=int)
+    parser.add_argument("--window-us", type=int, required=True)
+    parser.add_argument("--resolution-us", type=int, required=True)
+    parser.add_argument("--now-us", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    if not die_with_parent(args.parent_pid):
+        print(f"checkpoint of {args.data_dir} not run: the server that asked for it is gone", file=sys.stderr)
+        return 1
+    try:
+        fold(args.data_dir, args.upto, args.window_us, args.resolution_us, args.now_us)
+    except Exception as error:
+        print(f"checkpoint of {args.data_dir} failed: {error!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

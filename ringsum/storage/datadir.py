@@ -1,0 +1,91 @@
+"""The data dir: its layout, and its lock, so exactly one process owns it.
+
+LOCK                      flock()ed by the owner for as long as it serves
+snapshot                  the window as of the last checkpoint (snapshot.py)
+journal-0000000042.log    segments of the write-ahead log (journal.py), oldest first
+*.tmp                     a snapshot being written; removed at start if a crash left one
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from .base import DataDirError, DataDirInUse
+from .snapshot import TEMPORARY_SUFFIX
+
+LOCK_NAME = "LOCK"
+SNAPSHOT_NAME = "snapshot"
+_SEGMENT_PREFIX, _SEGMENT_SUFFIX = "journal-", ".log"
+CORRUPT_SUFFIX = ".corrupt"
+_LOCK_POLL_S = 0.05
+
+
+class DataDir:
+    """An open, locked data dir. ``lock_timeout_s`` > 0 waits that long for a previous
+    owner to let go (a reload hands over this way) before raising DataDirInUse."""
+
+    def __init__(self, path: str | os.PathLike[str], lock_timeout_s: float = 0.0) -> None:
+        self.path = Path(path).absolute()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise DataDirError(f"cannot use the data dir {self.path}: {error.strerror or error}") from error
+        try:
+            self._take_lock(lock_timeout_s)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _take_lock(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as error:
+                if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise DataDirError(f"cannot lock the data dir {self.path}: {error.strerror}") from error
+            if time.monotonic() >= deadline:
+                raise DataDirInUse(self.path)
+            time.sleep(_LOCK_POLL_S)
+
+    @property
+    def snapshot(self) -> Path:
+        return self.path / SNAPSHOT_NAME
+
+    def segment(self, sequence: int) -> Path:
+        return self.path / f"{_SEGMENT_PREFIX}{sequence:010d}{_SEGMENT_SUFFIX}"
+
+    def segments(self) -> list[tuple[int, Path]]:
+        """The log segments, oldest first."""
+        found = []
+        for path in self.path.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}"):
+            number = path.name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)]
+            if number.isdigit():
+                found.append((int(number), path))
+        return sorted(found)
+
+    def remove_temporary_files(self) -> list[str]:
+        """Delete what a crash mid-checkpoint left behind; return their names."""
+        removed = []
+        for path in self.path.glob(f"*{TEMPORARY_SUFFIX}"):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+        return removed
+
+    def set_aside(self, path: Path) -> Path:
+        """Rename a damaged file to ``<name>.corrupt`` (kept for a human to look at)."""
+        aside = path.with_name(path.name + CORRUPT_SUFFIX)
+        os.replace(path, aside)
+        return aside
+
+    def release(self) -> None:
+        """Let go of the lock (the process exiting does it too, even on kill -9)."""
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1

@@ -1,0 +1,115 @@
+"""Crash anywhere, restart: the sums are those of a storage that never crashed, minus only
+the writes whose log record the crash cut (which were never acknowledged)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ringsum.config import load_settings
+from ringsum.storage.memory import MemoryStorage
+
+T0 = 1_780_000_000_000_000
+KEYS = st.sampled_from(["a", "b", "c.d", "e"])
+VALUES = st.integers(-(2**53 - 1), 2**53 - 1)
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("record"), KEYS, VALUES),
+        st.tuples(st.just("batch"), st.lists(st.tuples(KEYS, VALUES), min_size=1, max_size=4)),
+        st.tuples(st.just("delete"), KEYS),
+        st.tuples(st.just("advance"), st.integers(0, 40_000_000)),
+        st.tuples(st.just("checkpoint")) | st.tuples(st.just("advance"), st.integers(0, 3)),  # half as often
+    ),
+    max_size=25,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_us = T0
+
+    def __call__(self) -> int:
+        return self.now_us
+
+
+def storage_on(clock: Clock, resolution: str, data_dir: str) -> MemoryStorage:
+    overrides = {"RINGSUM_WINDOW": "1m", "RINGSUM_RESOLUTION": resolution, "RINGSUM_DATA_DIR": data_dir}
+    return MemoryStorage(load_settings({**overrides, "RINGSUM_FSYNC": "no"}, environ={}), clock=clock)
+
+
+def apply(storage: MemoryStorage, operation: tuple) -> None:
+    name, *args = operation
+    if name == "record":
+        storage.record(*args)
+    elif name == "batch":
+        storage.record_many(args[0])
+    elif name == "delete":
+        storage.delete(*args)
+    elif name == "checkpoint":
+        storage.checkpoint()
+
+
+def crash(storage: MemoryStorage) -> None:
+    """What kill -9 leaves behind: the log as written so far, nothing flushed or closed
+    on the way out, and the lock let go (by the kernel, when the process dies)."""
+    storage._stopping.set()
+    storage._journal._stopping.set()
+    os.close(storage._journal._fd)
+    storage._data_dir.release()
+
+
+def newest_segment(data_dir: str) -> Path:
+    return sorted(Path(data_dir).glob("journal-*.log"))[-1]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    operations=OPERATIONS,
+    resolution=st.sampled_from(["0", "1s"]),
+    cut_fraction=st.floats(0, 1),
+    down_us=st.integers(0, 70_000_000),
+)
+def test_a_crash_at_any_byte_loses_only_the_writes_it_cut(
+    operations: list[tuple], resolution: str, cut_fraction: float, down_us: int
+) -> None:
+    with tempfile.TemporaryDirectory() as data_dir:
+        clock = Clock()
+        storage = storage_on(clock, resolution, data_dir)
+        record_ends: list[tuple[int, int]] = []  # (index of a write, end of its record in the newest segment)
+        for index, operation in enumerate(operations):
+            if operation[0] == "advance":
+                clock.now_us += operation[1]
+                continue
+            apply(storage, operation)
+            if operation[0] == "checkpoint":
+                record_ends = []  # the segments before are folded: a cut in the newest one cannot reach them
+            else:
+                record_ends.append((index, newest_segment(data_dir).stat().st_size))
+        crash(storage)
+        segment = newest_segment(data_dir)
+        size = segment.stat().st_size
+        cut = round(cut_fraction * size)
+        os.truncate(segment, cut)
+        lost = {index for index, end in record_ends if end > cut}
+
+        clock.now_us += down_us
+        restarted = storage_on(clock, resolution, data_dir)
+        model_clock = Clock()
+        model = storage_on(model_clock, resolution, "")  # never crashed, never wrote a file
+        try:
+            for index, operation in enumerate(operations):
+                if operation[0] == "advance":
+                    model_clock.now_us += operation[1]
+                elif index not in lost:
+                    apply(model, operation)
+            model_clock.now_us = clock.now_us
+            for key in ["a", "b", "c.d", "e"]:
+                assert restarted.total(key) == model.total(key), key
+                assert restarted.total(key, 10_000_000) == model.total(key, 10_000_000), key
+        finally:
+            restarted.close()
+            model.close()
