@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import requests
@@ -15,9 +16,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from freezegun import freeze_time
 from serving import serving
+from test_crash_replay import crash
 
+from ringsum.config import load_settings
 from ringsum.idempotency import fingerprint
-from ringsum.storage import Marker, StorageUnavailable
+from ringsum.storage import IdempotencyKeyReused, Marker, StorageUnavailable
+from ringsum.storage.memory import MemoryStorage
 
 START = "2026-01-01 00:00:00"
 SINGLE = ("/metric/visits", {"value": 3})
@@ -304,3 +308,80 @@ def test_a_key_shaped_like_ringsums_own_redis_names_stays_a_marker(client: Flask
     assert post(client, *SINGLE, key=marker_id).status_code == 200
     assert client.get("/metric").get_json()["metrics"] == [{"key": "visits", "value": 3}]
     assert metric(client, "ringsum_keys") == 1
+
+
+# -- memory storage: markers live in the write-ahead log, with their writes ---------
+
+
+class Clock:
+    """Epoch µs that move only when told."""
+
+    def __init__(self) -> None:
+        self.now_us = 1_780_000_000_000_000
+
+    def __call__(self) -> int:
+        return self.now_us
+
+
+def storage_in(data_dir: Path, clock: Clock) -> MemoryStorage:
+    overrides = {"RINGSUM_WINDOW": "1m", "RINGSUM_DATA_DIR": str(data_dir), "RINGSUM_FSYNC": "no"}
+    return MemoryStorage(load_settings(overrides, environ={}), clock=clock)
+
+
+SINGLE_MARKER = Marker("single", fingerprint("POST", "/metric/visits", b'{"value": 3}'), 200, b"{}")
+BATCH_MARKER = Marker("batch", fingerprint("POST", "/metric", b"[...]"), 200, b'{"recorded": 2}')
+
+
+@pytest.mark.parametrize("checkpointed", [False, True], ids=["in the log", "folded into the snapshot"])
+def test_markers_come_back_after_a_crash_with_the_writes_they_guard(tmp_path: Path, checkpointed: bool) -> None:
+    clock = Clock()
+    storage = storage_in(tmp_path, clock)
+    storage.record("visits", 3, SINGLE_MARKER)
+    storage.record_many([("a", 1), ("b", 2)], BATCH_MARKER)
+    if checkpointed:
+        storage.checkpoint()
+    crash(storage)
+    clock.now_us += 5_000_000
+    again = storage_in(tmp_path, clock)
+    try:
+        assert again.record("visits", 3, SINGLE_MARKER) == SINGLE_MARKER
+        assert again.record_many([("a", 1), ("b", 2)], BATCH_MARKER) == BATCH_MARKER
+        with pytest.raises(IdempotencyKeyReused):
+            again.record("visits", 4, Marker("single", fingerprint("POST", "/metric/visits", b"4"), 200, b"{}"))
+        assert (again.total("visits"), again.total("a"), again.total("b")) == (3, 1, 2)
+        assert again.stats().idempotency_keys == 2
+    finally:
+        again.close()
+
+
+def test_markers_that_expired_while_down_are_not_restored(tmp_path: Path) -> None:
+    clock = Clock()
+    storage = storage_in(tmp_path, clock)
+    storage.record("visits", 3, SINGLE_MARKER)
+    storage.checkpoint()
+    storage.record("later", 1, BATCH_MARKER)
+    crash(storage)
+    clock.now_us += 61_000_000  # the window and its tick: both writes and the first marker aged out
+    again = storage_in(tmp_path, clock)
+    try:
+        assert again.stats().idempotency_keys == 0
+        assert again.record("visits", 3, SINGLE_MARKER) is None  # a new write
+        assert again.total("visits") == 3
+    finally:
+        again.close()
+
+
+def test_kill_9_after_a_write_then_its_retry_counts_once(tmp_path: Path) -> None:
+    """A real ``python app.py`` killed with SIGKILL once the write was logged: the client
+    that lost the answer retries against the restarted server, on the same data dir."""
+    env = {"RINGSUM_DATA_DIR": str(tmp_path / "data")}
+    headers = {"Idempotency-Key": "before-the-crash"}
+    with serving(env) as server:
+        first = requests.post(f"{server.url}/metric/visits", data='{"value": 3}', headers=headers, timeout=10)
+        assert first.status_code == 200
+        server.kill()  # kill -9 of the whole process group
+    with serving(env) as server:
+        retried = requests.post(f"{server.url}/metric/visits", data='{"value": 3}', headers=headers, timeout=10)
+        assert retried.status_code == 200 and retried.content == first.content
+        assert retried.headers["Idempotent-Replayed"] == "true"
+        assert requests.get(f"{server.url}/metric/visits/sum", timeout=10).json() == {"value": 3}

@@ -13,7 +13,7 @@ from zlib import crc32
 
 import pytest
 
-from ringsum.storage import DataDirInUse, UnsupportedDataFormat
+from ringsum.storage import DataDirInUse, Marker, UnsupportedDataFormat
 from ringsum.storage import journal as log
 from ringsum.storage.datadir import DataDir
 from ringsum.storage.journal import BATCH, DELETE, SINGLE, FsyncMode, Journal, Record, read_segment
@@ -106,10 +106,11 @@ def test_a_newer_format_version_is_refused_naming_the_file(tmp_path) -> None:
 
 
 def test_optional_fields_behind_flag_bits_are_skipped_by_this_reader(tmp_path) -> None:
-    """How a later issue adds its idempotency marker to a write without a format break."""
-    marker = b"id=42;fingerprint=abc;answer={}"
-    body = struct.pack("<BBq", SINGLE, 0b101, T) + struct.pack("<qH", 5, 1) + b"k"
-    body += struct.pack("<I", len(marker)) + marker + struct.pack("<I", 0)  # bits 0 and 2: two fields
+    """How a later version adds a field to a write without a format break (bit 0 is
+    the idempotency marker; bits 1 and 2 are unknown here)."""
+    later = b"something=42;of=a later version"
+    body = struct.pack("<BBq", SINGLE, 0b110, T) + struct.pack("<qH", 5, 1) + b"k"
+    body += struct.pack("<I", len(later)) + later + struct.pack("<I", 0)  # bits 1 and 2: two fields
     frame = struct.pack("<II", len(body), crc32(body)) + body
     segment_file(tmp_path / "s.log", [frame, RECORDS[0][0]])
     segment = read_segment(tmp_path / "s.log")
@@ -210,3 +211,29 @@ def test_a_fold_whose_server_is_gone_does_nothing(tmp_path) -> None:
     assert ours.returncode == 0, ours.stderr
     assert sorted(p.name for p in data_dir.iterdir()) == ["snapshot"]
     assert read_snapshot(data_dir / "snapshot").keys == {"visits": [(T // 1_000_000 * 1_000_000, 3)]}
+
+
+MARKER = Marker("8e03978e-40d5-43e8-bc93-6894a57f9324", bytes(range(32)), 200, b'{"recorded": 2}')
+
+
+def test_a_write_carries_its_idempotency_marker_in_its_own_record(tmp_path) -> None:
+    frames = [
+        log.single(T, "visits", 3, MARKER),
+        log.batch(T + 1, [("a", 1), ("b", 2)], MARKER),
+        log.single(T + 2, "plain", 1),
+    ]
+    segment_file(tmp_path / "s.log", frames)
+    segment = read_segment(tmp_path / "s.log")
+    assert segment.damage is None
+    assert [(list(r.events), r.marker) for r in segment.records] == [
+        ([("visits", 3)], MARKER),
+        ([("a", 1), ("b", 2)], MARKER),
+        ([("plain", 1)], None),
+    ]
+
+
+def test_a_snapshot_reads_back_its_idempotency_markers(tmp_path) -> None:
+    markers = [(T + 10, MARKER), (T + 20, Marker("k2", b"\0" * 32, 200, b"{}"))]
+    write_snapshot(tmp_path, "snapshot", 7, [("a", [(T, 1)])], markers)
+    snapshot = read_snapshot(tmp_path / "snapshot")
+    assert snapshot.damage is None and snapshot.keys == {"a": [(T, 1)]} and snapshot.markers == markers

@@ -15,12 +15,14 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..window import RollingSum
+from .base import Marker
 from .datadir import SNAPSHOT_NAME, DataDir
 from .journal import DELETE, Record, read_segment
+from .markers import Markers
 from .snapshot import read_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
@@ -35,16 +37,24 @@ class Restored:
     records: int  # log records replayed
     last_sequence: int  # the newest segment read (or the one the snapshot covers)
     differs_from_files: bool  # a damaged snapshot was set aside or keys were cut to max_keys
+    markers: list[tuple[int, Marker]] = field(default_factory=list)  # live ones: (expires at µs, marker)
 
 
 def replay(
-    sums: dict[str, RollingSum], newest: dict[str, int], record: Record, new_sum: Callable[[], RollingSum]
+    sums: dict[str, RollingSum],
+    newest: dict[str, int],
+    record: Record,
+    new_sum: Callable[[], RollingSum],
+    markers: Markers | None = None,
 ) -> None:
-    """Apply one log record as the storage applied it when it was written."""
+    """Apply one log record as the storage applied it when it was written, its
+    idempotency marker (to ``markers``) included."""
     if record.kind == DELETE:
         sums.pop(record.key, None)
         return
     time_us = record.time_us
+    if record.marker is not None and markers is not None:
+        markers.add(record.marker, time_us)
     for key, value in record.events:
         rolling = sums.get(key)
         if rolling is None:
@@ -86,6 +96,11 @@ def load(
 
     sums: dict[str, RollingSum] = {}
     newest: dict[str, int] = {}
+    # As the storage keeps them: the window and one tick after their write. No cap
+    # here: a marker is never dropped inside its time, even if the cap was lowered.
+    markers = Markers(window_us + (resolution_us or 1), sys.maxsize)
+    for expires, marker in snapshot.markers:
+        markers.restore(marker, expires)
     for key, entries in snapshot.keys.items():
         rolling = sums[key] = new_sum()
         for time_us, subtotal in entries:
@@ -111,7 +126,7 @@ def load(
             with path.open("r+b") as file:
                 file.truncate(segment.good_size)
         for record in segment.records:
-            replay(sums, newest, record, new_sum)
+            replay(sums, newest, record, new_sum, markers)
         records += len(segment.records)
         last = sequence
     live = []
@@ -123,12 +138,17 @@ def load(
     if max_keys is not None and len(live) > max_keys:
         log.warning("the data dir holds %d live keys; kept the %d newest (RINGSUM_MAX_KEYS)", len(live), max_keys)
         live, differs = live[-max_keys:], True
-    return Restored({key: sums[key] for _, key in live}, records, last, differs)
+    live_markers = [(expires, marker) for expires, marker in markers.items() if expires > now_us]
+    return Restored({key: sums[key] for _, key in live}, records, last, differs, live_markers)
 
 
-def save(data_dir: DataDir, covers: int, sums: dict[str, RollingSum]) -> None:
-    """Write ``sums`` as the snapshot covering segments up to ``covers``, then delete those."""
-    write_snapshot(data_dir.path, SNAPSHOT_NAME, covers, ((key, list(r.entries())) for key, r in sums.items()))
+def save(
+    data_dir: DataDir, covers: int, sums: dict[str, RollingSum], markers: list[tuple[int, Marker]] | None = None
+) -> None:
+    """Write ``sums`` and ``markers`` as the snapshot covering segments up to ``covers``,
+    then delete those."""
+    entries = ((key, list(r.entries())) for key, r in sums.items())
+    write_snapshot(data_dir.path, SNAPSHOT_NAME, covers, entries, markers or [])
     for sequence, path in data_dir.segments():
         if sequence <= covers:
             path.unlink(missing_ok=True)
@@ -147,7 +167,7 @@ def fold(path: str, upto: int, window_us: int, resolution_us: int, now_us: int) 
     snapshot; returns the keys written. Run by the serving process in a child."""
     data_dir = _Unlocked(path)
     restored = load(data_dir, window_us, resolution_us, now_us, upto=upto)
-    save(data_dir, max(upto, restored.last_sequence), restored.sums)
+    save(data_dir, max(upto, restored.last_sequence), restored.sums, restored.markers)
     return len(restored.sums)
 
 

@@ -8,8 +8,9 @@ were recorded at, so a replay puts every value back in its own slot.
 
 Extensible without a format break: flag bit ``n`` set means one more optional field
 follows the payload, ``length (u32) | bytes``, in bit order; a reader skips the ones
-it does not know (a later issue adds an idempotency marker this way, inside the
-record of the write it guards). A change a reader must understand bumps FORMAT_VERSION,
+it does not know. Bit 0 is the idempotency marker of a SINGLE or BATCH write
+(``Idempotency-Key``): inside the record of the write it guards, so a replay
+restores both or neither. A change a reader must understand bumps FORMAT_VERSION,
 and an older reader refuses such a file by name.
 """
 
@@ -21,12 +22,12 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from zlib import crc32
 
-from .base import StorageUnavailable, UnsupportedDataFormat
+from .base import Marker, StorageUnavailable, UnsupportedDataFormat
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ _VALUE_KEY = struct.Struct("<qH")  # value, key length (then the key, ASCII)
 _COUNT = struct.Struct("<I")
 _KEY = struct.Struct("<H")
 _FIELD = struct.Struct("<I")
+_MARKER = struct.Struct("<B32sH")  # id length, fingerprint, status (then the id, ASCII, then the body)
+MARKER_FIELD = 0b1  # flag bit 0
 
 SINGLE, BATCH, DELETE = 1, 2, 3
 EVERY_SECOND_S = 1.0
@@ -61,6 +64,7 @@ class Record:
     time_us: int
     events: Sequence[tuple[str, int]] = ()
     key: str = ""
+    marker: Marker | None = None  # the write's idempotency marker, logged with it
 
 
 # -- encoding ------------------------------------------------------------------------
@@ -70,17 +74,41 @@ def framed(body: bytes) -> bytes:
     return FRAME.pack(len(body), crc32(body)) + body
 
 
-def single(time_us: int, key: str, value: int) -> bytes:
+def pack_marker(marker: Marker) -> bytes:
+    """An idempotency marker as the log and the snapshot hold it."""
+    encoded = marker.id.encode()
+    return _MARKER.pack(len(encoded), marker.fingerprint, marker.status) + encoded + marker.body
+
+
+def unpack_marker(data: bytes) -> Marker:
+    length, fingerprint, status = _MARKER.unpack_from(data)
+    start = _MARKER.size
+    if len(data) < start + length:
+        raise ValueError("marker cut short")
+    return Marker(data[start : start + length].decode("ascii"), fingerprint, status, data[start + length :])
+
+
+def _marker_field(marker: Marker) -> bytes:
+    packed = pack_marker(marker)
+    return _FIELD.pack(len(packed)) + packed
+
+
+def single(time_us: int, key: str, value: int, marker: Marker | None = None) -> bytes:
     encoded = key.encode()
-    return framed(_RECORD.pack(SINGLE, 0, time_us) + _VALUE_KEY.pack(value, len(encoded)) + encoded)
+    if marker is None:
+        return framed(_RECORD.pack(SINGLE, 0, time_us) + _VALUE_KEY.pack(value, len(encoded)) + encoded)
+    head = _RECORD.pack(SINGLE, MARKER_FIELD, time_us) + _VALUE_KEY.pack(value, len(encoded))
+    return framed(head + encoded + _marker_field(marker))
 
 
-def batch(time_us: int, events: Sequence[tuple[str, int]]) -> bytes:
-    parts = [_RECORD.pack(BATCH, 0, time_us), _COUNT.pack(len(events))]
+def batch(time_us: int, events: Sequence[tuple[str, int]], marker: Marker | None = None) -> bytes:
+    parts = [_RECORD.pack(BATCH, 0 if marker is None else MARKER_FIELD, time_us), _COUNT.pack(len(events))]
     for key, value in events:
         encoded = key.encode()
         parts.append(_VALUE_KEY.pack(value, len(encoded)))
         parts.append(encoded)
+    if marker is not None:
+        parts.append(_marker_field(marker))
     return framed(b"".join(parts))
 
 
@@ -115,13 +143,16 @@ def _decode(body: bytes) -> Record:
         record = Record(kind, time_us, events)
     else:
         raise ValueError(f"unknown record type {kind}")
-    while flags:  # optional fields of later versions: skipped, each one length-prefixed
+    marker = None
+    while flags:  # optional fields, each one length-prefixed; those of later versions are skipped
         (length,) = _FIELD.unpack_from(body, offset)
-        offset += _FIELD.size + length
+        start, offset = offset + _FIELD.size, offset + _FIELD.size + length
+        if flags & MARKER_FIELD and kind != DELETE:  # bit 0: always the first field
+            marker = unpack_marker(body[start:offset])
         flags &= flags - 1
     if offset != len(body):
         raise ValueError("record length does not match its content")
-    return record
+    return record if marker is None else replace(record, marker=marker)
 
 
 def check_header(path: Path, data: bytes, magic: bytes) -> str | None:

@@ -84,7 +84,7 @@ class MemoryStorage(Storage):
 
     def record(self, key: str, value: int, marker: Marker | None = None) -> Marker | None:
         now = self._clock()
-        logged = journal.single(now, key, value) if self._journal else None
+        logged = journal.single(now, key, value, marker) if self._journal else None
         with self._lock:
             if marker is not None and (held := self._claim(marker, now)) is not None:
                 return held
@@ -105,7 +105,8 @@ class MemoryStorage(Storage):
 
     def record_many(self, events: Sequence[tuple[str, int]], marker: Marker | None = None) -> Marker | None:
         now = self._clock()
-        logged = journal.batch(now, events) if self._journal else None  # one record: all or nothing on replay too
+        # One record, its marker inside: all or nothing on replay too.
+        logged = journal.batch(now, events, marker) if self._journal else None
         with self._lock:
             if marker is not None and (held := self._claim(marker, now)) is not None:
                 return held
@@ -320,18 +321,22 @@ class MemoryStorage(Storage):
         )
         self._sums = restored.sums
         self._index.update(self._sums)
+        for expires, marker in restored.markers:  # all of them, even past the cap: none is forgotten early
+            self._markers.restore(marker, expires)
         if restored.differs_from_files:  # so that later checkpoints fold from what is held
-            save(data_dir, restored.last_sequence, self._sums)
+            save(data_dir, restored.last_sequence, self._sums, restored.markers)
         self._journal = journal.Journal(data_dir.path, restored.last_sequence + 1, settings.fsync, data_dir.segment)
         if new:
             log.info("new data dir %s: nothing to restore (fsync %s)", data_dir.path, settings.fsync.value)
             return
         log.info(
-            "restored %d keys and %d entries from %s (%d log records replayed) in %.2fs (fsync %s)",
+            "restored %d keys and %d entries from %s (%d log records replayed, %d idempotency keys) in %.2fs "
+            "(fsync %s)",
             len(self._sums),
             sum(map(len, self._sums.values())),
             data_dir.path,
             restored.records,
+            len(self._markers),
             time.perf_counter() - started,
             settings.fsync.value,
         )

@@ -3,7 +3,8 @@
 Binary, framed like the log (see journal.py): a header ``magic | format version |
 covers``, where ``covers`` is the sequence of the last log segment folded in (the
 segments up to it are replayed no more, even if a crash left them behind), then one
-record per key, then an end record with the key count, so a cut-short file is told
+record per key, then one per live idempotency marker (with the time it expires), then
+an end record with the key count, so a cut-short file is told
 apart from a whole one. A damaged snapshot still yields every whole key before the
 damage.
 """
@@ -18,13 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zlib import crc32
 
-from .journal import FORMAT_VERSION, FRAME, HEADER, check_header, framed, fsync_directory
+from .base import Marker
+from .journal import FORMAT_VERSION, FRAME, HEADER, check_header, framed, fsync_directory, pack_marker, unpack_marker
 
 MAGIC = b"RINGSUMS"
 _COVERS = struct.Struct("<Q")
 _KEY_HEAD = struct.Struct("<BHI")  # type, key length, entry count (then key, entries)
 _END = struct.Struct("<BQ")  # type, key count
-KEY, KEY_WIDE, END = 1, 2, 3  # KEY_WIDE: subtotals past 64 bits, each length-prefixed
+_MARKER_HEAD = struct.Struct("<Bq")  # type, expires at µs (then the marker, packed as in the log)
+KEY, KEY_WIDE, END, MARKER = 1, 2, 3, 4  # KEY_WIDE: subtotals past 64 bits, each length-prefixed
 TEMPORARY_SUFFIX = ".tmp"
 MAX_KEY_BODY = 1 << 31  # a key's entries may exceed a log record's bound (exact mode)
 
@@ -46,7 +49,13 @@ def _key_record(key: str, entries: Entries) -> bytes:
     return framed(_KEY_HEAD.pack(kind, len(encoded), len(entries)) + encoded + packed)
 
 
-def write_snapshot(directory: Path, name: str, covers: int, keys: Iterable[tuple[str, Entries]]) -> None:
+def write_snapshot(
+    directory: Path,
+    name: str,
+    covers: int,
+    keys: Iterable[tuple[str, Entries]],
+    markers: Iterable[tuple[int, Marker]] = (),
+) -> None:
     """Write to a temporary file in ``directory``, fsync, rename over ``name``, fsync the
     directory: a crash at any point leaves the previous snapshot whole (and at most a
     temporary file, which the next start removes)."""
@@ -58,6 +67,8 @@ def write_snapshot(directory: Path, name: str, covers: int, keys: Iterable[tuple
             for key, entries in keys:
                 file.write(_key_record(key, entries))
                 count += 1
+            for expires, marker in markers:
+                file.write(framed(_MARKER_HEAD.pack(MARKER, expires) + pack_marker(marker)))
             file.write(framed(_END.pack(END, count)))
             file.flush()
             os.fsync(file.fileno())
@@ -74,6 +85,7 @@ class Snapshot:
 
     covers: int = 0
     keys: dict[str, Entries] = field(default_factory=dict)
+    markers: list[tuple[int, Marker]] = field(default_factory=list)  # (expires at µs, marker), oldest first
     damage: str | None = None
 
 
@@ -110,6 +122,11 @@ def read_snapshot(path: Path) -> Snapshot:
                 elif end != len(data):
                     snapshot.damage = f"{len(data) - end} unknown bytes follow its end"
                 return snapshot
+            if body[0] == MARKER:
+                (_, expires), marker = _MARKER_HEAD.unpack_from(body), unpack_marker(body[_MARKER_HEAD.size :])
+                snapshot.markers.append((expires, marker))
+                offset += FRAME.size + length
+                continue
             key, entries = _read_key(body)
         except (ValueError, struct.error, IndexError) as error:
             snapshot.damage = f"the record at byte {offset} is not readable ({error})"
