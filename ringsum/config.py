@@ -227,6 +227,12 @@ SETTINGS: tuple[Setting, ...] = (
 
 DEFAULTS: dict[str, str] = {setting.name: setting.default for setting in SETTINGS}
 
+# Settings an earlier release read: refused, so an upgrade never ignores one silently.
+RETIRED: dict[str, str] = {
+    "RINGSUM_SNAPSHOT_PATH": "0.2 keeps a write-ahead log and snapshots in RINGSUM_DATA_DIR instead "
+    "(its 0.1 snapshot is not read); unset it (see CHANGELOG.md)",
+}
+
 
 def raw_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """Every RINGSUM_* setting as given: overrides first, then the environment, then defaults."""
@@ -236,6 +242,9 @@ def raw_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[st
 def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
     """Read and validate every RINGSUM_* setting; ConfigError names the first bad one."""
     raw = raw_settings(overrides, environ)
+    for name, successor in RETIRED.items():
+        if (overrides or {}).get(name) or environ.get(name):
+            raise ConfigError(name, (overrides or {}).get(name) or environ[name], f"nothing any more: {successor}")
     values = {setting.field: setting.read(raw[setting.name]) for setting in SETTINGS}
     window, resolution = values["window_us"], values["resolution_us"]
     if resolution and (resolution > window or window % resolution):

@@ -118,9 +118,11 @@ def wait_until_answering(server: Server, timeout: float = START_TIMEOUT_S) -> No
         if server.process.poll() is not None:
             raise AssertionError(f"server exited with {server.process.returncode} before serving:\n{server.output()}")
         try:
-            requests.get(f"{server.url}/metric/serving.probe/sum", timeout=1)
+            requests.get(f"{server.url}/metric/serving.probe/sum", timeout=5)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # Refused: not listening yet. Timed out: listening (connections wait in the
+            # backlog) while the worker is still starting on a loaded machine.
             time.sleep(0.05)
     server.kill()
     raise AssertionError(f"server did not answer within {timeout}s:\n{server.output()}")

@@ -202,3 +202,11 @@ def test_commands_quoted_in_the_prose_are_real() -> None:
     for command in inline:
         assert _SERVER_LINE.match(command), command
         assert shlex.split(command)[0] == "make"
+
+
+def test_the_readme_settings_table_is_the_settings_table() -> None:
+    """The README's table lists exactly the settings ``config.SETTINGS`` reads, with their defaults."""
+    from ringsum.config import SETTINGS
+
+    rows = re.findall(r"^\| `(RINGSUM_[A-Z_]+)` \| (`[^`]*`|unset) \|", README.read_text(), flags=re.M)
+    assert rows == [(setting.name, f"`{setting.default}`" if setting.default else "unset") for setting in SETTINGS]
