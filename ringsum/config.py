@@ -150,15 +150,6 @@ SETTINGS: tuple[Setting, ...] = (
         "live keys held at most (memory storage); one more is a 507",
     ),
     Setting(
-        "RINGSUM_MAX_IDEMPOTENCY_KEYS",
-        "max_idempotency_keys",
-        "250000",
-        _whole_number,
-        "a whole number of idempotency keys, at least 1",
-        "memory storage: Idempotency-Key values remembered at once (about 340 B each, each for the window "
-        "and one tick); a write with one more is a 507",
-    ),
-    Setting(
         "RINGSUM_MAX_BODY",
         "max_body",
         "1MiB",
@@ -222,6 +213,15 @@ SETTINGS: tuple[Setting, ...] = (
         _duration(1_000, 60_000_000),
         "a duration from 1ms to 60s, such as 500ms",
         "Redis storage: how long to wait to connect, and for each answer, before a 503",
+    ),
+    Setting(
+        "RINGSUM_MAX_IDEMPOTENCY_KEYS",
+        "max_idempotency_keys",
+        "250000",
+        _whole_number,
+        "a whole number of idempotency keys, at least 1",
+        "memory storage: Idempotency-Key values remembered at once (about 340 B each, each for the window "
+        "and one tick); a write with one more is a 507",
     ),
 )
 
