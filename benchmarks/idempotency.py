@@ -4,8 +4,9 @@ Idempotency-Key header costs, and that a POST without it pays nothing.
 - In one process, no socket (``idempotency_cost.py``): µs per POST without the
   header, with a new key each time (a write and its marker), and with one key over
   and over (replays).
-- Over HTTP (wrk on ``python app.py``, memory storage): req/s of the same three,
-  taking turns, as ratios to the header-less POST of the same run.
+- Over HTTP (wrk on ``python app.py``, memory storage with its write-ahead log, and a
+  single Redis): req/s of the same three, taking turns, as ratios to the header-less
+  POST of the same run.
 - ``--before REF``: the header-less POST of REF's code (``git archive`` into a
   temporary directory) against this tree's, in process and over HTTP, taking turns.
 """
@@ -21,10 +22,11 @@ import uuid
 from pathlib import Path
 
 from .harness import ROOT, median, serving, wrk
+from .http_load import redis_server
 
 POST_BODY = '{"value": 3}'
 # Markers are capped in memory; a long run of new keys must not reach the cap.
-SERVER_ENV = {"RINGSUM_DATA_DIR": "", "RINGSUM_MAX_IDEMPOTENCY_KEYS": "10000000"}
+SERVER_ENV = {"RINGSUM_MAX_IDEMPOTENCY_KEYS": "10000000"}
 _COST_SCRIPT = Path(__file__).with_name("idempotency_cost.py")
 
 
@@ -58,33 +60,48 @@ def in_process(root: Path, kinds: list[str]) -> dict[str, float]:
     return json.loads(out)
 
 
-def costs(rounds: int, seconds: float) -> dict:
-    """In process and over HTTP: no header, new keys, one key replayed."""
-    kinds = ["none", "fresh", "replay"]
-    result: dict = {"us_per_post": in_process(ROOT, kinds)}  # best of 5 loops each already
-    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
-    with serving([sys.executable, "app.py"], SERVER_ENV) as server:
+KINDS = ["none", "fresh", "replay"]
+
+
+def _rates(env: dict[str, str], rounds: int, seconds: float) -> dict[str, float]:
+    """Median POST req/s of ``python app.py`` with ``env``: no header, new keys, one
+    key replayed, taking turns."""
+    rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    with (
+        tempfile.TemporaryDirectory(prefix="ringsum-bench-") as data_dir,  # the default shape: a write-ahead log
+        serving([sys.executable, "app.py"], {**SERVER_ENV, "RINGSUM_DATA_DIR": data_dir, **env}) as server,
+    ):
         url = f"{server.url}/metric/post"
         for _ in range(rounds):
-            for kind in kinds:
+            for kind in KINDS:
                 load = wrk(url, seconds=seconds, body=POST_BODY, lua=_lua(kind))
                 assert load.bad == 0, f"{kind}: {load.bad} bad answers"
                 rates[kind].append(load.requests_per_s)
-    result["requests_per_s"] = {kind: median(values) for kind, values in rates.items()}
+    return {kind: median(values) for kind, values in rates.items()}
+
+
+def costs(rounds: int, seconds: float) -> dict:
+    """In process and over HTTP, on memory and on a single Redis: no header, new keys,
+    one key replayed."""
+    result: dict = {"us_per_post": in_process(ROOT, KINDS)}  # best of 5 loops each already
+    result["requests_per_s"] = _rates({}, rounds, seconds)
+    with redis_server() as (uri, _):
+        result["redis_requests_per_s"] = _rates({"RINGSUM_STORAGE_URI": uri}, rounds, seconds)
     result["marker_bytes"] = marker_bytes()
     return result
 
 
 def rows(results: dict) -> list[tuple[str, str, str, bool | None]]:
     """The ``costs`` figures as rows of the ``python -m benchmarks`` table."""
-    rates, micros = results["requests_per_s"], results["us_per_post"]
+    micros = results["us_per_post"]
     found = [
         (
-            f"POST req/s with an Idempotency-Key, {label} / without",
+            f"{storage}: POST req/s with an Idempotency-Key, {label} / without",
             f"{rates[kind]:,.0f} / {rates['none']:,.0f} = {rates[kind] / rates['none']:.2f}x",
             "(reported)",
             None,
         )
+        for storage, rates in (("memory", results["requests_per_s"]), ("Redis", results["redis_requests_per_s"]))
         for kind, label in (("fresh", "a new one each"), ("replay", "one replayed"))
     ]
     found.append(
@@ -133,8 +150,10 @@ def before_after(ref: str, rounds: int, seconds: float) -> dict:
             micros["after"].append(in_process(ROOT, ["none"])["none"])
         rates: dict[str, list[float]] = {"before": [], "after": []}
         with (
-            serving([sys.executable, str(before_root / "app.py")], SERVER_ENV) as before,
-            serving([sys.executable, "app.py"], SERVER_ENV) as after,
+            tempfile.TemporaryDirectory(prefix="ringsum-bench-") as before_data,
+            tempfile.TemporaryDirectory(prefix="ringsum-bench-") as after_data,
+            serving([sys.executable, str(before_root / "app.py")], {"RINGSUM_DATA_DIR": before_data}) as before,
+            serving([sys.executable, "app.py"], {**SERVER_ENV, "RINGSUM_DATA_DIR": after_data}) as after,
         ):
             for _ in range(rounds):
                 for name, server in (("before", before), ("after", after)):
