@@ -145,5 +145,5 @@ def test_python_app_py_exits_2_with_one_line_per_bad_setting() -> None:
 
 
 def test_a_setting_an_earlier_release_read_is_refused_not_ignored() -> None:
-    with pytest.raises(ConfigError, match="RINGSUM_SNAPSHOT_PATH.*RINGSUM_DATA_DIR"):
+    with pytest.raises(ConfigError, match=r"RINGSUM_SNAPSHOT_PATH.*RINGSUM_DATA_DIR"):
         load_settings(environ={"RINGSUM_SNAPSHOT_PATH": "/var/lib/ringsum/snap.json"})
