@@ -14,6 +14,11 @@ from flask.testing import FlaskClient
 from redis_servers import redis_cluster, redis_server  # noqa: F401 - session fixtures
 
 from ringsum import create_app
+
+# In-process apps keep nothing unless a test gives them a data dir: none writes into the
+# checkout's ./data, and two apps alive at once never contend for its lock. (Real
+# `python app.py` servers get a fresh data dir each, from serving.app_env.)
+os.environ["RINGSUM_DATA_DIR"] = ""
 from ringsum.clock import now_us
 
 # In-process apps keep nothing (and write nothing to ./data) unless a test gives them a

@@ -1,4 +1,7 @@
-"""RINGSUM_API_TOKEN: a bearer token on every /metric... route and /metrics."""
+"""RINGSUM_API_TOKEN: a bearer token on every /metric... route and /metrics.
+
+Auth sits in front of the storage and does not depend on it: the routes x credentials
+matrix runs on memory storage, and one smoke test shows the same guard on Redis."""
 
 from __future__ import annotations
 
@@ -42,8 +45,13 @@ WRONG_CREDENTIALS = [
 
 
 @pytest.fixture
-def guarded_client(make_app):
-    return make_app(RINGSUM_API_TOKEN=TOKEN).test_client()
+def guarded_client(make_memory_app):
+    return make_memory_app(RINGSUM_API_TOKEN=TOKEN).test_client()
+
+
+@pytest.fixture
+def open_client(make_memory_app):
+    return make_memory_app().test_client()
 
 
 def send(client, method: str, path: str, body, headers=None):
@@ -99,6 +107,14 @@ def test_every_metric_route_is_guarded(guarded_client) -> None:
 
 
 @pytest.mark.parametrize("method, path, body, status", GUARDED)
-def test_without_a_token_setting_everything_is_open(client, method, path, body, status) -> None:
-    assert send(client, method, path, body).status_code == status
-    assert send(client, method, path, body, {"Authorization": "Bearer anything"}).status_code == status
+def test_without_a_token_setting_everything_is_open(open_client, method, path, body, status) -> None:
+    assert send(open_client, method, path, body).status_code == status
+    assert send(open_client, method, path, body, {"Authorization": "Bearer anything"}).status_code == status
+
+
+@pytest.mark.parametrize("backend", ["redis", "cluster"], indirect=True)
+def test_the_token_guards_redis_storage_alike(make_app) -> None:
+    client = make_app(RINGSUM_API_TOKEN=TOKEN).test_client()
+    assert client.post("/metric/visits", json={"value": 2}).status_code == 401
+    assert send(client, "POST", "/metric/visits", {"value": 3}, AUTHORIZED).status_code == 200
+    assert send(client, "GET", "/metric/visits/sum", None, AUTHORIZED).get_json() == {"value": 3}

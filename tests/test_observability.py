@@ -150,7 +150,15 @@ def test_evictions_and_sweep_duration_on_memory_storage(memory_app) -> None:
     assert samples["ringsum_evictions_total"][()] == 2
     assert samples["ringsum_entries"][()] == 1
     assert samples["ringsum_keys"][()] == 1
-    assert samples["ringsum_sweep_duration_seconds"][()] >= 0  # freezegun stops perf_counter too
+    assert samples["ringsum_sweep_duration_seconds"][()] == storage.last_sweep_seconds
+
+
+def test_the_sweep_duration_is_the_time_the_last_sweep_took(memory_app, monkeypatch) -> None:
+    readings = iter([100.0, 100.25])  # the sweep reads the clock when it starts and when it ends
+    monkeypatch.setattr("ringsum.storage.memory.time.perf_counter", lambda: next(readings))
+    memory_app.extensions["ringsum.storage"].sweep()
+    monkeypatch.undo()
+    assert scrape(memory_app.test_client())["ringsum_sweep_duration_seconds"][()] == 0.25
 
 
 def test_key_limit_refusals_count_as_storage_errors() -> None:

@@ -508,7 +508,7 @@ class RedisStorage(Storage):
         """Say at start how durable the data is: as durable as the Redis behind it. Off
         the start path (Redis may be down); silent when CONFIG is not allowed."""
         try:
-            node = next(self._nodes())
+            _, node = next(self._nodes())
             found = {name: node.config_get(name).get(name, "?") for name in ("appendonly", "appendfsync", "save")}
         except Exception:  # informational only: Redis down, CONFIG refused, the storage closed meanwhile
             return
