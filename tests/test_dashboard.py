@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
+from helpers import ManualClock
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from ringsum import create_app
@@ -165,22 +166,9 @@ class _OneRequestPerConnection(WSGIRequestHandler):
 
 
 @dataclass
-class FakeClock:
-    """Epoch µs that move only when a test says so."""
-
-    now_us: int = START_US
-
-    def __call__(self) -> int:
-        return self.now_us
-
-    def advance(self, micros: int) -> None:
-        self.now_us += micros
-
-
-@dataclass
 class Server:
     url: str
-    clock: FakeClock
+    clock: ManualClock
     token: str | None
     _server: BaseWSGIServer
     _thread: threading.Thread
@@ -205,7 +193,7 @@ def serve() -> Iterator[Callable[..., Server]]:
     started: list[tuple[Server, Any]] = []
 
     def start(port: int = 0, **overrides: Any) -> Server:
-        clock = FakeClock()
+        clock = ManualClock(START_US)
         app = create_app({"RINGSUM_STORAGE_URI": "memory://", **overrides}, clock=clock)
         server = make_server("127.0.0.1", port, app, threaded=True, request_handler=_OneRequestPerConnection)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from freezegun import freeze_time
+from helpers import ManualClock
 
 from ringsum.config import load_settings
 from ringsum.storage import DataDirInUse, KeyLimitReached, StorageUnavailable
@@ -22,16 +23,6 @@ from ringsum.window import RollingSum
 START = datetime(2026, 5, 4, 12, 0, 0, tzinfo=UTC)
 START_US = int(START.timestamp()) * 1_000_000
 MINUTE_US = 60_000_000
-
-
-class ManualClock:
-    """Epoch µs that move only when told: cheaper than freezegun for 100,000 steps."""
-
-    def __init__(self, now_us: int) -> None:
-        self.now_us = now_us
-
-    def __call__(self) -> int:
-        return self.now_us
 
 
 def memory_storage(clock: ManualClock, **settings: str) -> MemoryStorage:
