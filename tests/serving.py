@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 from redis_servers import free_port
@@ -149,18 +150,10 @@ def start_server(
 
 
 @contextlib.contextmanager
-def serving(
-    env: Mapping[str, str | None] | None = None,
-    *,
-    workers: int | None = None,
-    threads: int | None = None,
-    port: int | None = None,
-    cwd: Path = ROOT,
-    open_files: int | None = None,
-) -> Iterator[Server]:
-    """A server for the ``with`` block; stopped (SIGTERM, then SIGKILL) when it ends,
-    unless the block stopped it already."""
-    server = start_server(env, workers=workers, threads=threads, port=port, cwd=cwd, open_files=open_files)
+def serving(env: Mapping[str, str | None] | None = None, **options: Any) -> Iterator[Server]:
+    """A server for the ``with`` block (``options`` as for start_server); stopped
+    (SIGTERM, then SIGKILL) when it ends, unless the block stopped it already."""
+    server = start_server(env, **options)
     try:
         yield server
     finally:
