@@ -9,6 +9,7 @@ from typing import Any
 
 import freezegun.api
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from redis_servers import redis_cluster, redis_server  # noqa: F401 - session fixtures
@@ -97,3 +98,13 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def redis_primaries(backend: str, storage_uri: str, request: pytest.FixtureRequest) -> Iterator[list[redis.Redis]]:
+    """A direct client per primary of the Redis backend under test, to look at what is stored."""
+    servers = request.getfixturevalue("redis_server" if backend == "redis" else "redis_cluster")
+    clients = [node.client() for node in getattr(servers, "nodes", [servers])]
+    yield clients
+    for client in clients:
+        client.close()

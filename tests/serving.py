@@ -8,7 +8,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,8 +15,10 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
+from redis_servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
@@ -26,13 +27,6 @@ STOP_TIMEOUT_S = 20.0
 # Every data dir a test server got without asking, removed when the test run ends.
 _DATA_DIRS = Path(tempfile.mkdtemp(prefix="ringsum-test-data-"))
 atexit.register(shutil.rmtree, _DATA_DIRS, ignore_errors=True)
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (the OS picks it), on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def app_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
@@ -87,6 +81,12 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def total(self, key: str) -> int:
+        """The window's sum of ``key``, asked over HTTP."""
+        response = requests.get(f"{self.url}/metric/{key}/sum", timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()["value"]
 
     def output(self) -> str:
         """Everything the server printed so far (stdout and stderr)."""
@@ -150,18 +150,10 @@ def start_server(
 
 
 @contextlib.contextmanager
-def serving(
-    env: Mapping[str, str | None] | None = None,
-    *,
-    workers: int | None = None,
-    threads: int | None = None,
-    port: int | None = None,
-    cwd: Path = ROOT,
-    open_files: int | None = None,
-) -> Iterator[Server]:
-    """A server for the ``with`` block; stopped (SIGTERM, then SIGKILL) when it ends,
-    unless the block stopped it already."""
-    server = start_server(env, workers=workers, threads=threads, port=port, cwd=cwd, open_files=open_files)
+def serving(env: Mapping[str, str | None] | None = None, **options: Any) -> Iterator[Server]:
+    """A server for the ``with`` block (``options`` as for start_server); stopped
+    (SIGTERM, then SIGKILL) when it ends, unless the block stopped it already."""
+    server = start_server(env, **options)
     try:
         yield server
     finally:

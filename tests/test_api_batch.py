@@ -6,8 +6,6 @@ import json
 
 import pytest
 
-from ringsum import create_app
-
 
 def sums(client, *keys: str) -> dict[str, int]:
     return {key: client.get(f"/metric/{key}/sum").get_json()["value"] for key in keys}
@@ -125,33 +123,24 @@ def test_a_body_over_the_limit_is_413_and_records_nothing(make_app) -> None:
 # -- memory storage only: its key limit, and how often the storage is called ---------
 
 
-def memory_app(**overrides: str):
-    app = create_app({"RINGSUM_STORAGE_URI": "memory://", **overrides})
-    return app
+def test_a_batch_that_would_exceed_the_key_limit_is_507_and_records_nothing(make_memory_app) -> None:
+    client = make_memory_app(RINGSUM_MAX_KEYS="3").test_client()
+    client.post("/metric/a", json={"value": 1})
+    events = [
+        {"key": "a", "value": 1},
+        {"key": "b", "value": 1},
+        {"key": "c", "value": 1},
+        {"key": "d", "value": 1},
+    ]
+    response = client.post("/metric", json=events)
+    assert response.status_code == 507
+    assert response.mimetype == "application/problem+json"
+    assert sums(client, "a", "b", "c", "d") == {"a": 1, "b": 0, "c": 0, "d": 0}
+    assert client.post("/metric", json=events[:3]).get_json() == {"recorded": 3}  # exactly at the limit
 
 
-def test_a_batch_that_would_exceed_the_key_limit_is_507_and_records_nothing() -> None:
-    app = memory_app(RINGSUM_MAX_KEYS="3")
-    client = app.test_client()
-    try:
-        client.post("/metric/a", json={"value": 1})
-        events = [
-            {"key": "a", "value": 1},
-            {"key": "b", "value": 1},
-            {"key": "c", "value": 1},
-            {"key": "d", "value": 1},
-        ]
-        response = client.post("/metric", json=events)
-        assert response.status_code == 507
-        assert response.mimetype == "application/problem+json"
-        assert sums(client, "a", "b", "c", "d") == {"a": 1, "b": 0, "c": 0, "d": 0}
-        assert client.post("/metric", json=events[:3]).get_json() == {"recorded": 3}  # exactly at the limit
-    finally:
-        app.extensions["ringsum.storage"].close()
-
-
-def test_a_batch_is_one_storage_call() -> None:
-    app = memory_app()
+def test_a_batch_is_one_storage_call(make_memory_app) -> None:
+    app = make_memory_app()
     storage = app.extensions["ringsum.storage"]
     calls = []
     record_many = storage.record_many
@@ -162,9 +151,6 @@ def test_a_batch_is_one_storage_call() -> None:
 
     storage.record_many = counting_record_many
     storage.record = lambda *_: pytest.fail("a batch must not record event by event")
-    try:
-        events = [{"key": f"k{index}", "value": index} for index in range(500)]
-        assert app.test_client().post("/metric", json=events).get_json() == {"recorded": 500}
-        assert calls == [500]
-    finally:
-        storage.close()
+    events = [{"key": f"k{index}", "value": index} for index in range(500)]
+    assert app.test_client().post("/metric", json=events).get_json() == {"recorded": 500}
+    assert calls == [500]

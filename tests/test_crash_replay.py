@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from helpers import ManualClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,15 +29,7 @@ OPERATIONS = st.lists(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now_us = T0
-
-    def __call__(self) -> int:
-        return self.now_us
-
-
-def storage_on(clock: Clock, resolution: str, data_dir: str) -> MemoryStorage:
+def storage_on(clock: ManualClock, resolution: str, data_dir: str) -> MemoryStorage:
     overrides = {"RINGSUM_WINDOW": "1m", "RINGSUM_RESOLUTION": resolution, "RINGSUM_DATA_DIR": data_dir}
     return MemoryStorage(load_settings({**overrides, "RINGSUM_FSYNC": "no"}, environ={}), clock=clock)
 
@@ -77,7 +70,7 @@ def test_a_crash_at_any_byte_loses_only_the_writes_it_cut(
     operations: list[tuple], resolution: str, cut_fraction: float, down_us: int
 ) -> None:
     with tempfile.TemporaryDirectory() as data_dir:
-        clock = Clock()
+        clock = ManualClock(T0)
         storage = storage_on(clock, resolution, data_dir)
         record_ends: list[tuple[int, int]] = []  # (index of a write, end of its record in the newest segment)
         for index, operation in enumerate(operations):
@@ -98,7 +91,7 @@ def test_a_crash_at_any_byte_loses_only_the_writes_it_cut(
 
         clock.now_us += down_us
         restarted = storage_on(clock, resolution, data_dir)
-        model_clock = Clock()
+        model_clock = ManualClock(T0)
         model = storage_on(model_clock, resolution, "")  # never crashed, never wrote a file
         try:
             for index, operation in enumerate(operations):

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
+from helpers import ManualClock
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from ringsum import create_app
@@ -102,52 +103,47 @@ def test_refresh_interval_is_taken_from_the_query_within_bounds(client, query: s
     assert _data(response.get_data(as_text=True), "refresh-ms") == refresh_ms
 
 
+# Which step, RINGSUM_WINDOW, RINGSUM_RESOLUTION -> the step the page uses, and the points
+# of that series. Sparklines ("step"): about 60 points. A key's chart ("chart-step"): 60
+# to 120 steps, a round duration where one fits.
+PAGE_STEPS = """
+    step        1h   1s   1m   61
+    step        1h   0    1m   61
+    step        90s  1s   2s   46
+    step        100s 1s   2s   51
+    step        7h   1s   7m   61
+    step        2s   1s   1s   3
+    step        10m  1m   1m   11
+    chart-step  1h   1s   30s  121
+    chart-step  1h   0    30s  121
+    chart-step  1h   9s   36s  101   (no round step is whole ticks of 9s)
+    chart-step  90s  1s   1s   91
+    chart-step  7h   1s   5m   85
+    chart-step  1d   1s   15m  97
+    chart-step  30d  1m   6h   121
+    chart-step  2s   1s   1s   3
+    chart-step  10m  1m   1m   11
+"""
+
+
 @pytest.mark.parametrize(
-    ("window", "resolution", "step", "points"),
-    [
-        ("1h", "1s", "1m", 61),
-        ("1h", "0", "1m", 61),
-        ("90s", "1s", "2s", 46),
-        ("100s", "1s", "2s", 51),
-        ("7h", "1s", "7m", 61),
-        ("2s", "1s", "1s", 3),
-        ("10m", "1m", "1m", 11),
-    ],
+    ("attribute", "window", "resolution", "step", "points"),
+    [(*line.split()[:4], int(line.split()[4])) for line in PAGE_STEPS.strip().splitlines()],
 )
-def test_sparkline_step_is_whole_ticks_giving_about_60_points(
-    make_app, window: str, resolution: str, step: str, points: int
+def test_the_page_steps_are_whole_ticks_the_series_endpoint_takes(
+    make_app, attribute: str, window: str, resolution: str, step: str, points: int
 ) -> None:
+    assert_page_step(make_app, attribute, window, resolution, step, points)
+
+
+def assert_page_step(make_app, attribute: str, window: str, resolution: str, step: str, points: int) -> None:
+    """The page's ``data-<attribute>`` step is ``step``, and the series endpoint takes it,
+    answering ``points`` points."""
     client = make_app(RINGSUM_WINDOW=window, RINGSUM_RESOLUTION=resolution).test_client()
-    page_step = _data(client.get("/").get_data(as_text=True), "step")
+    page_step = _data(client.get("/").get_data(as_text=True), attribute)
     assert page_step == step
     client.post("/metric/k", json={"value": 1})
     series = client.get(f"/metric/k/series?step={page_step}")
-    assert series.status_code == 200, series.get_data(as_text=True)
-    assert len(series.get_json()["points"]) == points
-
-
-@pytest.mark.parametrize(
-    ("window", "resolution", "step", "points"),
-    [
-        ("1h", "1s", "30s", 121),
-        ("1h", "0", "30s", 121),
-        ("1h", "9s", "36s", 101),  # no round step is whole ticks of 9s
-        ("90s", "1s", "1s", 91),
-        ("7h", "1s", "5m", 85),
-        ("1d", "1s", "15m", 97),
-        ("30d", "1m", "6h", 121),
-        ("2s", "1s", "1s", 3),
-        ("10m", "1m", "1m", 11),
-    ],
-)
-def test_chart_step_is_whole_ticks_giving_60_to_120_steps(
-    make_app, window: str, resolution: str, step: str, points: int
-) -> None:
-    client = make_app(RINGSUM_WINDOW=window, RINGSUM_RESOLUTION=resolution).test_client()
-    chart_step = _data(client.get("/").get_data(as_text=True), "chart-step")
-    assert chart_step == step
-    client.post("/metric/k", json={"value": 1})
-    series = client.get(f"/metric/k/series?step={chart_step}")
     assert series.status_code == 200, series.get_data(as_text=True)
     assert len(series.get_json()["points"]) == points
 
@@ -165,22 +161,9 @@ class _OneRequestPerConnection(WSGIRequestHandler):
 
 
 @dataclass
-class FakeClock:
-    """Epoch µs that move only when a test says so."""
-
-    now_us: int = START_US
-
-    def __call__(self) -> int:
-        return self.now_us
-
-    def advance(self, micros: int) -> None:
-        self.now_us += micros
-
-
-@dataclass
 class Server:
     url: str
-    clock: FakeClock
+    clock: ManualClock
     token: str | None
     _server: BaseWSGIServer
     _thread: threading.Thread
@@ -205,7 +188,7 @@ def serve() -> Iterator[Callable[..., Server]]:
     started: list[tuple[Server, Any]] = []
 
     def start(port: int = 0, **overrides: Any) -> Server:
-        clock = FakeClock()
+        clock = ManualClock(START_US)
         app = create_app({"RINGSUM_STORAGE_URI": "memory://", **overrides}, clock=clock)
         server = make_server("127.0.0.1", port, app, threaded=True, request_handler=_OneRequestPerConnection)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
@@ -282,6 +265,15 @@ def _rows(page: Any) -> Any:
 
 def _row(page: Any, key: str) -> Any:
     return page.locator(f'#metrics li.metric[data-key="{key}"]')
+
+
+def _showing(serve: Any, open_page: Any, key: str, value: int) -> tuple[Any, Any]:
+    """A server holding ``value`` for ``key``, and a page (refreshing every 300 ms) showing it."""
+    server = serve()
+    server.post(key, value)
+    page = open_page(f"{server.url}/?refresh=300")
+    _expect_rows(page, [key], [str(value)])
+    return server, page
 
 
 def _expect_rows(page: Any, keys: list[str], values: list[str]) -> None:
@@ -580,10 +572,7 @@ def test_empty_state_shows_a_curl_command_that_works_as_typed(serve, open_page) 
 
 def test_says_so_when_the_service_cannot_be_reached(serve, open_page) -> None:
     expect = _expect()
-    server = serve()
-    server.post("visits", 4)
-    page = open_page(f"{server.url}/?refresh=300")
-    _expect_rows(page, ["visits"], ["4"])
+    server, page = _showing(serve, open_page, "visits", 4)
     expect(page.locator("#banner")).to_be_hidden()
 
     server.stop()
@@ -795,10 +784,7 @@ def test_a_key_opens_a_larger_chart_of_its_window(serve, open_page, width: int, 
 
 def test_the_chart_of_a_key_that_aged_out_shows_zero(serve, open_page) -> None:
     expect = _expect()
-    server = serve()
-    server.post("visits", 3)
-    page = open_page(f"{server.url}/?refresh=300")
-    _expect_rows(page, ["visits"], ["3"])
+    server, page = _showing(serve, open_page, "visits", 3)
     _row(page, "visits").click()  # anywhere on the row, not only the key
     expect(page.locator("#chart-sum")).to_have_text("3", timeout=UPDATE)
     server.clock.advance(61 * MINUTE_US)

@@ -14,12 +14,6 @@ from serving import Server, free_port, run_app, serving, start_server
 pytestmark = pytest.mark.process
 
 
-def total(server: Server, key: str) -> int:
-    response = requests.get(f"{server.url}/metric/{key}/sum", timeout=10)
-    assert response.status_code == 200
-    return response.json()["value"]
-
-
 def post(session: requests.Session, server: Server, key: str, value: int) -> None:
     assert session.post(f"{server.url}/metric/{key}", json={"value": value}, timeout=10).status_code == 200
 
@@ -57,7 +51,7 @@ def test_kill_9_of_the_process_group_loses_no_acknowledged_value(tmp_path, resol
                 expected[key] = expected.get(key, 0) + value
     server.kill()  # SIGKILL to the whole process group: nothing runs on the way out
     with serving(env) as again:
-        assert {key: total(again, key) for key in expected} == expected
+        assert {key: again.total(key) for key in expected} == expected
         assert "restored 15 keys" in again.output()
 
 
@@ -87,7 +81,7 @@ def test_kill_9_mid_load_from_four_threads_keeps_every_acknowledged_value(tmp_pa
     for thread in threads:
         thread.join()
     with serving(env) as again:
-        restored = total(again, "load")
+        restored = again.total("load")
     assert sum(acknowledged) <= restored <= sum(sent)
 
 
@@ -111,7 +105,7 @@ def test_garbage_appended_to_every_file_of_the_data_dir_costs_nothing(tmp_path) 
         with path.open("ab") as file:
             file.write(b"\x00\x13garbage, as a bad disk or a stray write leaves it\xff" * 3)
     with serving({"RINGSUM_DATA_DIR": str(data_dir)}) as server:
-        assert {key: total(server, key) for key in expected} == expected
+        assert {key: server.total(key) for key in expected} == expected
         output = server.output()
     assert "snapshot" in damaged and any(name.startswith("journal-") for name in damaged)
     assert output.count("WARNING") == sum(name != "LOCK" for name in damaged), output
@@ -125,7 +119,7 @@ def test_a_torn_tail_costs_at_most_the_record_it_cut(tmp_path, torn: str) -> Non
     path = max(files, key=lambda file: (file.stat().st_size, file.name))  # the one holding records
     path.write_bytes(path.read_bytes()[:-5])
     with serving({"RINGSUM_DATA_DIR": str(data_dir)}) as server:
-        restored = {key: total(server, key) for key in expected}
+        restored = {key: server.total(key) for key in expected}
         output = server.output()
     assert restored["folded"] == expected["folded"]  # a torn snapshot end still holds every whole key
     assert restored["logged"] in (expected["logged"], expected["logged"] - 1009)  # at most the last post
@@ -139,7 +133,7 @@ def test_the_default_data_dir_is_data_in_the_working_directory(tmp_path) -> None
         assert server.stop() == 0
     assert {"LOCK", "journal-0000000001.log"} <= {path.name for path in (tmp_path / "data").iterdir()}
     with serving(env, cwd=tmp_path) as server:
-        assert total(server, "k") == 7
+        assert server.total("k") == 7
 
 
 def test_an_empty_data_dir_setting_writes_nothing(tmp_path) -> None:
@@ -151,7 +145,7 @@ def test_an_empty_data_dir_setting_writes_nothing(tmp_path) -> None:
     assert "restored" not in output and "new data dir" not in output  # nothing claims to have been kept
     assert "no data dir (nothing kept across restarts)" in output  # and the start line says so
     with serving({"RINGSUM_DATA_DIR": ""}, cwd=tmp_path) as server:
-        assert total(server, "k") == 0
+        assert server.total("k") == 0
 
 
 def second_owner(data_dir: Path) -> tuple[int, str, int]:
@@ -168,7 +162,7 @@ def second_owner(data_dir: Path) -> tuple[int, str, int]:
                 second.kill()
         second.log_file.seek(0)
         requests.post(f"{first.url}/metric/k", json={"value": 4}, timeout=5)
-        return status, second.log_file.read(), total(first, "k")
+        return status, second.log_file.read(), first.total("k")
 
 
 def test_a_second_process_on_the_same_data_dir_exits_and_leaves_the_first_alone(tmp_path) -> None:
@@ -194,7 +188,7 @@ def test_disk_use_stays_bounded_by_checkpoints(tmp_path) -> None:
             assert session.post(f"{server.url}/metric", json=batch, timeout=30).status_code == 200
             largest = max(largest, dir_bytes(data_dir))
             time.sleep(0.1)
-        assert total(server, "one") == 400_000
+        assert server.total("one") == 400_000
         wait_for(lambda: dir_bytes(data_dir) < 200_000, "the log to be folded into the snapshot")
     print(f"data dir: at most {largest:,} bytes during the load, {dir_bytes(data_dir):,} after")
     assert largest < 4_000_000  # about one interval of writes (about 1.3 MB here) plus the snapshot
@@ -209,6 +203,6 @@ def test_sigterm_then_restart_keeps_everything_and_stops_quickly(tmp_path) -> No
         assert server.stop(signal.SIGTERM) == 0
         stopped_in = time.monotonic() - started
     with serving(env) as server:
-        assert total(server, "k0") == sum(range(0, 200_000, 1000))
+        assert server.total("k0") == sum(range(0, 200_000, 1000))
         assert "restored 1000 keys and 20000 entries" in server.output()
     assert stopped_in < 5  # nothing but an fsync to do on the way out (a generous bound)

@@ -4,35 +4,10 @@ from __future__ import annotations
 
 import io
 from datetime import timedelta
-from http import HTTPStatus
 
 import pytest
 from freezegun import freeze_time
-
-PROBLEM = "application/problem+json"
-# RFC 9110 titles (Python's table still has older names for these two).
-TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
-
-
-def assert_problem(response, status: int, *words: str) -> dict:
-    """``response`` is a problem+json of ``status`` whose detail mentions each of ``words``."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM
-    problem = response.get_json()
-    assert problem["type"] == "about:blank"
-    assert problem["title"] == TITLES.get(status, HTTPStatus(status).phrase)
-    assert problem["status"] == status
-    assert isinstance(problem["detail"], str) and len(problem["detail"]) > 15
-    for word in words:
-        assert word in problem["detail"], problem["detail"]
-    assert "Traceback" not in response.get_data(as_text=True)
-    return problem
-
-
-def total(client, key: str) -> int:
-    response = client.get(f"/metric/{key}/sum")
-    assert response.status_code == 200
-    return response.get_json()["value"]
+from helpers import assert_problem, total
 
 
 def test_the_problem_object_has_exactly_the_rfc_fields(client) -> None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from freezegun import freeze_time
+from helpers import ManualClock
 
 from ringsum.config import load_settings
 from ringsum.storage import DataDirInUse, KeyLimitReached, StorageUnavailable
@@ -24,14 +25,13 @@ START_US = int(START.timestamp()) * 1_000_000
 MINUTE_US = 60_000_000
 
 
-class ManualClock:
-    """Epoch µs that move only when told: cheaper than freezegun for 100,000 steps."""
-
-    def __init__(self, now_us: int) -> None:
-        self.now_us = now_us
-
-    def __call__(self) -> int:
-        return self.now_us
+def listed_after_restart(clock: ManualClock, **settings: str) -> list[tuple[str, int]]:
+    """The keys a storage started on ``settings`` lists, then closed again."""
+    storage = memory_storage(clock, **settings)
+    try:
+        return storage.keys().metrics
+    finally:
+        storage.close()
 
 
 def memory_storage(clock: ManualClock, **settings: str) -> MemoryStorage:
@@ -285,11 +285,7 @@ def test_writes_refused_for_the_key_limit_are_not_logged(tmp_path) -> None:
     with pytest.raises(KeyLimitReached):
         storage.record("c", 3)
     storage.close()
-    again = memory_storage(clock, RINGSUM_MAX_KEYS="2", RINGSUM_DATA_DIR=str(tmp_path))
-    try:
-        assert again.keys().metrics == [("a", 1), ("b", 2)]
-    finally:
-        again.close()
+    assert listed_after_restart(clock, RINGSUM_MAX_KEYS="2", RINGSUM_DATA_DIR=str(tmp_path)) == [("a", 1), ("b", 2)]
 
 
 def test_a_lower_key_limit_at_restart_keeps_the_newest_keys(tmp_path) -> None:
@@ -301,11 +297,8 @@ def test_a_lower_key_limit_at_restart_keeps_the_newest_keys(tmp_path) -> None:
     storage.close()
     again = memory_storage(clock, RINGSUM_MAX_KEYS="2", RINGSUM_DATA_DIR=str(tmp_path))
     again.close()
-    third = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))  # and the files say so from then on
-    try:
-        assert third.keys().metrics == [("k3", 3), ("k4", 4)]
-    finally:
-        third.close()
+    # ... and the files say so from then on.
+    assert listed_after_restart(clock, RINGSUM_DATA_DIR=str(tmp_path)) == [("k3", 3), ("k4", 4)]
 
 
 def test_a_checkpoint_folds_the_log_into_a_snapshot_that_restores_the_same(tmp_path) -> None:

@@ -59,10 +59,8 @@ def test_readyz_when_storage_answers(client) -> None:
 
 
 @pytest.fixture
-def memory_app():
-    app = create_app({"RINGSUM_STORAGE_URI": "memory://"})
-    yield app
-    app.extensions["ringsum.storage"].close()
+def memory_app(make_memory_app):
+    return make_memory_app()
 
 
 def test_readyz_is_503_with_retry_after_when_storage_is_unreachable(memory_app, monkeypatch) -> None:

@@ -16,18 +16,12 @@ from serving import ROOT, app_env, run_app, serving
 pytestmark = pytest.mark.process
 
 
-def total(server, key: str) -> int:
-    response = requests.get(f"{server.url}/metric/{key}/sum", timeout=5)
-    assert response.status_code == 200
-    return response.json()["value"]
-
-
 def test_it_serves_the_api_on_a_production_server() -> None:
     with serving() as server:
         answer = requests.post(f"{server.url}/metric/visits", data='{"value": 3}', timeout=5)  # as curl -d sends it
         assert answer.status_code == 200 and answer.json() == {}
         assert requests.post(f"{server.url}/metric/visits/", data={"value": "2.5"}, timeout=5).status_code == 200
-        assert total(server, "visits") == 6
+        assert server.total("visits") == 6
         assert "werkzeug" not in answer.headers.get("Server", "").lower()  # not Flask's development server
         refused = requests.post(f"{server.url}/metric/visits", data=b"\xff", timeout=5)
         assert refused.status_code == 400 and refused.headers["Content-Type"] == "application/problem+json"
@@ -44,7 +38,7 @@ def test_the_body_limit_holds_for_chunked_bodies_too() -> None:
         too_large = requests.post(url, data=chunks(b'{"value": 2}'.ljust(5000)), timeout=5)
         assert too_large.status_code == 413 and too_large.headers["Content-Type"] == "application/problem+json"
         assert requests.post(url, data=b'{"value": 2}'.ljust(5000), timeout=5).status_code == 413
-        assert total(server, "k") == 2
+        assert server.total("k") == 2
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -55,11 +49,11 @@ def test_a_clean_stop_and_a_restart_restore_the_sums(tmp_path, stop_signal: int)
             requests.post(f"{server.url}/metric/{key}", json={"value": value}, timeout=5)
         assert server.stop(stop_signal) == 0
     with serving(env) as server:
-        assert [total(server, key) for key in "abc"] == [3, -5, 2**53 - 1]
+        assert [server.total(key) for key in "abc"] == [3, -5, 2**53 - 1]
         requests.post(f"{server.url}/metric/a", json={"value": 10}, timeout=5)
         assert server.stop(stop_signal) == 0
     with serving(env) as server:
-        assert total(server, "a") == 13
+        assert server.total("a") == 13
     assert not list((tmp_path / "data").glob("*.tmp"))  # no temporary file left behind
 
 
@@ -68,11 +62,11 @@ def test_values_that_aged_out_while_down_are_dropped(tmp_path) -> None:
     with serving(env) as server:
         requests.post(f"{server.url}/metric/brief", json={"value": 5}, timeout=5)
         posted = time.monotonic()
-        assert total(server, "brief") == 5
+        assert server.total("brief") == 5
         assert server.stop() == 0
     time.sleep(max(0.0, posted + 1.3 - time.monotonic()))  # past the window and its last tick
     with serving(env) as server:
-        assert total(server, "brief") == 0
+        assert server.total("brief") == 0
 
 
 @pytest.mark.parametrize("server_threads", [None, 4], ids=["one-request-thread", "four-request-threads"])
@@ -94,7 +88,7 @@ def test_threads_posting_to_one_key_lose_nothing(server_threads: int | None) -> 
         for worker in workers:
             worker.join()
         assert errors == []
-        assert total(server, "shared") == threads * posts
+        assert server.total("shared") == threads * posts
 
 
 def test_a_port_already_taken_is_one_line_not_a_traceback() -> None:

@@ -24,7 +24,7 @@ from flask import Flask
 from freezegun import freeze_time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis_servers import RedisClusterServers, RedisServer, free_port, redis_missing, unavailable
+from redis_servers import RedisServer, free_port, redis_missing, unavailable
 from serving import ROOT, app_env, serving
 
 from ringsum import create_app
@@ -43,14 +43,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def redis_nodes(backend: str, storage_uri: str, request: pytest.FixtureRequest) -> list[redis.Redis]:
-    """A direct client per primary of the backend under test, to look at what is stored."""
-    servers = request.getfixturevalue("redis_server" if backend == "redis" else "redis_cluster")
-    nodes = servers.nodes if isinstance(servers, RedisClusterServers) else [servers]
-    clients = [node.client() for node in nodes]
-    yield clients
-    for client in clients:
-        client.close()
+def redis_nodes(redis_primaries: list[redis.Redis]) -> list[redis.Redis]:
+    return redis_primaries
 
 
 @pytest.fixture

@@ -4,14 +4,13 @@ without walking every key per scrape."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 from flask import Flask
 from freezegun import freeze_time
-from redis_servers import RedisClusterServers
 
 import ringsum.storage.redis as redis_storage
 from ringsum.storage.redis import INDEX
@@ -19,26 +18,20 @@ from ringsum.storage.redis import INDEX
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["redis", "cluster"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
+pytestmark = pytest.mark.parametrize("backend", ["redis", "cluster"], indirect=True)
 
 
 @pytest.fixture
-def index_node(backend: str, storage_uri: str, request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+def index_node(redis_primaries: list[redis.Redis]) -> redis.Redis | None:
     """A direct client to the node that holds the index (any node, on a single Redis)."""
-    servers = request.getfixturevalue("redis_server" if backend == "redis" else "redis_cluster")
-    clients = [node.client() for node in (servers.nodes if isinstance(servers, RedisClusterServers) else [servers])]
     holder = None
-    for client in clients:
+    for client in redis_primaries:
         try:
             client.type(INDEX)
         except redis.exceptions.MovedError:
             continue
         holder = client
-    yield holder
-    for client in clients:
-        client.close()
+    return holder
 
 
 def indexed(node: redis.Redis) -> list[str]:

@@ -17,12 +17,6 @@ from serving import Server, run_app, serving
 pytestmark = pytest.mark.process
 
 
-def total(server: Server, key: str) -> int:
-    response = requests.get(f"{server.url}/metric/{key}/sum", timeout=10)
-    assert response.status_code == 200
-    return response.json()["value"]
-
-
 def post(server: Server, key: str, value: int) -> None:
     assert requests.post(f"{server.url}/metric/{key}", json={"value": value}, timeout=10).status_code == 200
 
@@ -67,10 +61,10 @@ def test_sighup_replaces_the_worker_and_loses_nothing(tmp_path) -> None:
         for _ in range(5):
             post(server, "reloaded", 1000)
         wait_for(lambda: workers_of(server) and workers_of(server) != before, what="a new worker")
-        assert total(server, "reloaded") == 5050 + 5000
+        assert server.total("reloaded") == 5050 + 5000
         assert server.stop() == 0
     with serving(env) as server:
-        assert total(server, "reloaded") == 10050
+        assert server.total("reloaded") == 10050
 
 
 def test_a_killed_worker_is_replaced_and_reads_everything_back(tmp_path) -> None:
@@ -80,7 +74,7 @@ def test_a_killed_worker_is_replaced_and_reads_everything_back(tmp_path) -> None
         [worker] = workers_of(server)
         os.kill(worker, signal.SIGKILL)
         wait_for(lambda: workers_of(server) not in ([], [worker]), what="a replacement worker")
-        assert total(server, "survivor") == 1275
+        assert server.total("survivor") == 1275
         assert server.process.poll() is None  # the supervisor carried on
         assert "starting another" in server.output()
 
@@ -96,7 +90,7 @@ def test_a_killed_supervisor_leaves_no_worker_serving(tmp_path) -> None:
         wait_for(lambda: port_is_free(server.port), timeout=5, what="the port freed")
         port = server.port
     with serving(env, port=port) as again:  # the same port and data dir, nothing split
-        assert total(again, "orphan") == 7
+        assert again.total("orphan") == 7
 
 
 def _is_zombie(pid: int) -> bool:
@@ -114,7 +108,7 @@ def test_a_second_server_on_a_port_ringsum_holds_is_refused_with_one_line() -> N
         output = output_of(second).strip()
         assert output.count("\n") == 0, output
         assert f"cannot listen on 127.0.0.1:{first.port}" in output and "in use" in output
-        assert total(first, "first") == 1  # untouched, and alone on its port
+        assert first.total("first") == 1  # untouched, and alone on its port
 
 
 def test_a_second_server_on_a_data_dir_in_use_is_refused_with_one_line(tmp_path) -> None:
@@ -127,7 +121,7 @@ def test_a_second_server_on_a_data_dir_in_use_is_refused_with_one_line(tmp_path)
         assert output.count("\n") == 0, output
         assert str(tmp_path) in output and "in use" in output
         post(first, "owned", 4)
-        assert total(first, "owned") == 7
+        assert first.total("owned") == 7
 
 
 def test_sigterm_finishes_requests_under_way_then_stops(tmp_path) -> None:
@@ -151,4 +145,4 @@ def test_sigterm_finishes_requests_under_way_then_stops(tmp_path) -> None:
         assert server.stop(signal.SIGTERM) == 0
         poster.join()
     with serving(env) as server:
-        assert total(server, "busy") == answers.count(200)  # every acknowledged value, no more
+        assert server.total("busy") == answers.count(200)  # every acknowledged value, no more

@@ -11,9 +11,9 @@ from math import floor
 from urllib.parse import quote
 
 import pytest
+from helpers import assert_problem, total
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_errors import assert_problem
 
 from ringsum.problems import Problem
 from ringsum.values import _PLAIN_BODY, parse_batch_body, parse_value_body, read_value_body
@@ -24,12 +24,6 @@ _fresh_keys = itertools.count()
 
 def fresh_key() -> str:
     return f"k{next(_fresh_keys)}"
-
-
-def total(client, key: str) -> int:
-    response = client.get(f"/metric/{key}/sum")
-    assert response.status_code == 200
-    return response.get_json()["value"]
 
 
 def recorded_as(client, body: bytes | str, **post) -> int:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from freezegun import freeze_time
+from helpers import total
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -123,12 +124,6 @@ START_US = int(START.timestamp()) * 1_000_000
 
 def move_to(clock, time_us: int) -> None:
     clock.move_to(START + timedelta(microseconds=time_us - START_US))
-
-
-def total(client, key: str = "k") -> int:
-    response = client.get(f"/metric/{key}/sum")
-    assert response.status_code == 200
-    return response.get_json()["value"]
 
 
 @pytest.mark.parametrize("window", ["1h", "90s"])
