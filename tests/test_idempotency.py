@@ -16,6 +16,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from freezegun import freeze_time
+from helpers import ManualClock, assert_problem, total
 from serving import serving
 from test_crash_replay import crash
 
@@ -34,10 +35,6 @@ def post(client: FlaskClient, path: str, document: object, key: str | None = "re
     return client.post(path, data=json.dumps(document), headers=headers)
 
 
-def total(client: FlaskClient, key: str = "visits") -> int:
-    return client.get(f"/metric/{key}/sum").get_json()["value"]
-
-
 def metric(client: FlaskClient, name: str) -> float:
     for line in client.get("/metrics").get_data(as_text=True).splitlines():
         if line.startswith(name + " "):
@@ -54,20 +51,20 @@ def test_a_retry_counts_once_and_gets_the_first_answer_again(client: FlaskClient
     assert "Idempotent-Replayed" not in first.headers
     assert again.headers["Idempotent-Replayed"] == "true"
     assert {**first.headers, "Idempotent-Replayed": "true"} == dict(again.headers)
-    assert total(client) == 3
+    assert total(client, "visits") == 3
 
 
 def test_requests_without_the_header_are_each_counted(client: FlaskClient) -> None:
     for _ in range(2):
         response = post(client, *SINGLE, key=None)
         assert response.get_data() == b"{}" and "Idempotent-Replayed" not in response.headers
-    assert total(client) == 6
+    assert total(client, "visits") == 6
 
 
 def test_different_keys_are_different_writes(client: FlaskClient) -> None:
     post(client, *SINGLE, key="one")
     post(client, *SINGLE, key="two")
-    assert total(client) == 6
+    assert total(client, "visits") == 6
 
 
 @pytest.mark.parametrize(
@@ -83,10 +80,7 @@ def test_a_key_reused_for_another_request_is_a_422_that_records_nothing(
     client: FlaskClient, path: str, document
 ) -> None:
     post(client, *SINGLE)
-    response = post(client, path, document)
-    assert response.status_code == 422
-    assert response.mimetype == "application/problem+json"
-    assert "Idempotency-Key was first used for another request" in response.get_json()["detail"]
+    assert_problem(post(client, path, document), 422, "Idempotency-Key was first used for another request")
     assert total(client, "visits") == 3 and total(client, "signups") == 0
     assert post(client, *SINGLE).headers["Idempotent-Replayed"] == "true"  # the first still stands
 
@@ -99,46 +93,51 @@ def test_a_key_that_is_not_1_to_255_visible_ascii_characters_but_a_comma_is_a_40
     environ = {"HTTP_IDEMPOTENCY_KEY": value}  # as the server hands it over, latin-1
     for path, document in (SINGLE, BATCH):
         response = client.post(path, data=json.dumps(document), environ_base=environ)
-        assert response.status_code == 400
-        assert (
-            "Idempotency-Key header must be 1-255 visible ASCII characters, no spaces or commas"
-            in (response.get_json()["detail"])
-        )
-    assert total(client) == 0
+        assert_problem(response, 400, "Idempotency-Key header must be 1-255 visible ASCII characters, no spaces")
+    assert total(client, "visits") == 0
 
 
 @pytest.mark.parametrize("value", ["x", "~" * 255, '"8e03978e-40d5-43e8-bc93-6894a57f9324"', "{tag}:a;b=c!"])
 def test_any_1_to_255_visible_ascii_characters_make_a_key(client: FlaskClient, value: str) -> None:
     assert post(client, *SINGLE, key=value).status_code == 200
     assert post(client, *SINGLE, key=value).headers["Idempotent-Replayed"] == "true"
-    assert total(client) == 3
+    assert total(client, "visits") == 3
 
 
 def test_a_bad_body_with_a_key_records_nothing_and_leaves_the_key_free(client: FlaskClient) -> None:
     assert post(client, "/metric/visits", {"value": "three"}).status_code == 422
     assert post(client, *SINGLE).status_code == 200
-    assert total(client) == 3
+    assert total(client, "visits") == 3
 
 
-def test_eight_threads_sending_one_key_at_once_count_once(app: Flask) -> None:
+def eight_at_once(send: Callable[[], tuple[int, bytes, str | None]]) -> Counter:
+    """Run ``send`` in 8 threads released together; count the (status, body,
+    Idempotent-Replayed) answers they got."""
     start = threading.Barrier(8)
     answers = []
 
-    def send() -> None:
-        client = app.test_client()
+    def run() -> None:
         start.wait()
-        response = post(client, *BATCH)
-        answers.append((response.status_code, response.get_data(), response.headers.get("Idempotent-Replayed")))
+        answers.append(send())
 
-    threads = [threading.Thread(target=send) for _ in range(8)]
+    threads = [threading.Thread(target=run) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return Counter(answers)
+
+
+def test_eight_threads_sending_one_key_at_once_count_once(app: Flask) -> None:
+    def send() -> tuple[int, bytes, str | None]:
+        response = post(app.test_client(), *BATCH)
+        return response.status_code, response.get_data(), response.headers.get("Idempotent-Replayed")
+
     # A repeat in flight waits for the first (its write and marker are one atomic
     # step), so every answer is the first one: never a 409.
-    assert Counter(answers) == {(200, b'{"recorded": 2}', None): 1, (200, b'{"recorded": 2}', "true"): 7}
-    assert total(app.test_client()) == 3 and total(app.test_client(), "signups") == 1
+    answers = eight_at_once(send)
+    assert answers == {(200, b'{"recorded": 2}', None): 1, (200, b'{"recorded": 2}', "true"): 7}
+    assert total(app.test_client(), "visits") == 3 and total(app.test_client(), "signups") == 1
 
 
 def test_markers_expire_with_the_window(make_app: Callable[..., Flask]) -> None:
@@ -149,11 +148,11 @@ def test_markers_expire_with_the_window(make_app: Callable[..., Flask]) -> None:
         post(client, *SINGLE)
         clock.tick(timedelta(seconds=60))
         assert post(client, *SINGLE).headers.get("Idempotent-Replayed") == "true"
-        assert total(client) == 3
+        assert total(client, "visits") == 3
         clock.tick(timedelta(seconds=1))
         again = post(client, *SINGLE)
         assert again.status_code == 200 and "Idempotent-Replayed" not in again.headers
-        assert total(client) == 3  # the first value aged out, this one counts
+        assert total(client, "visits") == 3  # the first value aged out, this one counts
         assert post(client, *SINGLE).headers.get("Idempotent-Replayed") == "true"
 
 
@@ -177,11 +176,8 @@ def test_over_the_cap_is_a_507_that_records_nothing_and_forgets_no_marker(
         client = make_memory_app(RINGSUM_MAX_IDEMPOTENCY_KEYS="2", RINGSUM_WINDOW="1m").test_client()
         post(client, *SINGLE, key="one")
         post(client, *SINGLE, key="two")
-        full = post(client, *SINGLE, key="three")
-        assert full.status_code == 507
-        assert full.mimetype == "application/problem+json"
-        assert "RINGSUM_MAX_IDEMPOTENCY_KEYS" in full.get_json()["detail"]
-        assert total(client) == 6
+        assert_problem(post(client, *SINGLE, key="three"), 507, "RINGSUM_MAX_IDEMPOTENCY_KEYS")
+        assert total(client, "visits") == 6
         # Held markers still answer their retries; writes without a key still go in.
         assert post(client, *SINGLE, key="one").headers["Idempotent-Replayed"] == "true"
         assert post(client, *SINGLE, key=None).status_code == 200
@@ -199,7 +195,7 @@ def test_a_refused_write_leaves_no_marker(make_memory_app: Callable[..., Flask])
     client.delete("/metric/other")
     retried = post(client, *SINGLE)
     assert retried.status_code == 200 and "Idempotent-Replayed" not in retried.headers
-    assert total(client) == 3
+    assert total(client, "visits") == 3
 
 
 def test_the_sweep_drops_expired_markers(make_memory_app: Callable[..., Flask]) -> None:
@@ -242,7 +238,7 @@ def test_a_retry_after_the_answer_was_lost_counts_once(app: Flask, redis_backend
     retried = post(client, *BATCH)
     assert retried.status_code == 200 and retried.headers["Idempotent-Replayed"] == "true"
     assert retried.get_data() == b'{"recorded": 2}'
-    assert total(client) == 3 and total(client, "signups") == 1
+    assert total(client, "visits") == 3 and total(client, "signups") == 1
 
 
 def test_the_storage_returns_the_marker_held_and_records_nothing(app: Flask, redis_backend: str) -> None:
@@ -258,7 +254,7 @@ def test_a_refused_write_frees_the_key_on_redis_too(client: FlaskClient, redis_b
     too_much = [{"key": "visits", "value": 2**53 - 1}] * 1100
     assert post(client, "/metric", too_much).status_code == 422
     assert post(client, *SINGLE).status_code == 200
-    assert total(client) == 3
+    assert total(client, "visits") == 3
 
 
 def test_a_partial_cluster_batch_retried_completes_it_once(app: Flask, backend: str) -> None:
@@ -290,23 +286,14 @@ def test_eight_clients_sending_one_key_to_a_real_server_count_once(redis_server)
     """Through ``python app.py --threads 4`` on Redis: real sockets, real request threads."""
     redis_server.flushall()
     with serving({"RINGSUM_STORAGE_URI": redis_server.url}, threads=4) as server:
-        start = threading.Barrier(8)
-        answers = []
 
-        def send() -> None:
-            start.wait()
-            response = requests.post(
-                f"{server.url}/metric/visits", data='{"value": 3}', headers={"Idempotency-Key": "real"}, timeout=10
-            )
-            answers.append((response.status_code, response.content, response.headers.get("Idempotent-Replayed")))
+        def send() -> tuple[int, bytes, str | None]:
+            headers = {"Idempotency-Key": "real"}
+            response = requests.post(f"{server.url}/metric/visits", data='{"value": 3}', headers=headers, timeout=10)
+            return response.status_code, response.content, response.headers.get("Idempotent-Replayed")
 
-        threads = [threading.Thread(target=send) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert Counter(answers) == {(200, b"{}", None): 1, (200, b"{}", "true"): 7}
-        assert requests.get(f"{server.url}/metric/visits/sum", timeout=10).json() == {"value": 3}
+        assert eight_at_once(send) == {(200, b"{}", None): 1, (200, b"{}", "true"): 7}
+        assert server.total("visits") == 3
 
 
 @pytest.mark.parametrize("marker_id", ["x}:z", "{other}", "*"])
@@ -320,17 +307,10 @@ def test_a_key_shaped_like_ringsums_own_redis_names_stays_a_marker(client: Flask
 # -- memory storage: markers live in the write-ahead log, with their writes ---------
 
 
-class Clock:
-    """Epoch µs that move only when told."""
-
-    def __init__(self) -> None:
-        self.now_us = 1_780_000_000_000_000
-
-    def __call__(self) -> int:
-        return self.now_us
+T0 = 1_780_000_000_000_000
 
 
-def storage_in(data_dir: Path, clock: Clock) -> MemoryStorage:
+def storage_in(data_dir: Path, clock: ManualClock) -> MemoryStorage:
     overrides = {"RINGSUM_WINDOW": "1m", "RINGSUM_DATA_DIR": str(data_dir), "RINGSUM_FSYNC": "no"}
     return MemoryStorage(load_settings(overrides, environ={}), clock=clock)
 
@@ -341,14 +321,14 @@ BATCH_MARKER = Marker("batch", fingerprint("POST", "/metric", b"[...]"), 200, b'
 
 @pytest.mark.parametrize("checkpointed", [False, True], ids=["in the log", "folded into the snapshot"])
 def test_markers_come_back_after_a_crash_with_the_writes_they_guard(tmp_path: Path, checkpointed: bool) -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     storage = storage_in(tmp_path, clock)
     storage.record("visits", 3, SINGLE_MARKER)
     storage.record_many([("a", 1), ("b", 2)], BATCH_MARKER)
     if checkpointed:
         storage.checkpoint()
     crash(storage)
-    clock.now_us += 5_000_000
+    clock.advance(5_000_000)
     again = storage_in(tmp_path, clock)
     try:
         assert again.record("visits", 3, SINGLE_MARKER) == SINGLE_MARKER
@@ -362,13 +342,13 @@ def test_markers_come_back_after_a_crash_with_the_writes_they_guard(tmp_path: Pa
 
 
 def test_markers_that_expired_while_down_are_not_restored(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     storage = storage_in(tmp_path, clock)
     storage.record("visits", 3, SINGLE_MARKER)
     storage.checkpoint()
     storage.record("later", 1, BATCH_MARKER)
     crash(storage)
-    clock.now_us += 61_000_000  # the window and its tick: both writes and the first marker aged out
+    clock.advance(61_000_000)  # the window and its tick: both writes and the first marker aged out
     again = storage_in(tmp_path, clock)
     try:
         assert again.stats().idempotency_keys == 0
@@ -391,7 +371,7 @@ def test_kill_9_after_a_write_then_its_retry_counts_once(tmp_path: Path) -> None
         retried = requests.post(f"{server.url}/metric/visits", data='{"value": 3}', headers=headers, timeout=10)
         assert retried.status_code == 200 and retried.content == first.content
         assert retried.headers["Idempotent-Replayed"] == "true"
-        assert requests.get(f"{server.url}/metric/visits/sum", timeout=10).json() == {"value": 3}
+        assert server.total("visits") == 3
 
 
 def test_a_key_sent_twice_through_the_real_server_is_a_400() -> None:
@@ -408,4 +388,4 @@ def test_a_key_sent_twice_through_the_real_server_is_a_400() -> None:
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 400 ")
         assert b"and sent once" in answer
-        assert requests.get(f"{server.url}/metric/visits/sum", timeout=10).json() == {"value": 0}
+        assert server.total("visits") == 0
