@@ -95,7 +95,7 @@ def longest_lock_hold_ms(rounds: int = 200) -> float:
     from ringsum.storage.memory import MemoryStorage
 
     now = [1_800_000_000_000_000]
-    storage = MemoryStorage(load_settings({}, environ={}), clock=lambda: now[0])
+    storage = MemoryStorage(load_settings({"RINGSUM_DATA_DIR": ""}, environ={}), clock=lambda: now[0])
     try:
         storage.record_many([(f"churn.{index}", 1) for index in range(KEYS)])
         longest = 0.0

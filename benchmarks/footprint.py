@@ -25,7 +25,7 @@ def bytes_per_key(key_length: int, keys: int = KEYS) -> dict:
     from ringsum.config import load_settings
     from ringsum.storage.memory import MemoryStorage
 
-    storage = MemoryStorage(load_settings({}, environ={}), clock=lambda: START_US)
+    storage = MemoryStorage(load_settings({"RINGSUM_DATA_DIR": ""}, environ={}), clock=lambda: START_US)
     gc.collect()
     tracked, before = len(gc.get_objects()), rss_bytes()
     for start in range(0, keys, 1000):  # each key a new string, as when read from a request

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from ringsum import create_app
+from ringsum.state import close_app
 
 BODY = b'{"value": 3}'
 COUNT = 20_000
@@ -66,7 +67,7 @@ def main() -> None:
         app = create_app({"RINGSUM_DATA_DIR": data_dir, "RINGSUM_MAX_IDEMPOTENCY_KEYS": "10000000"})
         kinds = sys.argv[1:] or ["none", "fresh", "replay"]
         print(json.dumps({kind: microseconds_per_post(app, kind) for kind in kinds}))
-        app.extensions["ringsum.storage"].close()
+        close_app(app)
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def index_cost(keys: int = KEYS) -> dict:
     held, new = names[::2], names[1::2]
     index = SortedList(held)
     add_us = _per_call_us(index.add, new)
-    storage = MemoryStorage(load_settings({"RINGSUM_MAX_KEYS": str(4 * keys)}))
+    storage = MemoryStorage(load_settings({"RINGSUM_MAX_KEYS": str(4 * keys), "RINGSUM_DATA_DIR": ""}))
     try:
         for key in held:
             storage.record(key, 1)

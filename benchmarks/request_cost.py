@@ -11,7 +11,7 @@ import io
 import time
 from collections.abc import Callable, Iterable
 
-from ringsum import create_app
+from ringsum import create_app, state
 from ringsum.body_limit import WHOLE_BODY
 from ringsum.keys import parse_key
 from ringsum.values import parse_value_body
@@ -57,7 +57,7 @@ def microseconds_per_request(app: Wsgi, method: str, path: str, body: bytes = b"
 def main() -> None:
     argparse.ArgumentParser(prog="python -m benchmarks.request_cost", description=__doc__).parse_args()
     ringsum = create_app({"RINGSUM_DATA_DIR": ""})  # the request's own cost; benchmarks/durability.py prices the log
-    storage = ringsum.extensions["ringsum.storage"]
+    storage = state.storage(ringsum)
 
     def ringsum_work_only(environ: dict, start_response: Callable) -> list[bytes]:
         key = parse_key(environ["PATH_INFO"].removeprefix("/metric/"))

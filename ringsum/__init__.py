@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 
+from . import state
 from .body_limit import BodyLimitedRequest
 from .config import ConfigError, Settings, load_settings, raw_settings
 from .problems import register_problem_handlers
@@ -30,9 +31,10 @@ def create_app(
     # unmerged, such a path simply matches no route: a 404 problem.
     app.url_map.merge_slashes = False
     app.request_class = BodyLimitedRequest
-    app.config.update(raw_settings(overrides))
-    app.config.update(RINGSUM_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body)
-    app.extensions["ringsum.storage"] = open_storage(settings, clock=clock, lock_timeout_s=lock_timeout_s)
+    # SPEC: each setting is also the Flask config key of its name (read-only: code reads
+    # the validated Settings through ringsum.state, the one source of truth).
+    app.config.update(raw_settings(overrides), MAX_CONTENT_LENGTH=settings.max_body)
+    state.attach(app, settings, open_storage(settings, clock=clock, lock_timeout_s=lock_timeout_s))
 
     from . import api, auth, dashboard, observability
 

@@ -6,28 +6,20 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
-from .config import Settings
 from .idempotency import REPLAYED_HEADER, fingerprint, parse_idempotency_key
 from .keys import parse_after_param, parse_key, parse_prefix_param
 from .observability import count_idempotency_conflict, count_recorded, count_replay
 from .params import parse_limit_param, parse_step_param, parse_window_param
-from .storage import IdempotencyKeyReused, Marker, Storage
+from .state import settings, storage
+from .storage import IdempotencyKeyReused, Marker
 from .values import parse_batch_body, parse_value_body
 
 bp = Blueprint("api", __name__)
 
 JSON = "application/json"
 _EMPTY_OBJECT = b"{}"
-
-
-def storage() -> Storage:
-    return current_app.extensions["ringsum.storage"]
-
-
-def settings() -> Settings:
-    return current_app.config["RINGSUM_SETTINGS"]
 
 
 def _query_param(name: str) -> str | None:

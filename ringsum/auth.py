@@ -11,6 +11,7 @@ import hmac
 from flask import Flask, request
 
 from .problems import Problem
+from .state import settings
 
 # Exactly the paths the token guards: /metric, /metric/..., /metrics.
 _GUARDED_PREFIX = "/metric/"
@@ -23,7 +24,7 @@ def is_guarded(path: str) -> bool:
 
 def init_app(app: Flask) -> None:
     """Install the check only when a token is set, so an open service pays nothing."""
-    token = app.config["RINGSUM_SETTINGS"].api_token
+    token = settings(app).api_token
     if not token:
         return
     expected = token.encode("utf-8")

@@ -9,9 +9,9 @@ inline script and works with no internet at all.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, render_template, request
 
-from .config import Settings
+from . import state
 from .units import format_duration
 
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static", static_url_path="/dashboard")
@@ -67,7 +67,7 @@ def refresh_ms(raw: str | None) -> int:
 
 @bp.get("/")
 def dashboard() -> Response:
-    settings: Settings = current_app.config["RINGSUM_SETTINGS"]
+    settings = state.settings()
     step_us = sparkline_step_us(settings.window_us, settings.slot_us)
     page = render_template(
         "dashboard.html",

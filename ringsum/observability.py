@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from time import perf_counter
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -25,6 +25,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from . import state
+from .state import metrics, storage
 from .storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -142,12 +144,8 @@ class Metrics:
         return count, self.latency.labels(*labels).observe
 
 
-def metrics() -> Metrics:
-    return current_app.extensions["ringsum.metrics"]
-
-
 def count_recorded(values: int) -> None:
-    current_app._get_current_object().extensions["ringsum.metrics"].values_recorded.inc(values)
+    metrics().values_recorded.inc(values)
 
 
 def count_replay() -> None:
@@ -160,7 +158,7 @@ def count_idempotency_conflict() -> None:
 
 def init_app(app: Flask) -> None:
     """Time every request from the moment the app gets it to the moment its response is ready."""
-    app.extensions["ringsum.metrics"] = observed = Metrics(app.extensions["ringsum.storage"])
+    observed = state.state(app).metrics = Metrics(storage(app))
     inner = app.wsgi_app
 
     def timed_wsgi_app(environ: dict, start_response: Callable) -> Any:
@@ -189,7 +187,7 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     """Ready when the storage answers; StorageUnavailable becomes a 503 with Retry-After."""
-    current_app.extensions["ringsum.storage"].ping()
+    storage().ping()
     return Response(b'{"status": "ready"}', mimetype="application/json")
 
 

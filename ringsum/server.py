@@ -27,9 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from flask import Flask
+
 from . import create_app, gc_policy
 from .config import ConfigError, Settings, load_settings, settings_help
 from .edge import Edge, EdgeLimits
+from .state import close_app
 from .storage import DataDirError, redacted_uri
 from .storage.datadir import DataDir
 from .units import format_duration
@@ -149,9 +152,8 @@ def run_worker(build_app: AppFactory, sock: socket.socket, options: ServeOptions
         _run_loop(_serve_until_stopped(edge, sock, parent))
     finally:
         gc_policy.stop()
-        storage = getattr(app, "extensions", {}).get("ringsum.storage")
-        if storage is not None:
-            storage.close()
+        if isinstance(app, Flask):
+            close_app(app)
     return 0
 
 

@@ -21,6 +21,7 @@ from ringsum import create_app
 # `python app.py` servers get a fresh data dir each, from serving.app_env.)
 os.environ["RINGSUM_DATA_DIR"] = ""
 from ringsum.clock import now_us
+from ringsum.state import close_app
 
 # In-process apps keep nothing (and write nothing to ./data) unless a test gives them a
 # data dir; real servers get a fresh one each from tests/serving.py.
@@ -73,7 +74,7 @@ def _app_builder(storage_uri: str, settings: Mapping[str, str]) -> Iterator[Call
 
     yield build
     for app in apps:
-        app.extensions["ringsum.storage"].close()
+        close_app(app)
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from ringsum import state
+
 
 def sums(client, *keys: str) -> dict[str, int]:
     return {key: client.get(f"/metric/{key}/sum").get_json()["value"] for key in keys}
@@ -141,7 +143,7 @@ def test_a_batch_that_would_exceed_the_key_limit_is_507_and_records_nothing(make
 
 def test_a_batch_is_one_storage_call(make_memory_app) -> None:
     app = make_memory_app()
-    storage = app.extensions["ringsum.storage"]
+    storage = state.storage(app)
     calls = []
     record_many = storage.record_many
 

@@ -10,6 +10,7 @@ from serving import run_app
 
 from ringsum import create_app
 from ringsum.config import ConfigError, load_settings
+from ringsum.state import close_app
 
 SECOND_US = 1_000_000
 
@@ -76,7 +77,7 @@ def test_the_app_reads_settings_from_the_environment(monkeypatch) -> None:
         response = app.test_client().post("/metric/k", data=b'{"value": 1}'.ljust(101))
         assert response.status_code == 413
     finally:
-        app.extensions["ringsum.storage"].close()
+        close_app(app)
 
 
 BAD_SETTINGS = [

@@ -36,6 +36,7 @@ from helpers import ManualClock
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from ringsum import create_app
+from ringsum.state import close_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -202,7 +203,7 @@ def serve() -> Iterator[Callable[..., Server]]:
     yield start
     for running, app in started:
         running.stop()
-        app.extensions["ringsum.storage"].close()
+        close_app(app)
 
 
 def _missing_browser() -> str | None:

@@ -20,6 +20,7 @@ from helpers import ManualClock, assert_problem, total
 from serving import serving
 from test_crash_replay import crash
 
+from ringsum import state
 from ringsum.config import load_settings
 from ringsum.idempotency import fingerprint
 from ringsum.storage import IdempotencyKeyReused, Marker, StorageUnavailable
@@ -204,8 +205,8 @@ def test_the_sweep_drops_expired_markers(make_memory_app: Callable[..., Flask]) 
         for index in range(3):
             post(app.test_client(), *SINGLE, key=f"k{index}")
         clock.tick(timedelta(seconds=61))
-        app.extensions["ringsum.storage"].sweep()
-        assert app.extensions["ringsum.storage"].stats().idempotency_keys == 0
+        state.storage(app).sweep()
+        assert state.storage(app).stats().idempotency_keys == 0
 
 
 # -- Redis and Cluster --------------------------------------------------------------
@@ -221,7 +222,7 @@ def redis_backend(backend: str) -> str:
 def test_a_retry_after_the_answer_was_lost_counts_once(app: Flask, redis_backend: str, monkeypatch) -> None:
     """Redis ran the script, then the connection dropped before its reply: a 503, and
     the value is in. The client's retry finds the marker."""
-    storage = app.extensions["ringsum.storage"]
+    storage = state.storage(app)
     run = storage._run_prepared
 
     def applied_then_lost(name: str, calls: list) -> list:
@@ -242,7 +243,7 @@ def test_a_retry_after_the_answer_was_lost_counts_once(app: Flask, redis_backend
 
 
 def test_the_storage_returns_the_marker_held_and_records_nothing(app: Flask, redis_backend: str) -> None:
-    storage = app.extensions["ringsum.storage"]
+    storage = state.storage(app)
     marker = Marker("direct", fingerprint("POST", "/metric/visits", b"3"), 200, b"{}")
     assert storage.record("visits", 3, marker) is None
     assert storage.record("visits", 3, marker) == marker
@@ -266,7 +267,7 @@ def test_a_partial_cluster_batch_retried_completes_it_once(app: Flask, backend: 
 
     events = [{"key": f"k{index}", "value": index + 1} for index in range(20)]
     body = json.dumps(events)
-    storage = app.extensions["ringsum.storage"]
+    storage = state.storage(app)
     first_slot = key_slot(b"k0")
     applied = [(event["key"], event["value"]) for event in events if key_slot(event["key"].encode()) == first_slot]
     assert len(applied) < len(events)

@@ -13,6 +13,7 @@ import pytest
 from freezegun import freeze_time
 from helpers import ManualClock
 
+from ringsum import state
 from ringsum.config import load_settings
 from ringsum.storage import DataDirInUse, KeyLimitReached, StorageUnavailable
 from ringsum.storage.checkpoint import save
@@ -79,7 +80,7 @@ def test_one_key_holds_at_most_window_over_resolution_plus_one_entries() -> None
 
 def test_the_sweep_frees_keys_nobody_touches_any_more(make_memory_app) -> None:
     app = make_memory_app(RINGSUM_WINDOW="1m")
-    storage, client = app.extensions["ringsum.storage"], app.test_client()
+    storage, client = state.storage(app), app.test_client()
     with freeze_time(START) as clock:
         for n in range(2500):  # more than one sweep slice
             client.post(f"/metric/idle{n}", json={"value": 1})
@@ -139,7 +140,7 @@ def test_a_restored_snapshot_is_swept_in_the_order_its_keys_were_written(tmp_pat
 
 
 def test_the_background_sweep_runs_about_once_a_second(make_memory_app) -> None:
-    storage = make_memory_app(RINGSUM_WINDOW="1m").extensions["ringsum.storage"]
+    storage = state.storage(make_memory_app(RINGSUM_WINDOW="1m"))
     with freeze_time(START) as clock:  # the app's clock shows the sweeper the frozen time too
         for n in range(100):
             storage.record(f"idle{n}", 1)
@@ -154,7 +155,7 @@ def test_the_background_sweep_runs_about_once_a_second(make_memory_app) -> None:
 
 def test_reading_unknown_keys_creates_no_keys(make_memory_app) -> None:
     app = make_memory_app()
-    storage, client = app.extensions["ringsum.storage"], app.test_client()
+    storage, client = state.storage(app), app.test_client()
     for n in range(1000):
         assert client.get(f"/metric/never{n}/sum").get_json() == {"value": 0}
     assert storage.stats().keys == 0
@@ -388,7 +389,7 @@ def test_leftover_temporary_files_are_removed_at_start(tmp_path) -> None:
 
 def test_a_full_disk_answers_503_and_records_nothing(make_memory_app, tmp_path) -> None:
     app = make_memory_app(RINGSUM_DATA_DIR=str(tmp_path))
-    client, log_fd = app.test_client(), app.extensions["ringsum.storage"]._journal._fd
+    client, log_fd = app.test_client(), state.storage(app)._journal._fd
     assert client.post("/metric/k", json={"value": 1}).status_code == 200
     saved, full = os.dup(log_fd), os.open("/dev/full", os.O_WRONLY)
     try:

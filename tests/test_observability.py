@@ -8,7 +8,8 @@ import pytest
 from freezegun import freeze_time
 from prometheus_client.parser import text_string_to_metric_families
 
-from ringsum import create_app
+from ringsum import create_app, state
+from ringsum.state import close_app
 from ringsum.storage import StorageUnavailable
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -37,7 +38,7 @@ def make_storage_unreachable(monkeypatch, app) -> None:
     def unreachable(*_, **__):
         raise StorageUnavailable("connection refused")
 
-    storage = app.extensions["ringsum.storage"]
+    storage = state.storage(app)
     for operation in ("ping", "record", "total", "stats"):
         monkeypatch.setattr(storage, operation, unreachable)
 
@@ -133,7 +134,7 @@ def test_metrics_needs_the_token_when_one_is_set(make_app) -> None:
 
 def test_evictions_and_sweep_duration_on_memory_storage(memory_app) -> None:
     client = memory_app.test_client()
-    storage = memory_app.extensions["ringsum.storage"]
+    storage = state.storage(memory_app)
     with freeze_time(NOW) as clock:
         for second in range(3):
             clock.move_to(NOW + timedelta(seconds=second))
@@ -154,7 +155,7 @@ def test_evictions_and_sweep_duration_on_memory_storage(memory_app) -> None:
 def test_the_sweep_duration_is_the_time_the_last_sweep_took(memory_app, monkeypatch) -> None:
     readings = iter([100.0, 100.25])  # the sweep reads the clock when it starts and when it ends
     monkeypatch.setattr("ringsum.storage.memory.time.perf_counter", lambda: next(readings))
-    memory_app.extensions["ringsum.storage"].sweep()
+    state.storage(memory_app).sweep()
     monkeypatch.undo()
     assert scrape(memory_app.test_client())["ringsum_sweep_duration_seconds"][()] == 0.25
 
@@ -168,7 +169,7 @@ def test_key_limit_refusals_count_as_storage_errors() -> None:
         assert client.post("/metric", json=[{"key": "c", "value": 1}]).status_code == 507
         samples = scrape(client)
     finally:
-        app.extensions["ringsum.storage"].close()
+        close_app(app)
     assert samples["ringsum_storage_errors_total"] == {(("error", "key_limit"),): 2}
     assert samples["ringsum_values_recorded_total"][()] == 1
 

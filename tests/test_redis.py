@@ -29,6 +29,7 @@ from serving import ROOT, app_env, serving
 
 from ringsum import create_app
 from ringsum.config import load_settings
+from ringsum.state import close_app
 from ringsum.storage import open_storage
 from ringsum.storage.memory import MemoryStorage
 from ringsum.storage.redis import RedisStorage
@@ -206,8 +207,8 @@ def test_without_a_test_clock_the_redis_server_clock_counts(storage_uri: str, re
         (slot,) = (int(field) for field in node.hkeys("ringsum:{skewed}:h") if field != b"total")
         assert abs(slot - node.time()[0]) <= 2  # the 1 s tick of the Redis server's TIME
     finally:
-        writer.extensions["ringsum.storage"].close()
-        reader.extensions["ringsum.storage"].close()
+        close_app(writer)
+        close_app(reader)
 
 
 # -- Redis goes away -------------------------------------------------------------------
@@ -258,7 +259,7 @@ def test_a_hung_redis_times_out_into_a_503_and_recovers(own_redis: RedisServer) 
         assert client.get("/metric/a/sum").get_json()["value"] in (1, 2)
         assert client.post("/metric/a", json={"value": 10}).status_code == 200
     finally:
-        app.extensions["ringsum.storage"].close()
+        close_app(app)
 
 
 def test_a_full_redis_is_a_507_and_changes_nothing(own_redis: RedisServer) -> None:
@@ -278,7 +279,7 @@ def test_a_full_redis_is_a_507_and_changes_nothing(own_redis: RedisServer) -> No
         assert client.post("/metric/a", json={"value": 1}).status_code == 200
         assert client.get("/metric/a/sum").get_json() == {"value": 2}
     finally:
-        app.extensions["ringsum.storage"].close()
+        close_app(app)
 
 
 def test_a_rediss_uri_speaks_tls(tmp_path: Path) -> None:
@@ -299,8 +300,8 @@ def test_a_rediss_uri_speaks_tls(tmp_path: Path) -> None:
         assert secure.test_client().get("/readyz").status_code == 200
         assert_unavailable(plain.test_client().get("/metric/a/sum"))  # TLS only: plain text gets nowhere
     finally:
-        secure.extensions["ringsum.storage"].close()
-        plain.extensions["ringsum.storage"].close()
+        close_app(secure)
+        close_app(plain)
         server.stop()
 
 
@@ -314,7 +315,7 @@ def test_an_app_starts_while_redis_is_down_and_answers_503(scheme: str) -> None:
         assert_unavailable(client.get("/readyz"))
         assert client.get("/healthz").status_code == 200
     finally:
-        app.extensions["ringsum.storage"].close()
+        close_app(app)
 
 
 def test_a_bad_redis_uri_stops_the_start_in_one_line_without_the_password() -> None:

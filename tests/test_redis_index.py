@@ -13,6 +13,7 @@ from flask import Flask
 from freezegun import freeze_time
 
 import ringsum.storage.redis as redis_storage
+from ringsum import state
 from ringsum.storage.redis import INDEX
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -110,7 +111,7 @@ def test_a_key_the_index_lost_is_listed_again_after_a_metrics_scrape(client, ind
 
 
 def test_unindexing_keeps_a_key_a_writer_created_meanwhile(app: Flask, index_node: redis.Redis) -> None:
-    storage = app.extensions["ringsum.storage"]
+    storage = state.storage(app)
     storage.record("raced", 1)  # as if written between the check and the removal
     storage._unindex(["raced"])
     assert indexed(index_node) == ["raced"]
@@ -120,7 +121,7 @@ def test_metrics_counts_advance_one_scan_step_per_scrape(
     make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(redis_storage, "_CENSUS_STEP", 10)
-    storage = make_app().extensions["ringsum.storage"]
+    storage = state.storage(make_app())
     storage.record_many([(f"k{index:03d}", 1) for index in range(300)])
     assert storage.count() == (300, 300)
     scrapes = [storage.stats() for _ in range(3)]

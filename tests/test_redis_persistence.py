@@ -11,6 +11,7 @@ import pytest
 from redis_servers import RedisServer, redis_missing, unavailable
 
 from ringsum import create_app
+from ringsum.state import close_app
 
 LOGGER = "ringsum.storage.redis"
 SLOW_MACHINE = {"RINGSUM_REDIS_TIMEOUT": "5s"}  # a loaded CI machine is no outage
@@ -39,7 +40,7 @@ def persistence_lines(caplog, app, timeout: float = 10.0) -> list[str]:
     deadline = time.monotonic() + timeout
     for thread in [t for t in threading.enumerate() if t.name == "ringsum-redis-persistence"]:
         thread.join(max(0.0, deadline - time.monotonic()))
-    app.extensions["ringsum.storage"].close()
+    close_app(app)
     return [r.getMessage() for r in caplog.records if r.name == LOGGER and "persistence" in r.getMessage()]
 
 

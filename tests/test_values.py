@@ -15,6 +15,7 @@ from helpers import assert_problem, total
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ringsum import state
 from ringsum.problems import Problem
 from ringsum.values import _PLAIN_BODY, parse_batch_body, parse_value_body, read_value_body
 
@@ -185,7 +186,7 @@ def test_a_bad_key_is_a_400_problem_and_records_nothing(app, client, key: str) -
     assert_problem(client.post(f"/metric/{key}", json={"value": 3}), 400, "key", "200", "A-Z")
     assert_problem(client.post(f"/metric/{key}/", json={"value": 3}), 400, "key")
     assert_problem(client.get(f"/metric/{key}/sum"), 400, "key")
-    assert app.extensions["ringsum.storage"].keys().metrics == []
+    assert state.storage(app).keys().metrics == []
 
 
 def test_every_allowed_key_character_and_length_is_accepted(client) -> None:
