@@ -33,7 +33,7 @@ from . import create_app, gc_policy
 from .config import ConfigError, Settings, load_settings, settings_help
 from .edge import Edge, EdgeLimits
 from .state import close_app
-from .storage import DataDirError, redacted_uri
+from .storage import DataDirError, redacted_uri, storage_class
 from .storage.datadir import DataDir
 from .units import format_duration
 
@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check_workers(settings: Settings, workers: int) -> None:
-    if workers > 1 and settings.storage_uri.startswith("memory:"):
+    if workers > 1 and storage_class(settings.storage_uri).single_process:
         raise ConfigError(
             "--workers",
             workers,
@@ -293,7 +293,7 @@ def start_line(settings: Settings, options: ServeOptions, address: tuple) -> str
     threads = "thread" if options.threads == 1 else "threads"
     workers = "worker" if options.workers == 1 else "workers"
     mode = f"resolution {format_duration(settings.resolution_us)}" if settings.resolution_us else "exact mode"
-    if not settings.storage_uri.startswith("memory:"):
+    if not storage_class(settings.storage_uri).uses_data_dir:
         kept = ""  # Redis keeps the data: as durable as the Redis behind it
     elif settings.data_dir is None:
         kept = ", no data dir (nothing kept across restarts)"
@@ -315,14 +315,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ringsum: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    memory = settings.storage_uri.startswith("memory:")
+    backend = storage_class(settings.storage_uri)
+    one_process = backend.single_process
     limits = EdgeLimits(
         max_body=settings.max_body,
         read_timeout_s=settings.read_timeout_us / 1_000_000,
         idle_timeout_s=settings.idle_timeout_us / 1_000_000,
     )
-    options = ServeOptions(args.host, args.port, args.workers, args.threads or (1 if memory else 2), limits)
-    if memory and settings.data_dir is not None:
+    options = ServeOptions(args.host, args.port, args.workers, args.threads or (1 if one_process else 2), limits)
+    if backend.uses_data_dir and settings.data_dir is not None:
         try:  # refused here, in one line, before the port is taken or anything announced
             DataDir(settings.data_dir).release()
         except DataDirError as error:

@@ -212,14 +212,11 @@ def test_the_sweep_drops_expired_markers(make_memory_app: Callable[..., Flask]) 
 # -- Redis and Cluster --------------------------------------------------------------
 
 
-@pytest.fixture
-def redis_backend(backend: str) -> str:
-    if backend == "memory":
-        pytest.skip("Redis and Cluster only")
-    return backend
+REDIS_ONLY = pytest.mark.parametrize("backend", ["redis", "cluster"], indirect=True)
 
 
-def test_a_retry_after_the_answer_was_lost_counts_once(app: Flask, redis_backend: str, monkeypatch) -> None:
+@REDIS_ONLY
+def test_a_retry_after_the_answer_was_lost_counts_once(app: Flask, monkeypatch) -> None:
     """Redis ran the script, then the connection dropped before its reply: a 503, and
     the value is in. The client's retry finds the marker."""
     storage = state.storage(app)
@@ -242,7 +239,8 @@ def test_a_retry_after_the_answer_was_lost_counts_once(app: Flask, redis_backend
     assert total(client, "visits") == 3 and total(client, "signups") == 1
 
 
-def test_the_storage_returns_the_marker_held_and_records_nothing(app: Flask, redis_backend: str) -> None:
+@REDIS_ONLY
+def test_the_storage_returns_the_marker_held_and_records_nothing(app: Flask) -> None:
     storage = state.storage(app)
     marker = Marker("direct", fingerprint("POST", "/metric/visits", b"3"), 200, b"{}")
     assert storage.record("visits", 3, marker) is None
@@ -250,7 +248,8 @@ def test_the_storage_returns_the_marker_held_and_records_nothing(app: Flask, red
     assert storage.total("visits") == 3
 
 
-def test_a_refused_write_frees_the_key_on_redis_too(client: FlaskClient, redis_backend: str) -> None:
+@REDIS_ONLY
+def test_a_refused_write_frees_the_key_on_redis_too(client: FlaskClient) -> None:
     """A sum past int64 is refused on Redis; the key is then free for another request."""
     too_much = [{"key": "visits", "value": 2**53 - 1}] * 1100
     assert post(client, "/metric", too_much).status_code == 422
@@ -258,11 +257,10 @@ def test_a_refused_write_frees_the_key_on_redis_too(client: FlaskClient, redis_b
     assert total(client, "visits") == 3
 
 
+@pytest.mark.parametrize("backend", ["cluster"], indirect=True)
 def test_a_partial_cluster_batch_retried_completes_it_once(app: Flask, backend: str) -> None:
     """On Cluster a batch is one script per hash slot. If only some ran (a 503 in
     between), the retry with the same key records exactly the slots that had not."""
-    if backend != "cluster":
-        pytest.skip("Cluster only")
     from redis.crc import key_slot
 
     events = [{"key": f"k{index}", "value": index + 1} for index in range(20)]

@@ -40,12 +40,19 @@ def _factory(uri: str) -> Callable[..., Storage]:
     return getattr(import_module(module_name), factory_name)
 
 
+def storage_class(uri: str) -> type[Storage]:
+    """The backend a URI names, unbuilt: what it declares about itself
+    (``single_process``, ``uses_data_dir``) decides how it may be served."""
+    return _factory(uri)  # type: ignore[return-value]
+
+
 def open_storage(settings: Settings, clock: Callable[[], int] | None = None, lock_timeout_s: float = 0.0) -> Storage:
     """Build the backend the URI names; ``clock`` (µs) is for tests only. Memory storage
     waits up to ``lock_timeout_s`` for its data dir's lock (Redis has no data dir)."""
-    if settings.storage_uri.startswith("memory:"):
-        return _factory(settings.storage_uri)(settings, clock=clock, lock_timeout_s=lock_timeout_s)
-    return _factory(settings.storage_uri)(settings, clock=clock)
+    backend = storage_class(settings.storage_uri)
+    if backend.uses_data_dir:
+        return backend(settings, clock=clock, lock_timeout_s=lock_timeout_s)  # type: ignore[call-arg]
+    return backend(settings, clock=clock)  # type: ignore[call-arg]
 
 
 def redacted_uri(uri: str) -> str:
@@ -82,4 +89,5 @@ __all__ = [
     "check_storage_uri",
     "open_storage",
     "redacted_uri",
+    "storage_class",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 class StorageError(Exception):
@@ -104,6 +105,12 @@ class StorageStats:
 class Storage(ABC):
     """Rolling sums per key. Values are already-rounded integers; times come from the
     backend's own clock, so callers never pass one."""
+
+    # What the server needs to know before it builds one: whether the data lives in the
+    # serving process (so exactly one process may serve it), and whether it keeps a data
+    # dir that needs one owner.
+    single_process: ClassVar[bool] = False
+    uses_data_dir: ClassVar[bool] = False
 
     @abstractmethod
     def record(self, key: str, value: int, marker: Marker | None = None) -> Marker | None:

@@ -38,6 +38,9 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
 
 
 class MemoryStorage(Storage):
+    single_process = True
+    uses_data_dir = True
+
     def __init__(self, settings: Settings, clock: Callable[[], int] | None = None, lock_timeout_s: float = 0.0) -> None:
         """With a data dir, take its lock (waiting up to ``lock_timeout_s`` for a previous
         owner), then restore from it; DataDirInUse when another process holds it."""
