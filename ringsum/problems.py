@@ -9,7 +9,14 @@ from http import HTTPStatus
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from .storage import IdempotencyKeyReused, KeyLimitReached, MarkerLimitReached, StorageUnavailable, SumOutOfRange
+from .storage import (
+    IdempotencyKeyReused,
+    KeyLimitReached,
+    MarkerLimitReached,
+    StorageIncompatible,
+    StorageUnavailable,
+    SumOutOfRange,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +106,10 @@ def _from_sum_out_of_range(error: SumOutOfRange) -> Response:
     return problem_response(422, str(error))
 
 
+def _from_incompatible(error: StorageIncompatible) -> Response:
+    return problem_response(503, str(error), {"Retry-After": "60"})
+
+
 def _from_unavailable(error: StorageUnavailable) -> Response:
     return problem_response(503, f"storage is unreachable ({error}); retry shortly", {"Retry-After": "1"})
 
@@ -115,5 +126,6 @@ def register_problem_handlers(app: Flask) -> None:
     app.register_error_handler(MarkerLimitReached, _from_marker_limit)
     app.register_error_handler(IdempotencyKeyReused, _from_reused_idempotency_key)
     app.register_error_handler(StorageUnavailable, _from_unavailable)
+    app.register_error_handler(StorageIncompatible, _from_incompatible)
     app.register_error_handler(SumOutOfRange, _from_sum_out_of_range)
     app.register_error_handler(Exception, _from_unexpected)

@@ -32,7 +32,7 @@ from ringsum.config import load_settings
 from ringsum.state import close_app
 from ringsum.storage import open_storage
 from ringsum.storage.memory import MemoryStorage
-from ringsum.storage.redis import RedisStorage
+from ringsum.storage.redis import LAYOUT_KEY, RedisStorage
 
 MAX_VALUE = 2**53 - 1
 
@@ -511,3 +511,30 @@ def test_redis_storage_answers_as_memory_storage_on_any_history(
         same_answers()
     finally:
         on_redis.close()
+
+
+def test_the_key_layout_is_recorded_and_a_newer_one_refused(make_app, redis_nodes: list[redis.Redis]) -> None:
+    """ringsum marks the keyspace with its key layout on first connection; data in a layout
+    a newer ringsum wrote is refused (a 503 that says so), never misread or overwritten."""
+    client = make_app().test_client()
+    assert client.post("/metric/k", json={"value": 1}).status_code == 200
+    holder = owner_of(LAYOUT_KEY, redis_nodes)
+    assert holder.get(LAYOUT_KEY) == b"1"
+
+    holder.set(LAYOUT_KEY, "2")
+    newer = make_app().test_client()  # a ringsum started after the newer one wrote
+    response = newer.post("/metric/k", json={"value": 5})
+    assert response.status_code == 503 and response.mimetype == "application/problem+json"
+    assert "key layout '2'" in response.get_json()["detail"] and "newer ringsum" in response.get_json()["detail"]
+    assert client.get("/metric/k/sum").get_json() == {"value": 1}  # nothing recorded
+
+
+def owner_of(name: str, nodes: list[redis.Redis]) -> redis.Redis:
+    """The primary that holds ``name`` (on Cluster, the others answer MOVED)."""
+    for node in nodes:
+        try:
+            node.type(name)
+        except redis.exceptions.MovedError:
+            continue
+        return node
+    raise AssertionError(f"no node holds {name}")

@@ -24,6 +24,11 @@ class StorageUnavailable(StorageError):
     """The backend cannot be reached right now (-> 503 with Retry-After)."""
 
 
+class StorageIncompatible(StorageUnavailable):
+    """The backend holds data in a layout this ringsum does not know (written by a newer
+    one): refused rather than misread (-> 503 that says so)."""
+
+
 class MarkerLimitReached(StorageError):
     """Remembering one more idempotency key would hold more than
     RINGSUM_MAX_IDEMPOTENCY_KEYS (-> 507); forgetting one inside the window instead

@@ -59,6 +59,7 @@ from .base import (
     Marker,
     Series,
     Storage,
+    StorageIncompatible,
     StorageStats,
     StorageUnavailable,
     SumOutOfRange,
@@ -70,6 +71,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAMESPACE = "ringsum:"
+# The key layout (described in the module docstring), recorded in Redis itself so that a
+# newer layout is refused rather than misread; see _check_layout.
+LAYOUT_KEY, LAYOUT_VERSION = f"{NAMESPACE}layout", 1
 _HASH, _SLOTS, _MARKER = "}:h", "}:z", "}:i:"
 _SCRIPTS = Path(__file__).with_name("lua")
 _SCRIPT_NAMES = ("record", "totals", "entries", "claim")
@@ -204,8 +208,6 @@ class RedisStorage(Storage):
         self._census_running = (0, 0)
         self._census_counts: tuple[int, int] | None = None
         self.evictions = 0  # slots aged out by this process's requests, for /metrics
-        if not self._cluster:
-            self._connect()  # builds the client only: redis-py connects on first use
         threading.Thread(target=self._log_persistence, name="ringsum-redis-persistence", daemon=True).start()
 
     # -- the storage interface -------------------------------------------------
@@ -531,9 +533,23 @@ class RedisStorage(Storage):
         with self._lock:
             if self._client is None:
                 client = _client_for(self._uri, self._timeout_s)
+                self._check_layout(client)
                 self._scripts = {name: client.register_script(_script_text(name)) for name in _SCRIPT_NAMES}
                 self._client = client
             return self._client
+
+    def _check_layout(self, client: redis.Redis | RedisCluster) -> None:
+        """Mark the keyspace with the key layout this ringsum writes (on first connection,
+        one round trip), or refuse one written by a newer ringsum instead of misreading it."""
+        found = client.set(LAYOUT_KEY, LAYOUT_VERSION, nx=True, get=True)
+        if found is None or found == str(LAYOUT_VERSION).encode():
+            return
+        error = StorageIncompatible(
+            f"Redis at {redacted_uri(self._uri)} holds ringsum's data in key layout {found.decode(errors='replace')!r} "
+            f"({LAYOUT_KEY}), and this ringsum knows layout {LAYOUT_VERSION}: run a newer ringsum against it"
+        )
+        log.error("%s", error)
+        raise error
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
