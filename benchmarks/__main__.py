@@ -80,15 +80,15 @@ def _rows(results: dict) -> list[Row]:
                     None,
                 )
             )
-    if hostile := results.get("hostile_clients"):
-        base = hostile["none"]
+    if clients := results.get("hostile_clients"):
+        base = clients["none"]
         labels = {
             "stalled_bodies_64": "64 stalled bodies held open",
             "slow_headers_200": "200 slow-header sockets held open",
             "idle_3000": "3,000 idle connections held open",
         }
         for case, label in labels.items():
-            found = hostile[case]
+            found = clients[case]
             rows.append(
                 (
                     f"probe GET p50 / max: {label} (none held: {base['p50_ms']:.2f} / {base['max_ms']:.1f} ms)",
@@ -340,6 +340,7 @@ def main() -> int:
         key, run = steps[name]
         print(f"running {key} ...", file=sys.stderr, flush=True)
         results[key] = run()
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")  # a later failure loses no step
     rows = _rows(results)
     results["table"] = _table(rows)
     print(f"\n{results['machine']}\n{results['command']}\n")
