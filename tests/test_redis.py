@@ -86,7 +86,7 @@ def test_a_keys_structures_share_its_hash_tag_and_expire_after_window_plus_one_t
 ) -> None:
     client = make_app(RINGSUM_WINDOW="90s", RINGSUM_RESOLUTION="500ms").test_client()
     assert client.post("/metric/visits", json={"value": 3}).status_code == 200
-    assert all_keys(redis_nodes) == {"ringsum:{visits}:h", "ringsum:{visits}:z", "ringsum:index"}
+    assert all_keys(redis_nodes) == {"ringsum:{visits}:h", "ringsum:{visits}:z", "ringsum:index", LAYOUT_KEY}
     node = owner(redis_nodes, "ringsum:{visits}:h")
     assert owner(redis_nodes, "ringsum:{visits}:z") is node, "both structures live on the node of the tag"
     for name in ("ringsum:{visits}:h", "ringsum:{visits}:z"):
@@ -116,13 +116,13 @@ def test_idle_keys_vanish_from_redis_without_any_request(
     """Real time: a 1 s window, and nothing touches the key after the write."""
     client = make_app(RINGSUM_WINDOW="1s", RINGSUM_RESOLUTION="100ms").test_client()
     client.post("/metric/brief", json={"value": 1})
-    assert all_keys(redis_nodes) == {"ringsum:{brief}:h", "ringsum:{brief}:z", "ringsum:index"}
+    assert all_keys(redis_nodes) == {"ringsum:{brief}:h", "ringsum:{brief}:z", "ringsum:index", LAYOUT_KEY}
     deadline = time.monotonic() + 10
-    while all_keys(redis_nodes) != {"ringsum:index"} and time.monotonic() < deadline:
+    while all_keys(redis_nodes) != {"ringsum:index", LAYOUT_KEY} and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert all_keys(redis_nodes) == {"ringsum:index"}  # the listing index has no TTL...
+    assert all_keys(redis_nodes) == {"ringsum:index", LAYOUT_KEY}  # the listing index has no TTL...
     assert client.get("/metric").get_json() == {"metrics": []}
-    assert all_keys(redis_nodes) == set()  # ...a listing prunes what expired, and then it is empty
+    assert all_keys(redis_nodes) == {LAYOUT_KEY}  # ...a listing prunes what expired; the layout mark stays
 
 
 def test_ringsum_leaves_other_data_in_the_same_redis_alone(client, redis_nodes: list[redis.Redis]) -> None:
@@ -518,7 +518,7 @@ def test_the_key_layout_is_recorded_and_a_newer_one_refused(make_app, redis_node
     a newer ringsum wrote is refused (a 503 that says so), never misread or overwritten."""
     client = make_app().test_client()
     assert client.post("/metric/k", json={"value": 1}).status_code == 200
-    holder = owner_of(LAYOUT_KEY, redis_nodes)
+    holder = owner(redis_nodes, LAYOUT_KEY)
     assert holder.get(LAYOUT_KEY) == b"1"
 
     holder.set(LAYOUT_KEY, "2")
@@ -527,14 +527,3 @@ def test_the_key_layout_is_recorded_and_a_newer_one_refused(make_app, redis_node
     assert response.status_code == 503 and response.mimetype == "application/problem+json"
     assert "key layout '2'" in response.get_json()["detail"] and "newer ringsum" in response.get_json()["detail"]
     assert client.get("/metric/k/sum").get_json() == {"value": 1}  # nothing recorded
-
-
-def owner_of(name: str, nodes: list[redis.Redis]) -> redis.Redis:
-    """The primary that holds ``name`` (on Cluster, the others answer MOVED)."""
-    for node in nodes:
-        try:
-            node.type(name)
-        except redis.exceptions.MovedError:
-            continue
-        return node
-    raise AssertionError(f"no node holds {name}")
