@@ -30,7 +30,7 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from .body_limit import WHOLE_BODY
-from .problems import problem_json
+from .problems import problem_json, title
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +40,6 @@ MAX_URL_BYTES = 8 * 1024  # nginx's default for a request line
 MAX_HEADER_BYTES = 32 * 1024  # all header names and values together
 MAX_HEADERS = 100
 _REAP_INTERVAL_S = 0.25
-
-_REASONS = {
-    200: b"OK",
-    204: b"No Content",
-    304: b"Not Modified",
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    408: b"Request Timeout",
-    413: b"Content Too Large",
-    414: b"URI Too Long",
-    422: b"Unprocessable Content",
-    431: b"Request Header Fields Too Large",
-    503: b"Service Unavailable",
-    507: b"Insufficient Storage",
-}
 
 
 @dataclass(frozen=True)
@@ -384,7 +367,7 @@ class Connection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         body = problem_json(refusal.status, refusal.detail)
-        reason = _REASONS.get(refusal.status, b"Error")
+        reason = title(refusal.status).encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nServer: ringsum\r\nDate: %s\r\nContent-Type: application/problem+json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"

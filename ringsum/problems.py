@@ -57,10 +57,14 @@ def shown(raw: str) -> str:
     return repr(raw if len(raw) <= 40 else raw[:40] + "...")
 
 
+def title(status: int) -> str:
+    """The status's name as RFC 9110 spells it: a problem's title, a status line's reason."""
+    return _TITLES.get(status) or HTTPStatus(status).phrase
+
+
 def problem_json(status: int, detail: str) -> bytes:
     """The problem document itself; the edge answers with it before Flask runs."""
-    title = _TITLES.get(status) or HTTPStatus(status).phrase
-    return json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
+    return json.dumps({"type": "about:blank", "title": title(status), "status": status, "detail": detail}).encode()
 
 
 def problem_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
