@@ -11,7 +11,7 @@ from contextlib import ExitStack
 
 import requests
 
-from ringsum.config import load_settings
+from ringsum.config import read_settings
 from ringsum.storage.memory import MemoryStorage
 
 from .harness import ringsum_server, wrk
@@ -56,7 +56,9 @@ class _Clock:
 
 
 def _storage(data_dir: str, clock: _Clock, **settings: str) -> MemoryStorage:
-    return MemoryStorage(load_settings({"RINGSUM_DATA_DIR": data_dir, **settings}, environ={}), clock=clock)
+    return MemoryStorage(
+        read_settings({"RINGSUM_DATA_DIR": data_dir, **settings}, environ={}).storage_options(), clock=clock
+    )
 
 
 def _restart_seconds(data_dir: str, clock: _Clock, runs: int = 3) -> float:

@@ -22,10 +22,10 @@ KEYS = 100_000
 
 def bytes_per_key(key_length: int, keys: int = KEYS) -> dict:
     """RSS growth per live key holding one entry, through MemoryStorage.record_many."""
-    from ringsum.config import load_settings
+    from ringsum.storage import StorageOptions
     from ringsum.storage.memory import MemoryStorage
 
-    storage = MemoryStorage(load_settings({"RINGSUM_DATA_DIR": ""}, environ={}), clock=lambda: START_US)
+    storage = MemoryStorage(StorageOptions(window_us=3_600_000_000, resolution_us=1_000_000), clock=lambda: START_US)
     gc.collect()
     tracked, before = len(gc.get_objects()), rss_bytes()
     for start in range(0, keys, 1000):  # each key a new string, as when read from a request

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -9,9 +10,20 @@ from flask import Flask
 
 from . import state
 from .body_limit import BodyLimitedRequest
-from .config import ConfigError, Settings, load_settings, raw_settings
+from .config import ConfigError, Settings, read_settings
 from .problems import register_problem_handlers
-from .storage import open_storage
+from .storage import check_uri, open_storage, shown_uri
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Every RINGSUM_* setting read and checked, the storage URI by the backend it names
+    (without connecting); ConfigError names the first bad one, with no password."""
+    settings = read_settings(overrides, environ)
+    try:
+        check_uri(settings.storage_uri)
+    except ValueError as error:
+        raise ConfigError("RINGSUM_STORAGE_URI", shown_uri(settings.storage_uri), str(error)) from None
+    return settings
 
 
 def create_app(
@@ -31,10 +43,12 @@ def create_app(
     # unmerged, such a path simply matches no route: a 404 problem.
     app.url_map.merge_slashes = False
     app.request_class = BodyLimitedRequest
-    # SPEC: each setting is also the Flask config key of its name (read-only: code reads
-    # the validated Settings through ringsum.state, the one source of truth).
-    app.config.update(raw_settings(overrides), MAX_CONTENT_LENGTH=settings.max_body)
-    state.attach(app, settings, open_storage(settings, clock=clock, lock_timeout_s=lock_timeout_s))
+    # SPEC: each setting is also the Flask config key of its name; what is there is
+    # written from the validated Settings, the one source of truth (code reads those
+    # through ringsum.state).
+    app.config.update(settings.as_config(), MAX_CONTENT_LENGTH=settings.max_body)
+    storage = open_storage(settings.storage_uri, settings.storage_options(), clock=clock, lock_timeout_s=lock_timeout_s)
+    state.attach(app, settings, storage)
 
     from . import api, auth, dashboard, observability
 

@@ -1,8 +1,11 @@
 """Settings from the environment (or create_app overrides), validated once at start.
 
 ``SETTINGS`` is the one table of them: name, default, how it is read, what it accepts
-and what it means. Validation, ``python app.py --help`` and the README's table all come
-from it, so they cannot disagree.
+and what it means. Validation, ``python app.py --help``, the Flask config and the
+README's table all come from it, so they cannot disagree.
+
+This module knows no backend: the storage URI is checked by the backend it names, when
+``ringsum.load_settings`` puts the two together.
 """
 
 from __future__ import annotations
@@ -12,8 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .storage import SCHEMES, check_storage_uri, redacted_uri
-from .storage.journal import FsyncMode
+from .storage.base import FsyncMode, StorageOptions
 from .units import format_duration, parse_duration_us, parse_size
 
 
@@ -46,6 +48,24 @@ class Settings:
         """The unit every window, step and time is a multiple of (1 µs in exact mode)."""
         return self.resolution_us or 1
 
+    def storage_options(self) -> StorageOptions:
+        """What the storage is built with (each backend takes the options it uses)."""
+        return StorageOptions(
+            window_us=self.window_us,
+            resolution_us=self.resolution_us,
+            max_keys=self.max_keys,
+            max_idempotency_keys=self.max_idempotency_keys,
+            data_dir=self.data_dir,
+            fsync=self.fsync,
+            checkpoint_us=self.checkpoint_us,
+            redis_timeout_us=self.redis_timeout_us,
+        )
+
+    def as_config(self) -> dict[str, str]:
+        """Each setting under its own name, as the text that means the value in use
+        (``RINGSUM_WINDOW: "1h"``), for the Flask config."""
+        return {setting.name: setting.text(getattr(self, setting.field)) for setting in SETTINGS}
+
 
 class _Refused(ValueError):
     """A value refused with its own explanation instead of the setting's ``accepts``."""
@@ -59,18 +79,15 @@ class Setting:
     parse: Callable[[str], Any]  # raises ValueError (or _Refused) for a value it refuses
     accepts: str  # said when a value is refused
     meaning: str  # said by --help and the README
+    text: Callable[[Any], str] = str  # a value in use as text that ``parse`` reads back
 
     def read(self, raw: Any) -> Any:
         try:
             return self.parse(str(raw).strip())
         except _Refused as refused:
-            raise ConfigError(self.name, _shown(self.name, raw), str(refused)) from None
+            raise ConfigError(self.name, raw, str(refused)) from None
         except (TypeError, ValueError) as error:
-            raise ConfigError(self.name, _shown(self.name, raw), self.accepts) from error
-
-
-def _shown(name: str, raw: Any) -> object:
-    return redacted_uri(str(raw)) if name == "RINGSUM_STORAGE_URI" else raw
+            raise ConfigError(self.name, raw, self.accepts) from error
 
 
 def _duration(low_us: int, high_us: int) -> Callable[[str], int]:
@@ -97,14 +114,12 @@ def _body_size(text: str) -> int:
     return size
 
 
-def _storage_uri(text: str) -> str:
-    if "://" not in text or text.partition("://")[0] not in SCHEMES:
-        raise ValueError(text)
-    try:
-        check_storage_uri(text)
-    except ValueError as error:
-        raise _Refused(f"a URI that works ({error})") from None
-    return text
+def _duration_text(micros: int) -> str:
+    return format_duration(micros) if micros else "0"
+
+
+def _unset_as_empty(value: str | None) -> str:
+    return value or ""
 
 
 def _data_dir(text: str) -> str | None:
@@ -123,6 +138,7 @@ SETTINGS: tuple[Setting, ...] = (
         _duration(1, _YEAR_US),
         "a positive duration such as 90s, 15m or 1h",
         "the window: sums are over the values recorded this long ago at most",
+        _duration_text,
     ),
     Setting(
         "RINGSUM_RESOLUTION",
@@ -132,13 +148,14 @@ SETTINGS: tuple[Setting, ...] = (
         "a duration such as 1s or 500ms, or 0 for exact mode",
         "the tick: values in one tick are merged, so a key holds at most window/tick + 1 entries; "
         "0 = exact mode; must divide the window",
+        _duration_text,
     ),
     Setting(
         "RINGSUM_STORAGE_URI",
         "storage_uri",
         "memory://",
-        _storage_uri,
-        f"a URI starting with {' or '.join(scheme + '://' for scheme in SCHEMES)}",
+        str,  # checked by the backend it names: see ringsum.load_settings
+        "a storage URI",
         "memory://, redis://host:port/db, rediss://... (TLS), redis+cluster://host:port[,host:port]",
     ),
     Setting(
@@ -164,6 +181,7 @@ SETTINGS: tuple[Setting, ...] = (
         lambda text: text or None,
         "any text",
         "when set, /metric... and /metrics need Authorization: Bearer <token>",
+        _unset_as_empty,
     ),
     Setting(
         "RINGSUM_DATA_DIR",
@@ -173,6 +191,7 @@ SETTINGS: tuple[Setting, ...] = (
         "a directory (created if missing), or empty to keep nothing",
         "memory storage: where the write-ahead log and snapshot live (relative to the working directory); "
         "empty = keep nothing",
+        _unset_as_empty,
     ),
     Setting(
         "RINGSUM_FSYNC",
@@ -189,6 +208,7 @@ SETTINGS: tuple[Setting, ...] = (
         _duration(1_000_000, 86_400_000_000),
         "a duration from 1s to 1d, such as 1m",
         "how often the log is folded into a snapshot, which bounds the disk used",
+        _duration_text,
     ),
     Setting(
         "RINGSUM_READ_TIMEOUT",
@@ -197,6 +217,7 @@ SETTINGS: tuple[Setting, ...] = (
         _duration(100_000, 3_600_000_000),
         "a duration from 100ms to 1h, such as 10s",
         "the longest a client may take to send a whole request; then 408 and nothing recorded",
+        _duration_text,
     ),
     Setting(
         "RINGSUM_IDLE_TIMEOUT",
@@ -205,6 +226,7 @@ SETTINGS: tuple[Setting, ...] = (
         _duration(100_000, 3_600_000_000),
         "a duration from 100ms to 1h, such as 30s",
         "how long an idle keep-alive connection is kept open",
+        _duration_text,
     ),
     Setting(
         "RINGSUM_REDIS_TIMEOUT",
@@ -213,6 +235,7 @@ SETTINGS: tuple[Setting, ...] = (
         _duration(1_000, 60_000_000),
         "a duration from 1ms to 60s, such as 500ms",
         "Redis storage: how long to wait to connect, and for each answer, before a 503",
+        _duration_text,
     ),
     Setting(
         "RINGSUM_MAX_IDEMPOTENCY_KEYS",
@@ -234,14 +257,11 @@ RETIRED: dict[str, str] = {
 }
 
 
-def raw_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
-    """Every RINGSUM_* setting as given: overrides first, then the environment, then defaults."""
-    return {name: (overrides or {}).get(name, environ.get(name, default)) for name, default in DEFAULTS.items()}
-
-
-def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
-    """Read and validate every RINGSUM_* setting; ConfigError names the first bad one."""
-    raw = raw_settings(overrides, environ)
+def read_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Read and validate every RINGSUM_* setting, overrides first, then the environment,
+    then defaults; ConfigError names the first bad one. The storage URI is only read
+    here: ``ringsum.load_settings`` has its backend check it."""
+    raw = {name: (overrides or {}).get(name, environ.get(name, default)) for name, default in DEFAULTS.items()}
     for name, successor in RETIRED.items():
         if (overrides or {}).get(name) or environ.get(name):
             raise ConfigError(name, (overrides or {}).get(name) or environ[name], f"nothing any more: {successor}")

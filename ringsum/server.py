@@ -29,11 +29,11 @@ from typing import Any
 
 from flask import Flask
 
-from . import create_app, gc_policy
-from .config import ConfigError, Settings, load_settings, settings_help
+from . import create_app, gc_policy, load_settings
+from .config import ConfigError, Settings, settings_help
 from .edge import Edge, EdgeLimits
 from .state import close_app
-from .storage import DataDirError, redacted_uri, storage_class
+from .storage import DataDirError, shown_uri, storage_class
 from .storage.datadir import DataDir
 from .units import format_duration
 
@@ -301,7 +301,7 @@ def start_line(settings: Settings, options: ServeOptions, address: tuple) -> str
     else:
         kept = f", data dir {os.path.abspath(settings.data_dir)}, fsync {settings.fsync.value}"
     return (
-        f"ringsum serving http://{shown}:{port} (storage {redacted_uri(settings.storage_uri)}, "
+        f"ringsum serving http://{shown}:{port} (storage {shown_uri(settings.storage_uri)}, "
         f"window {format_duration(settings.window_us)}, {mode}{kept}; "
         f"{options.workers} {workers} x {options.threads} {threads})"
     )

@@ -8,9 +8,8 @@ import subprocess
 import pytest
 from serving import run_app
 
-from ringsum import create_app
-from ringsum.config import ConfigError, load_settings
-from ringsum.state import close_app
+from ringsum import create_app, load_settings, state
+from ringsum.config import DEFAULTS, ConfigError
 
 SECOND_US = 1_000_000
 
@@ -77,7 +76,21 @@ def test_the_app_reads_settings_from_the_environment(monkeypatch) -> None:
         response = app.test_client().post("/metric/k", data=b'{"value": 1}'.ljust(101))
         assert response.status_code == 413
     finally:
-        close_app(app)
+        state.close_app(app)
+
+
+def test_the_flask_config_holds_each_setting_in_use_as_text_that_reads_back_the_same() -> None:
+    given = {"RINGSUM_WINDOW": "3600s", "RINGSUM_RESOLUTION": "0", "RINGSUM_MAX_BODY": "64KiB", "RINGSUM_FSYNC": "NO"}
+    app = create_app(given)
+    try:
+        shown = {name: app.config[name] for name in DEFAULTS}
+        assert shown["RINGSUM_WINDOW"] == "1h" and shown["RINGSUM_RESOLUTION"] == "0"
+        assert shown["RINGSUM_MAX_BODY"] == "65536" and shown["RINGSUM_FSYNC"] == "no"
+        assert shown["RINGSUM_DATA_DIR"] == "" and shown["RINGSUM_API_TOKEN"] == ""
+        assert all(isinstance(text, str) for text in shown.values())
+        assert load_settings(shown, environ={}) == state.settings(app)  # one source of truth
+    finally:
+        state.close_app(app)
 
 
 BAD_SETTINGS = [

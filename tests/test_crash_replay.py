@@ -11,7 +11,7 @@ from helpers import ManualClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ringsum.config import load_settings
+from ringsum.config import read_settings
 from ringsum.storage.memory import MemoryStorage
 
 T0 = 1_780_000_000_000_000
@@ -31,7 +31,7 @@ OPERATIONS = st.lists(
 
 def storage_on(clock: ManualClock, resolution: str, data_dir: str) -> MemoryStorage:
     overrides = {"RINGSUM_WINDOW": "1m", "RINGSUM_RESOLUTION": resolution, "RINGSUM_DATA_DIR": data_dir}
-    return MemoryStorage(load_settings({**overrides, "RINGSUM_FSYNC": "no"}, environ={}), clock=clock)
+    return MemoryStorage(read_settings({**overrides, "RINGSUM_FSYNC": "no"}, environ={}).storage_options(), clock=clock)
 
 
 def apply(storage: MemoryStorage, operation: tuple) -> None:

@@ -21,7 +21,7 @@ from serving import serving
 from test_crash_replay import crash
 
 from ringsum import state
-from ringsum.config import load_settings
+from ringsum.config import read_settings
 from ringsum.idempotency import fingerprint
 from ringsum.storage import IdempotencyKeyReused, Marker, StorageUnavailable
 from ringsum.storage.memory import MemoryStorage
@@ -311,7 +311,7 @@ T0 = 1_780_000_000_000_000
 
 def storage_in(data_dir: Path, clock: ManualClock) -> MemoryStorage:
     overrides = {"RINGSUM_WINDOW": "1m", "RINGSUM_DATA_DIR": str(data_dir), "RINGSUM_FSYNC": "no"}
-    return MemoryStorage(load_settings(overrides, environ={}), clock=clock)
+    return MemoryStorage(read_settings(overrides, environ={}).storage_options(), clock=clock)
 
 
 SINGLE_MARKER = Marker("single", fingerprint("POST", "/metric/visits", b'{"value": 3}'), 200, b"{}")

@@ -14,8 +14,8 @@ from freezegun import freeze_time
 from helpers import ManualClock
 
 from ringsum import state
-from ringsum.config import load_settings
-from ringsum.storage import DataDirInUse, KeyLimitReached, StorageUnavailable
+from ringsum.config import read_settings
+from ringsum.storage import DataDirInUse, KeyLimitReached, StorageOptions, StorageUnavailable
 from ringsum.storage.checkpoint import save
 from ringsum.storage.datadir import DataDir
 from ringsum.storage.memory import MemoryStorage
@@ -37,9 +37,8 @@ def listed_after_restart(clock: ManualClock, **settings: str) -> list[tuple[str,
 
 def memory_storage(clock: ManualClock, **settings: str) -> MemoryStorage:
     """Memory storage on ``clock``; it keeps nothing unless RINGSUM_DATA_DIR is given."""
-    return MemoryStorage(
-        load_settings({"RINGSUM_STORAGE_URI": "memory://", "RINGSUM_DATA_DIR": "", **settings}), clock=clock
-    )
+    options = read_settings({"RINGSUM_DATA_DIR": "", **settings}, environ={}).storage_options()
+    return MemoryStorage(options, clock=clock)
 
 
 def write_snapshot(directory, keys: dict[str, list[tuple[int, int]]], window_us: int = 3_600_000_000) -> None:
@@ -333,8 +332,8 @@ def test_a_second_storage_on_the_same_data_dir_is_refused_until_the_first_closes
         memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path))
     first.record("k", 1)
     threading.Timer(0.2, first.close).start()
-    settings = load_settings({"RINGSUM_DATA_DIR": str(tmp_path)}, environ={})
-    second = MemoryStorage(settings, clock=ManualClock(START_US), lock_timeout_s=10)  # as a reload's new worker
+    options = StorageOptions(window_us=3_600_000_000, resolution_us=1_000_000, data_dir=str(tmp_path))
+    second = MemoryStorage(options, clock=ManualClock(START_US), lock_timeout_s=10)  # as a reload's new worker
     try:
         assert second.total("k") == 1
     finally:

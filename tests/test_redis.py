@@ -27,8 +27,7 @@ from hypothesis import strategies as st
 from redis_servers import RedisServer, free_port, redis_missing, unavailable
 from serving import ROOT, app_env, serving
 
-from ringsum import create_app
-from ringsum.config import load_settings
+from ringsum import create_app, load_settings
 from ringsum.state import close_app
 from ringsum.storage import open_storage
 from ringsum.storage.memory import MemoryStorage
@@ -474,7 +473,7 @@ def test_redis_storage_answers_as_memory_storage_on_any_history(
         {"RINGSUM_STORAGE_URI": redis_server.url, "RINGSUM_WINDOW": window, "RINGSUM_RESOLUTION": resolution}
     )
     now = [T0]
-    on_redis = open_storage(config, clock=lambda: now[0])
+    on_redis = open_storage(config.storage_uri, config.storage_options(), clock=lambda: now[0])
     assert isinstance(on_redis, RedisStorage)
 
     @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -482,7 +481,7 @@ def test_redis_storage_answers_as_memory_storage_on_any_history(
     def same_answers(start: int, operations: list[tuple]) -> None:
         redis_server.flushall()
         now[0] = T0 + start
-        in_memory = MemoryStorage(config, clock=lambda: now[0])
+        in_memory = MemoryStorage(config.storage_options(), clock=lambda: now[0])
         try:
             for name, *args in operations:
                 if name == "advance":

@@ -1,15 +1,17 @@
-"""Storage backends, chosen by the scheme of RINGSUM_STORAGE_URI (as the limits library does)."""
+"""Storage backends, chosen by the scheme of a storage URI (as the limits library does).
+
+Each backend reads, checks and shows its own URIs; this registry only finds it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import import_module
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from .base import (
     DataDirError,
     DataDirInUse,
+    FsyncMode,
     IdempotencyKeyReused,
     KeyLimitReached,
     Marker,
@@ -18,64 +20,66 @@ from .base import (
     Storage,
     StorageError,
     StorageIncompatible,
+    StorageOptions,
     StorageStats,
     StorageUnavailable,
     SumOutOfRange,
     UnsupportedDataFormat,
 )
 
-if TYPE_CHECKING:
-    from ..config import Settings
-
-# scheme -> "module:factory"; the module is imported only when its scheme is used.
+# scheme -> "module:class"; the module is imported only when its scheme is used.
 SCHEMES: dict[str, str] = {
     "memory": "ringsum.storage.memory:MemoryStorage",
     "redis": "ringsum.storage.redis:RedisStorage",
     "rediss": "ringsum.storage.redis:RedisStorage",
-    "redis+cluster": "ringsum.storage.redis:RedisStorage",
+    "redis+cluster": "ringsum.storage.redis_cluster:RedisClusterStorage",
 }
-
-
-def _factory(uri: str) -> Callable[..., Storage]:
-    module_name, _, factory_name = SCHEMES[uri.partition("://")[0]].partition(":")
-    return getattr(import_module(module_name), factory_name)
+KNOWN = "a URI starting with " + " or ".join(f"{scheme}://" for scheme in SCHEMES)
 
 
 def storage_class(uri: str) -> type[Storage]:
     """The backend a URI names, unbuilt: what it declares about itself
-    (``single_process``, ``uses_data_dir``) decides how it may be served."""
-    return _factory(uri)  # type: ignore[return-value]
+    (``single_process``, ``uses_data_dir``) decides how it may be served.
+    ValueError for a scheme no backend reads."""
+    scheme, separator, _ = uri.partition("://")
+    if not separator or scheme not in SCHEMES:
+        raise ValueError(KNOWN)
+    module_name, _, class_name = SCHEMES[scheme].partition(":")
+    return getattr(import_module(module_name), class_name)
 
 
-def open_storage(settings: Settings, clock: Callable[[], int] | None = None, lock_timeout_s: float = 0.0) -> Storage:
-    """Build the backend the URI names; ``clock`` (µs) is for tests only. Memory storage
-    waits up to ``lock_timeout_s`` for its data dir's lock (Redis has no data dir)."""
-    backend = storage_class(settings.storage_uri)
-    if backend.uses_data_dir:
-        return backend(settings, clock=clock, lock_timeout_s=lock_timeout_s)  # type: ignore[call-arg]
-    return backend(settings, clock=clock)  # type: ignore[call-arg]
+def open_storage(
+    uri: str, options: StorageOptions, *, clock: Callable[[], int] | None = None, lock_timeout_s: float = 0.0
+) -> Storage:
+    """Build the backend ``uri`` names; see Storage.open."""
+    return storage_class(uri).open(uri, options, clock=clock, lock_timeout_s=lock_timeout_s)
 
 
-def redacted_uri(uri: str) -> str:
-    """The URI with its password masked, for messages and logs."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    credentials, _, hosts = parts.netloc.rpartition("@")
-    return parts._replace(netloc=f"{credentials.partition(':')[0]}:***@{hosts}").geturl()
+def check_uri(uri: str) -> None:
+    """Raise ValueError, saying what would work, when no backend can use ``uri``: an
+    unknown scheme, or one its backend can tell is wrong without connecting."""
+    backend = storage_class(uri)
+    try:
+        backend.check_uri(uri)
+    except ValueError as error:
+        raise ValueError(f"a URI that works ({error})") from None
 
 
-def check_storage_uri(uri: str) -> None:
-    """Raise ValueError when the backend can tell, without connecting, that ``uri`` cannot work."""
-    check = getattr(import_module(_factory(uri).__module__), "check_uri", None)
-    if check is not None:
-        check(uri)
+def shown_uri(uri: str) -> str:
+    """``uri`` as logs and messages may show it: its backend masks any secret, and a URI
+    no backend reads shows its scheme only."""
+    try:
+        backend = storage_class(uri)
+    except ValueError:
+        return f"{uri.partition('://')[0]}://..."
+    return backend.shown_uri(uri)
 
 
 __all__ = [
     "SCHEMES",
     "DataDirError",
     "DataDirInUse",
+    "FsyncMode",
     "IdempotencyKeyReused",
     "KeyLimitReached",
     "Marker",
@@ -84,12 +88,13 @@ __all__ = [
     "Storage",
     "StorageError",
     "StorageIncompatible",
+    "StorageOptions",
     "StorageStats",
     "StorageUnavailable",
     "SumOutOfRange",
     "UnsupportedDataFormat",
-    "check_storage_uri",
+    "check_uri",
     "open_storage",
-    "redacted_uri",
+    "shown_uri",
     "storage_class",
 ]

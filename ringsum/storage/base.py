@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from enum import StrEnum
+from typing import ClassVar, Self
 
 
 class StorageError(Exception):
@@ -77,6 +78,34 @@ class UnsupportedDataFormat(DataDirError):
         self.path = path
 
 
+class FsyncMode(StrEnum):
+    """As Redis's ``appendfsync``: when the log is forced to the disk."""
+
+    ALWAYS = "always"  # before the write is acknowledged: survives power loss
+    EVERYSEC = "everysec"  # by a background thread about once a second
+    NO = "no"  # when the operating system decides
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """What a backend may be built with; each backend takes the options it uses and
+    ignores the rest (Redis has no data dir, memory no connection timeout)."""
+
+    window_us: int
+    resolution_us: int  # 0: exact mode
+    max_keys: int = 100_000  # memory
+    max_idempotency_keys: int = 250_000  # memory
+    data_dir: str | None = None  # memory: None keeps nothing
+    fsync: FsyncMode = FsyncMode.EVERYSEC  # memory
+    checkpoint_us: int = 60_000_000  # memory
+    redis_timeout_us: int = 1_000_000  # Redis and Cluster
+
+    @property
+    def slot_us(self) -> int:
+        """The unit every window, step and time is a multiple of (1 µs in exact mode)."""
+        return self.resolution_us or 1
+
+
 @dataclass(frozen=True)
 class Series:
     """Step sums, oldest first; ``start_us`` is the start of the first step."""
@@ -116,6 +145,30 @@ class Storage(ABC):
     # dir that needs one owner.
     single_process: ClassVar[bool] = False
     uses_data_dir: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def open(
+        cls,
+        uri: str,
+        options: StorageOptions,
+        *,
+        clock: Callable[[], int] | None = None,
+        lock_timeout_s: float = 0.0,
+    ) -> Self:
+        """Build the backend ``uri`` names from the options it uses. ``clock`` (epoch µs)
+        is for tests; ``lock_timeout_s`` is how long to wait for a data dir's lock."""
+
+    @classmethod
+    def check_uri(cls, uri: str) -> None:
+        """Raise ValueError when this backend can tell, without connecting, that
+        ``uri`` cannot work (memory:// always works)."""
+        return None
+
+    @classmethod
+    def shown_uri(cls, uri: str) -> str:
+        """``uri`` as logs and messages may show it (no secrets)."""
+        return uri
 
     @abstractmethod
     def record(self, key: str, value: int, marker: Marker | None = None) -> Marker | None:

@@ -23,11 +23,10 @@ import struct
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from pathlib import Path
 from zlib import crc32
 
-from .base import Marker, StorageUnavailable, UnsupportedDataFormat
+from .base import FsyncMode, Marker, StorageUnavailable, UnsupportedDataFormat
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +45,6 @@ MARKER_FIELD = 0b1  # flag bit 0
 
 SINGLE, BATCH, DELETE = 1, 2, 3
 EVERY_SECOND_S = 1.0
-
-
-class FsyncMode(StrEnum):
-    """As Redis's ``appendfsync``: when the log is forced to the disk."""
-
-    ALWAYS = "always"  # before the write is acknowledged: survives power loss
-    EVERYSEC = "everysec"  # by a background thread about once a second
-    NO = "no"  # when the operating system decides
 
 
 @dataclass(frozen=True)

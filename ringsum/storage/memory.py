@@ -13,20 +13,28 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Self
 
 from sortedcontainers import SortedList
 
 from ..clock import now_us
 from ..window import RollingSum
 from . import journal
-from .base import DataDirError, KeyLimitReached, KeyPage, Marker, Series, Storage, StorageStats, StorageUnavailable
+from .base import (
+    DataDirError,
+    FsyncMode,
+    KeyLimitReached,
+    KeyPage,
+    Marker,
+    Series,
+    Storage,
+    StorageOptions,
+    StorageStats,
+    StorageUnavailable,
+)
 from .checkpoint import load, save
 from .datadir import DataDir
 from .markers import Markers
-
-if TYPE_CHECKING:
-    from ..config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +49,31 @@ class MemoryStorage(Storage):
     single_process = True
     uses_data_dir = True
 
-    def __init__(self, settings: Settings, clock: Callable[[], int] | None = None, lock_timeout_s: float = 0.0) -> None:
+    @classmethod
+    def open(
+        cls,
+        uri: str,
+        options: StorageOptions,
+        *,
+        clock: Callable[[], int] | None = None,
+        lock_timeout_s: float = 0.0,
+    ) -> Self:
+        return cls(options, clock=clock, lock_timeout_s=lock_timeout_s)
+
+    def __init__(
+        self, options: StorageOptions, *, clock: Callable[[], int] | None = None, lock_timeout_s: float = 0.0
+    ) -> None:
         """With a data dir, take its lock (waiting up to ``lock_timeout_s`` for a previous
         owner), then restore from it; DataDirInUse when another process holds it."""
-        self._window_us = settings.window_us
-        self._resolution_us = settings.resolution_us
-        self._slot_us = settings.slot_us
-        self._max_keys = settings.max_keys
+        self._window_us = options.window_us
+        self._resolution_us = options.resolution_us
+        self._slot_us = options.slot_us
+        self._max_keys = options.max_keys
         self._clock = clock or now_us
         # In the order each key last opened a slot, so expired keys gather at the front.
         self._sums: dict[str, RollingSum] = {}
         # Kept as long as the value they guard may count: the window and one tick.
-        self._markers = Markers(settings.window_us + settings.slot_us, settings.max_idempotency_keys)
+        self._markers = Markers(options.window_us + options.slot_us, options.max_idempotency_keys)
         # The same keys in key order, so a listing page costs O(log n + page), not a sort.
         self._index: SortedList[str] = SortedList()
         self._lock = threading.Lock()
@@ -65,17 +86,17 @@ class MemoryStorage(Storage):
         self._fold: subprocess.Popen[bytes] | None = None
         self._checkpointer: threading.Thread | None = None
         self._checkpointing = threading.Lock()
-        if settings.data_dir is not None:
-            self._data_dir = DataDir(settings.data_dir, lock_timeout_s)
+        if options.data_dir is not None:
+            self._data_dir = DataDir(options.data_dir, lock_timeout_s)
             try:
-                self._restore(settings)
+                self._restore(options.fsync)
             except OSError as error:  # unreadable or read-only: one line at start, not a traceback
                 self._data_dir.release()
                 raise DataDirError(f"cannot restore from the data dir {self._data_dir.path}: {error}") from error
             except BaseException:
                 self._data_dir.release()
                 raise
-            self._checkpoint_s = settings.checkpoint_us / 1_000_000
+            self._checkpoint_s = options.checkpoint_us / 1_000_000
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_forever, name="ringsum-checkpoint", daemon=True
             )
@@ -310,7 +331,7 @@ class MemoryStorage(Storage):
             raise StorageUnavailable("the storage is closing; nothing was recorded")
         self._journal.append(frame)
 
-    def _restore(self, settings: Settings) -> None:
+    def _restore(self, fsync: FsyncMode) -> None:
         """Snapshot plus log, replayed at their own times; what aged out while down is
         dropped. Then a new log segment is opened for this run's writes."""
         data_dir = self._data_dir
@@ -328,9 +349,9 @@ class MemoryStorage(Storage):
             self._markers.restore(marker, expires)
         if restored.differs_from_files:  # so that later checkpoints fold from what is held
             save(data_dir, restored.last_sequence, self._sums, restored.markers)
-        self._journal = journal.Journal(data_dir.path, restored.last_sequence + 1, settings.fsync, data_dir.segment)
+        self._journal = journal.Journal(data_dir.path, restored.last_sequence + 1, fsync, data_dir.segment)
         if new:
-            log.info("new data dir %s: nothing to restore (fsync %s)", data_dir.path, settings.fsync.value)
+            log.info("new data dir %s: nothing to restore (fsync %s)", data_dir.path, fsync.value)
             return
         log.info(
             "restored %d keys and %d entries from %s (%d log records replayed, %d idempotency keys) in %.2fs "
@@ -341,7 +362,7 @@ class MemoryStorage(Storage):
             restored.records,
             len(self._markers),
             time.perf_counter() - started,
-            settings.fsync.value,
+            fsync.value,
         )
 
     def checkpoint(self) -> None:

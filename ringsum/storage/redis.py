@@ -15,12 +15,12 @@ entries one SCAN step per scrape and re-adds any key the index lacks (a follow-u
 lost to a crash, data written by an older ringsum).
 
 URIs as the ``limits`` library reads them: ``redis://[user:password@]host:port/db``,
-``rediss://...`` (TLS), ``redis+cluster://[user:password@]host:port[,host:port...]``.
+``rediss://...`` (TLS). Cluster (``redis+cluster://``) is ``redis_cluster.py``: this
+class with what differs overridden (hash slots, nodes, the index follow-up, the claim).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -28,15 +28,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.connection import parse_url
-from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
     ClusterError,
@@ -51,7 +49,6 @@ from redis.retry import Retry
 
 from ..units import ceil_div
 from ..window import RollingSum
-from . import redacted_uri
 from .base import (
     IdempotencyKeyReused,
     KeyLimitReached,
@@ -60,13 +57,11 @@ from .base import (
     Series,
     Storage,
     StorageIncompatible,
+    StorageOptions,
     StorageStats,
     StorageUnavailable,
     SumOutOfRange,
 )
-
-if TYPE_CHECKING:
-    from ..config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +87,7 @@ _UNAVAILABLE = (
     TryAgainError,
 )
 # A pipelined command that did not run, and may simply be sent again.
-_NOT_RUN = (NoScriptError, AskError, TryAgainError)
+NOT_RUN = (NoScriptError, AskError, TryAgainError)
 
 
 def hash_key(key: str) -> str:
@@ -130,72 +125,72 @@ def _redis_keys(keys: Sequence[str]) -> list[str]:
 # -- URIs ----------------------------------------------------------------------------
 
 
-def _cluster_options(uri: str) -> tuple[list[ClusterNode], dict[str, Any]]:
-    """Startup nodes and client options of ``redis+cluster://[auth@]h1:p1[,h2:p2]/?opts``."""
+def redacted(uri: str) -> str:
+    """``uri`` with its password masked, for messages and logs."""
     parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
     credentials, _, hosts = parts.netloc.rpartition("@")
-    if parts.path.strip("/") not in ("", "0"):
-        raise ValueError("Redis Cluster has no databases other than 0: drop the /db part")
-    nodes = []
-    for location in hosts.split(","):
-        host, _, port = location.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{location!r} is not host:port")
-        nodes.append(ClusterNode(host, int(port)))
-    # redis-py reads credentials and ?options the same way for every scheme.
-    auth = f"{credentials}@" if credentials else ""
-    options = parse_url(f"redis://{auth}{nodes[0].host}:{nodes[0].port}?{parts.query}")
-    for name in ("host", "port", "db"):
-        options.pop(name, None)
-    return nodes, options
+    return parts._replace(netloc=f"{credentials.partition(':')[0]}:***@{hosts}").geturl()
 
 
-def check_uri(uri: str) -> None:
-    """Raise ValueError when ``uri`` cannot work, without connecting to anything."""
-    try:
-        if uri.startswith("redis+cluster://"):
-            _, options = _cluster_options(uri)
-            redis.Connection(**options)  # refuses unknown ?options
-        else:
-            pool = redis.ConnectionPool.from_url(uri)
-            pool.connection_class(**pool.connection_kwargs)
-    except (TypeError, ValueError) as error:
-        raise ValueError(str(error) or type(error).__name__) from None
-
-
-def _client_for(uri: str, timeout_s: float) -> redis.Redis | RedisCluster:
-    """A client that has not connected yet (a Cluster client reads the topology).
+def client_options(timeout_s: float) -> dict[str, Any]:
+    """Options of every client; options in the URI win over them.
 
     No automatic retry: a command that timed out may have run, and running a record
     twice would count it twice. A failure is a 503, and the HTTP client retries.
-    Options in the URI win over these defaults.
     """
-    options: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-    options["client_name"] = "ringsum"
-    if uri.startswith("redis+cluster://"):
-        nodes, uri_options = _cluster_options(uri)
-        return RedisCluster(startup_nodes=nodes, retry=Retry(NoBackoff(), 0), **{**options, **uri_options})
-    return redis.Redis.from_url(uri, retry=Retry(NoBackoff(), 0), **options)
+    return {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "client_name": "ringsum",
+        "retry": Retry(NoBackoff(), 0),
+    }
 
 
 # -- the storage ---------------------------------------------------------------------
 
 
 class RedisStorage(Storage):
-    """The storage interface on Redis or Redis Cluster; see the module docstring."""
+    """The storage interface on one Redis; see the module docstring."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], int] | None = None) -> None:
-        check_uri(settings.storage_uri)
-        self._uri = settings.storage_uri
-        self._cluster = self._uri.startswith("redis+cluster://")
-        self._timeout_s = settings.redis_timeout_us / 1_000_000
-        self._window_us = settings.window_us
-        self._resolution_us = settings.resolution_us
-        self._slot_us = settings.slot_us
-        self._span = settings.window_us // settings.slot_us
+    # How much of a batch a RINGSUM_RANGE refusal left unrecorded (one script: all of it).
+    _UNRECORDED_ON_RANGE = "at all"
+
+    @classmethod
+    def open(
+        cls,
+        uri: str,
+        options: StorageOptions,
+        *,
+        clock: Callable[[], int] | None = None,
+        lock_timeout_s: float = 0.0,
+    ) -> Self:
+        return cls(uri, options, clock=clock)
+
+    @classmethod
+    def check_uri(cls, uri: str) -> None:
+        try:
+            pool = redis.ConnectionPool.from_url(uri)
+            pool.connection_class(**pool.connection_kwargs)  # refuses unknown ?options
+        except (TypeError, ValueError) as error:
+            raise ValueError(str(error) or type(error).__name__) from None
+
+    @classmethod
+    def shown_uri(cls, uri: str) -> str:
+        return redacted(uri)
+
+    def __init__(self, uri: str, options: StorageOptions, *, clock: Callable[[], int] | None = None) -> None:
+        self.check_uri(uri)
+        self._uri = uri
+        self._timeout_s = options.redis_timeout_us / 1_000_000
+        self._window_us = options.window_us
+        self._resolution_us = options.resolution_us
+        self._slot_us = options.slot_us
+        self._span = options.window_us // options.slot_us
         # Window + one tick, in whole ms rounded up, and 1 ms more: PEXPIRE counts from
         # the server's millisecond, which may be up to 1 ms before the recording µs.
-        self._ttl_ms = str(ceil_div(settings.window_us + settings.slot_us, 1000) + 1)
+        self._ttl_ms = str(ceil_div(options.window_us + options.slot_us, 1000) + 1)
         self._clock = clock
         self._lock = threading.Lock()
         self._client: redis.Redis | RedisCluster | None = None
@@ -216,13 +211,7 @@ class RedisStorage(Storage):
         return self._record({key: value}, marker)
 
     def record_many(self, events: Sequence[tuple[str, int]], marker: Marker | None = None) -> Marker | None:
-        """One script per Redis node: atomic on a single Redis, per hash slot on Cluster.
-
-        With a marker on Cluster, each slot's script keeps its own copy of it, so a
-        batch cut short (a 503 after some slots ran) and retried records exactly the
-        slots that had not run; the retry's answer is then not marked replayed,
-        since part of it was recorded just now.
-        """
+        """One script: atomic (per hash slot on Cluster, see RedisClusterStorage)."""
         summed: dict[str, int] = defaultdict(int)
         for key, value in events:
             summed[key] += value  # same key, same moment: the slot merges them anyway
@@ -271,11 +260,7 @@ class RedisStorage(Storage):
 
     def ping(self) -> None:
         with self._errors():
-            client = self._connect()
-            if isinstance(client, RedisCluster):
-                client.ping(target_nodes=RedisCluster.PRIMARIES)
-            else:
-                client.ping()
+            self._connect().ping()
 
     def stats(self) -> StorageStats:
         """Keys and entries Redis holds (idle keys count until their TTL ends) as of the
@@ -322,33 +307,23 @@ class RedisStorage(Storage):
     def _record(self, values: dict[str, int], marker: Marker | None) -> Marker | None:
         """Record ``values``; with a marker, see Storage.record. Returns the marker held
         when every script found it (nothing was recorded), else None."""
-        keys = list(values)
         packed = _packed(marker) if marker is not None else ""
-        calls = [(part, [self._ttl_ms, packed, *(str(values[key]) for key in part)]) for part in self._partition(keys)]
-        # On a single Redis the script adds the keys it creates to the index itself.
-        more_keys: list[list[str]] = [[] if self._cluster else [INDEX] for _ in calls]
-        claimed = False
-        if marker is not None:
-            claimed = self._cluster and self._claim(marker)
-            for (part, _), extra in zip(calls, more_keys, strict=True):
-                extra.append(marker_key(marker.id, part[0] if self._cluster else None))
+        parts = self._partition(list(values))
+        calls = [(part, [self._ttl_ms, packed, *(str(values[key]) for key in part)]) for part in parts]
         try:
-            results = self._run("record", calls, more_keys)
-        except (ResponseError, KeyLimitReached) as error:
-            if claimed and len(calls) == 1:  # refused, nothing recorded: the id is free again
-                self._unclaim(marker)
-            if isinstance(error, KeyLimitReached) or not str(error).startswith("RINGSUM_RANGE"):
+            results = self._run("record", calls, [self._record_keys(part, marker) for part in parts])
+        except ResponseError as error:
+            if not str(error).startswith("RINGSUM_RANGE"):
                 raise
-            recorded = "for that key (other keys of the batch may be)" if self._cluster else "at all"
             raise SumOutOfRange(
-                f"this would take a sum past what Redis adds exactly (±9.2e18, int64); nothing was recorded {recorded}"
+                "this would take a sum past what Redis adds exactly (±9.2e18, int64); "
+                f"nothing was recorded {self._UNRECORDED_ON_RANGE}"
             ) from None
         written = [(part, result) for (part, _), result in zip(calls, results, strict=True) if isinstance(result, list)]
         self._count_evictions(sum(evicted for _, (evicted, *_) in written))
-        if self._cluster:
-            created = [part[position - 1] for part, (_, *positions) in written for position in positions]
-            if created:
-                self._index(created)
+        created = [part[position - 1] for part, (_, *positions) in written for position in positions]
+        if created:
+            self._created(created)
         if marker is None or len(written) == len(results):
             return None
         held = [_unpacked(marker.id, result) for result in results if isinstance(result, bytes)]
@@ -356,19 +331,13 @@ class RedisStorage(Storage):
             raise IdempotencyKeyReused(marker.id)
         return held[0] if not written else None  # some slots written now: a partial Cluster batch completed
 
-    def _claim(self, marker: Marker) -> bool:
-        """Bind ``marker.id`` to its fingerprint (Cluster). True when this request bound
-        it; raises IdempotencyKeyReused when another request had."""
-        (bound,) = self._run_prepared("claim", [([marker_key(marker.id)], [self._ttl_ms, marker.fingerprint])])
-        if bound is not None and bound != marker.fingerprint:
-            raise IdempotencyKeyReused(marker.id)
-        return bound is None
+    def _record_keys(self, part: list[str], marker: Marker | None) -> list[str]:
+        """The Redis keys a record script takes after the metric keys: the listing
+        index, which the script joins new keys to, and the marker's key."""
+        return [INDEX] if marker is None else [INDEX, marker_key(marker.id)]
 
-    def _unclaim(self, marker: Marker) -> None:
-        """Free the id again after a refused write; at worst (Redis just went away) the
-        id stays bound to this request for the window."""
-        with contextlib.suppress(StorageUnavailable), self._errors():
-            self._connect().delete(marker_key(marker.id))
+    def _created(self, keys: list[str]) -> None:
+        """Keys a record just created; the script put them in the index already."""
 
     def _totals(self, keys: list[str]) -> dict[str, int]:
         """The total of each key that holds something, after ageing out."""
@@ -390,16 +359,6 @@ class RedisStorage(Storage):
         for slot, subtotal in zip(pairs[::2], pairs[1::2], strict=True):
             rolling.add(int(subtotal), int(slot) * self._slot_us)
         return int(now), rolling
-
-    def _index(self, keys: list[str]) -> None:
-        """The follow-up on Cluster: keys a record created join the index. The value is
-        recorded already, so a failure here is logged, not answered with a 503 that
-        the client would retry (counting twice); the next census re-adds the keys."""
-        try:
-            with self._errors():
-                self._connect().zadd(INDEX, dict.fromkeys(keys, 0))
-        except StorageUnavailable:
-            log.warning("%d new keys not yet in the listing index; the census adds them", len(keys))
 
     def _unindex(self, keys: list[str]) -> None:
         """Take keys off the index, then put back those a writer created meanwhile:
@@ -455,54 +414,18 @@ class RedisStorage(Storage):
             script = self._scripts[name]
             head = [str(self._slot_us), str(self._span), str(self._clock()) if self._clock else ""]
             prepared = [(keys, head + tail) for keys, tail in calls]
-            if len(calls) == 1 or not isinstance(client, RedisCluster):
-                return [script(keys, args) for keys, args in prepared]
-            return self._run_per_node(client, script, prepared)
+            return self._execute(client, script, prepared)
 
-    def _run_per_node(
-        self, cluster: RedisCluster, script: Script, calls: list[tuple[list[str], list[Any]]]
-    ) -> list[Any]:
-        by_node: dict[str, list[int]] = defaultdict(list)
-        nodes: dict[str, ClusterNode] = {}
-        for index, (keys, _) in enumerate(calls):
-            node = cluster.get_node_from_key(keys[0])
-            nodes[node.name] = node
-            by_node[node.name].append(index)
-        results: list[Any] = [None] * len(calls)
-        for name, indexes in by_node.items():
-            pipe = cluster.get_redis_connection(nodes[name]).pipeline(transaction=False)
-            for index in indexes:
-                keys, args = calls[index]
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            for index, result in zip(indexes, pipe.execute(raise_on_error=False), strict=True):
-                if isinstance(result, _NOT_RUN):
-                    # Not run (script flushed, slot moved): send it again the slow way,
-                    # through the cluster client, which loads scripts and follows MOVED.
-                    keys, args = calls[index]
-                    result = script(keys, args)
-                elif isinstance(result, Exception):
-                    raise result
-                results[index] = result
-        return results
+    def _execute(self, client: Any, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        return [script(keys, args) for keys, args in calls]
 
     def _partition(self, keys: list[str]) -> list[list[str]]:
-        """Keys that one script may touch together: all of them on a single Redis,
-        those of one hash slot on Cluster (a script must not cross slots)."""
-        if not self._cluster:
-            return [keys]
-        by_slot: dict[int, list[str]] = defaultdict(list)
-        for key in keys:
-            by_slot[key_slot(key.encode())].append(key)
-        return list(by_slot.values())
+        """Keys that one script may touch together: on one Redis, all of them."""
+        return [keys]
 
     def _nodes(self) -> Iterator[tuple[str, redis.Redis]]:
-        """A name and a client per primary: the one Redis, or every Cluster primary."""
-        client = self._connect()
-        if isinstance(client, RedisCluster):
-            for node in client.get_primaries():
-                yield node.name, client.get_redis_connection(node)
-        else:
-            yield "redis", client
+        """A name and a client per primary: here, the one Redis."""
+        yield "redis", self._connect()
 
     # -- connection and errors -------------------------------------------------
 
@@ -517,7 +440,7 @@ class RedisStorage(Storage):
         advice = "" if found["appendonly"] == "yes" else "; set appendonly yes so a Redis restart loses nothing"
         log.info(
             "Redis persistence at %s: appendonly %s (appendfsync %s), save %r%s",
-            redacted_uri(self._uri),
+            redacted(self._uri),
             found["appendonly"],
             found["appendfsync"],
             found["save"],
@@ -532,11 +455,15 @@ class RedisStorage(Storage):
             return client
         with self._lock:
             if self._client is None:
-                client = _client_for(self._uri, self._timeout_s)
+                client = self._new_client()
                 self._check_layout(client)
                 self._scripts = {name: client.register_script(_script_text(name)) for name in _SCRIPT_NAMES}
                 self._client = client
             return self._client
+
+    def _new_client(self) -> redis.Redis:
+        """A client that has not connected yet."""
+        return redis.Redis.from_url(self._uri, **client_options(self._timeout_s))
 
     def _check_layout(self, client: redis.Redis | RedisCluster) -> None:
         """Mark the keyspace with the key layout this ringsum writes (on first connection,
@@ -545,7 +472,7 @@ class RedisStorage(Storage):
         if found is None or found == str(LAYOUT_VERSION).encode():
             return
         error = StorageIncompatible(
-            f"Redis at {redacted_uri(self._uri)} holds ringsum's data in key layout {found.decode(errors='replace')!r} "
+            f"Redis at {redacted(self._uri)} holds ringsum's data in key layout {found.decode(errors='replace')!r} "
             f"({LAYOUT_KEY}), and this ringsum knows layout {LAYOUT_VERSION}: run a newer ringsum against it"
         )
         log.error("%s", error)
@@ -563,7 +490,7 @@ class RedisStorage(Storage):
             now = time.monotonic()
             if now - self._warned_at >= _WARN_EVERY_S:
                 self._warned_at = now
-                log.warning("Redis at %s is unavailable: %s", redacted_uri(self._uri), error)
+                log.warning("Redis at %s is unavailable: %s", redacted(self._uri), error)
             reason = "timed out" if isinstance(error, redis.TimeoutError) else "is unreachable"
             raise StorageUnavailable(f"Redis {reason}") from error
 
