@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,25 +19,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from benchmarks.processes import free_port
+
 START_TIMEOUT_S = 15.0
-
-
-def free_port(also_free: int = 0) -> int:
-    """A loopback port nobody listens on (and ``port + also_free`` too, for Cluster's bus port)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port + also_free >= 65536:
-            continue
-        if also_free:
-            with socket.socket() as probe:
-                try:
-                    probe.bind(("127.0.0.1", port + also_free))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free loopback port")
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:

@@ -3,10 +3,8 @@ start; a bad one stops ``python app.py`` with exit status 2 and one line naming 
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-from serving import run_app
+from serving import Server, run_app
 
 from ringsum import create_app, load_settings, state
 from ringsum.config import DEFAULTS, ConfigError
@@ -127,16 +125,9 @@ def test_a_bad_setting_is_a_config_error_naming_it(name: str, value: str, accept
         create_app({name: value})
 
 
-def finished(process: subprocess.Popen) -> tuple[int, str]:
-    """Exit status and output of ``python app.py`` that must stop on its own."""
-    try:
-        status = process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise AssertionError("python app.py kept running: it should have refused to start") from None
-    process.log_file.seek(0)
-    return status, process.log_file.read()
+def finished(server: Server) -> tuple[int, str]:
+    """Exit status and output of ``python app.py`` that must refuse to start."""
+    return server.exit_status(), server.output()
 
 
 @pytest.mark.process

@@ -155,14 +155,9 @@ def second_owner(data_dir: Path) -> tuple[int, str, int]:
     with serving(env) as first:
         requests.post(f"{first.url}/metric/k", json={"value": 3}, timeout=5)
         second = run_app(["--port", str(free_port())], env)
-        try:
-            status = second.wait(timeout=60)
-        finally:
-            if second.poll() is None:
-                second.kill()
-        second.log_file.seek(0)
+        status = second.exit_status()
         requests.post(f"{first.url}/metric/k", json={"value": 4}, timeout=5)
-        return status, second.log_file.read(), first.total("k")
+        return status, second.output(), first.total("k")
 
 
 def test_a_second_process_on_the_same_data_dir_exits_and_leaves_the_first_alone(tmp_path) -> None:

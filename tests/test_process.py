@@ -95,10 +95,9 @@ def test_a_port_already_taken_is_one_line_not_a_traceback() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        process = run_app(["--port", str(taken.getsockname()[1])])
-        status = process.wait(timeout=60)
-    process.log_file.seek(0)
-    output = process.log_file.read()
+        refused = run_app(["--port", str(taken.getsockname()[1])])
+        status = refused.exit_status()
+    output = refused.output()
     assert status == 1, output
     assert "cannot listen on 127.0.0.1" in output and "Traceback" not in output and "backtrace" not in output
 

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import pytest
 import requests
 from serving import ROOT, START_TIMEOUT_S, Server, app_env, free_port, wait_until_answering
+
+from benchmarks.processes import launch, stopped_afterwards
 
 pytestmark = pytest.mark.process
 
@@ -59,36 +59,19 @@ def readme_blocks() -> list[Block]:
     return blocks
 
 
-@contextlib.contextmanager
-def make_run(line: str, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    """``line`` (``[SETTING=value ...] make run [ARGS="..."]``) exactly, on a free port."""
+def make_run(line: str, extra_env: dict[str, str] | None = None) -> AbstractContextManager[Server]:
+    """``line`` (``[SETTING=value ...] make run [ARGS="..."]``) exactly, on a free port;
+    stopped afterwards through its process group (make does not pass a SIGTERM on)."""
     match = _SERVER_LINE.match(line)
     assert match is not None, line
     env = dict(token.split("=", 1) for token in match["env"].split())
     port = free_port()
     args = f"{match['args'] or ''} --port {port}".strip()
-    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen(
-        ["make", "--no-print-directory", "run", f"ARGS={args}"],
-        cwd=ROOT,
-        env=app_env({**env, **(extra_env or {})}),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    server = launch(
+        ["make", "--no-print-directory", "run", f"ARGS={args}"], app_env({**env, **(extra_env or {})}), port
     )
-    process.log_file = log  # type: ignore[attr-defined]
-    server = Server(process, port)
-    try:
-        wait_until_answering(server, timeout=START_TIMEOUT_S * 4)  # a first `make run` may install
-        yield server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    wait_until_answering(server, timeout=START_TIMEOUT_S * 4)  # a first `make run` may install
+    return stopped_afterwards(server, whole_group=True)
 
 
 def run_curl(command: str, server: Server) -> str:

@@ -45,11 +45,6 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def output_of(process) -> str:
-    process.log_file.seek(0)
-    return process.log_file.read()
-
-
 def test_sighup_replaces_the_worker_and_loses_nothing(tmp_path) -> None:
     env = {"RINGSUM_DATA_DIR": str(tmp_path)}
     with serving(env) as server:
@@ -104,8 +99,8 @@ def test_a_second_server_on_a_port_ringsum_holds_is_refused_with_one_line() -> N
     with serving() as first:
         post(first, "first", 1)
         second = run_app(["--port", str(first.port)])
-        assert second.wait(60) == 1
-        output = output_of(second).strip()
+        assert second.exit_status() == 1
+        output = second.output().strip()
         assert output.count("\n") == 0, output
         assert f"cannot listen on 127.0.0.1:{first.port}" in output and "in use" in output
         assert first.total("first") == 1  # untouched, and alone on its port
@@ -116,8 +111,8 @@ def test_a_second_server_on_a_data_dir_in_use_is_refused_with_one_line(tmp_path)
     with serving(env) as first:
         post(first, "owned", 3)
         second = run_app(["--port", "0"], env)
-        assert second.wait(60) != 0
-        output = output_of(second).strip()
+        assert second.exit_status() != 0
+        output = second.output().strip()
         assert output.count("\n") == 0, output
         assert str(tmp_path) in output and "in use" in output
         post(first, "owned", 4)
