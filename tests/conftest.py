@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import freezegun.api
@@ -15,17 +16,24 @@ from flask.testing import FlaskClient
 from redis_servers import redis_cluster, redis_server  # noqa: F401 - session fixtures
 
 from ringsum import create_app
-
-# In-process apps keep nothing unless a test gives them a data dir: none writes into the
-# checkout's ./data, and two apps alive at once never contend for its lock. (Real
-# `python app.py` servers get a fresh data dir each, from serving.app_env.)
-os.environ["RINGSUM_DATA_DIR"] = ""
 from ringsum.clock import now_us
 from ringsum.state import close_app
 
 # In-process apps keep nothing (and write nothing to ./data) unless a test gives them a
 # data dir; real servers get a fresh one each from tests/serving.py.
 os.environ["RINGSUM_DATA_DIR"] = ""
+
+CHECKOUT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_writes_the_checkouts_data_dir() -> Iterator[None]:
+    """The default data dir is ./data: a test that forgot to choose its own would write
+    there (and two such would contend for its lock). Fails the run when one did."""
+    existed = CHECKOUT_DATA_DIR.exists()
+    yield
+    assert existed or not CHECKOUT_DATA_DIR.exists(), "a test wrote ./data: give it a data dir of its own"
+
 
 # Every test using make_app/app/client runs on each; Redis ones start real servers
 # (skipped with the reason when Redis cannot run here, failed under RINGSUM_REQUIRE_REDIS=1).

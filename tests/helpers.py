@@ -1,10 +1,15 @@
-"""What many tests need: a clock that moves when told, a sum read through the test
-client, the check that an answer is the problem it should be."""
+"""What many tests need: a clock that moves when told, a memory storage built as the
+app builds it (and crashed as kill -9 leaves it), a sum read through the test client,
+the check that an answer is the problem it should be."""
 
 from __future__ import annotations
 
+import os
 from http import HTTPStatus
 from typing import Any
+
+from ringsum.config import read_settings
+from ringsum.storage.memory import MemoryStorage
 
 PROBLEM = "application/problem+json"
 # RFC 9110 titles, where Python's table still has older names.
@@ -23,6 +28,22 @@ class ManualClock:
 
     def advance(self, micros: int) -> None:
         self.now_us += micros
+
+
+def memory_storage(clock: ManualClock, **settings: str) -> MemoryStorage:
+    """Memory storage on ``clock`` with RINGSUM_* ``settings`` read as the app reads
+    them; it keeps nothing unless RINGSUM_DATA_DIR is given."""
+    options = read_settings({"RINGSUM_DATA_DIR": "", **settings}, environ={}).storage_options()
+    return MemoryStorage(options, clock=clock)
+
+
+def crash(storage: MemoryStorage) -> None:
+    """What kill -9 leaves behind: the log as written so far, nothing flushed or closed
+    on the way out, and the lock let go (by the kernel, when the process dies)."""
+    storage._stopping.set()
+    storage._journal._stopping.set()
+    os.close(storage._journal._fd)
+    storage._data_dir.release()
 
 
 def total(client: Any, key: str = "k") -> int:

@@ -16,12 +16,10 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from freezegun import freeze_time
-from helpers import ManualClock, assert_problem, total
+from helpers import ManualClock, assert_problem, crash, memory_storage, total
 from serving import serving
-from test_crash_replay import crash
 
 from ringsum import state
-from ringsum.config import read_settings
 from ringsum.idempotency import fingerprint
 from ringsum.storage import IdempotencyKeyReused, Marker, StorageUnavailable
 from ringsum.storage.memory import MemoryStorage
@@ -310,8 +308,7 @@ T0 = 1_780_000_000_000_000
 
 
 def storage_in(data_dir: Path, clock: ManualClock) -> MemoryStorage:
-    overrides = {"RINGSUM_WINDOW": "1m", "RINGSUM_DATA_DIR": str(data_dir), "RINGSUM_FSYNC": "no"}
-    return MemoryStorage(read_settings(overrides, environ={}).storage_options(), clock=clock)
+    return memory_storage(clock, RINGSUM_WINDOW="1m", RINGSUM_DATA_DIR=str(data_dir), RINGSUM_FSYNC="no")
 
 
 SINGLE_MARKER = Marker("single", fingerprint("POST", "/metric/visits", b'{"value": 3}'), 200, b"{}")

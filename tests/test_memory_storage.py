@@ -11,10 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from freezegun import freeze_time
-from helpers import ManualClock
+from helpers import ManualClock, memory_storage
 
 from ringsum import state
-from ringsum.config import read_settings
 from ringsum.storage import DataDirInUse, KeyLimitReached, StorageOptions, StorageUnavailable
 from ringsum.storage.checkpoint import save
 from ringsum.storage.datadir import DataDir
@@ -33,12 +32,6 @@ def listed_after_restart(clock: ManualClock, **settings: str) -> list[tuple[str,
         return storage.keys().metrics
     finally:
         storage.close()
-
-
-def memory_storage(clock: ManualClock, **settings: str) -> MemoryStorage:
-    """Memory storage on ``clock``; it keeps nothing unless RINGSUM_DATA_DIR is given."""
-    options = read_settings({"RINGSUM_DATA_DIR": "", **settings}, environ={}).storage_options()
-    return MemoryStorage(options, clock=clock)
 
 
 def write_snapshot(directory, keys: dict[str, list[tuple[int, int]]], window_us: int = 3_600_000_000) -> None:

@@ -7,11 +7,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from helpers import ManualClock
+from helpers import ManualClock, crash, memory_storage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ringsum.config import read_settings
 from ringsum.storage.memory import MemoryStorage
 
 T0 = 1_780_000_000_000_000
@@ -30,8 +29,9 @@ OPERATIONS = st.lists(
 
 
 def storage_on(clock: ManualClock, resolution: str, data_dir: str) -> MemoryStorage:
-    overrides = {"RINGSUM_WINDOW": "1m", "RINGSUM_RESOLUTION": resolution, "RINGSUM_DATA_DIR": data_dir}
-    return MemoryStorage(read_settings({**overrides, "RINGSUM_FSYNC": "no"}, environ={}).storage_options(), clock=clock)
+    return memory_storage(
+        clock, RINGSUM_WINDOW="1m", RINGSUM_RESOLUTION=resolution, RINGSUM_DATA_DIR=data_dir, RINGSUM_FSYNC="no"
+    )
 
 
 def apply(storage: MemoryStorage, operation: tuple) -> None:
@@ -44,15 +44,6 @@ def apply(storage: MemoryStorage, operation: tuple) -> None:
         storage.delete(*args)
     elif name == "checkpoint":
         storage.checkpoint()
-
-
-def crash(storage: MemoryStorage) -> None:
-    """What kill -9 leaves behind: the log as written so far, nothing flushed or closed
-    on the way out, and the lock let go (by the kernel, when the process dies)."""
-    storage._stopping.set()
-    storage._journal._stopping.set()
-    os.close(storage._journal._fd)
-    storage._data_dir.release()
 
 
 def newest_segment(data_dir: str) -> Path:
