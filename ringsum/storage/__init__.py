@@ -5,10 +5,10 @@ Each backend reads, checks and shows its own URIs; this registry only finds it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from importlib import import_module
 
 from .base import (
+    Clock,
     DataDirError,
     DataDirInUse,
     FsyncMode,
@@ -49,7 +49,7 @@ def storage_class(uri: str) -> type[Storage]:
 
 
 def open_storage(
-    uri: str, options: StorageOptions, *, clock: Callable[[], int] | None = None, lock_timeout_s: float = 0.0
+    uri: str, options: StorageOptions, *, clock: Clock | None = None, lock_timeout_s: float = 0.0
 ) -> Storage:
     """Build the backend ``uri`` names; see Storage.open."""
     return storage_class(uri).open(uri, options, clock=clock, lock_timeout_s=lock_timeout_s)
@@ -77,6 +77,7 @@ def shown_uri(uri: str) -> str:
 
 __all__ = [
     "SCHEMES",
+    "Clock",
     "DataDirError",
     "DataDirInUse",
     "FsyncMode",

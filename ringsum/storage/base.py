@@ -78,6 +78,9 @@ class UnsupportedDataFormat(DataDirError):
         self.path = path
 
 
+Clock = Callable[[], int]  # epoch µs; backends take one for tests
+
+
 class FsyncMode(StrEnum):
     """As Redis's ``appendfsync``: when the log is forced to the disk."""
 
@@ -148,14 +151,7 @@ class Storage(ABC):
 
     @classmethod
     @abstractmethod
-    def open(
-        cls,
-        uri: str,
-        options: StorageOptions,
-        *,
-        clock: Callable[[], int] | None = None,
-        lock_timeout_s: float = 0.0,
-    ) -> Self:
+    def open(cls, uri: str, options: StorageOptions, *, clock: Clock | None = None, lock_timeout_s: float = 0) -> Self:
         """Build the backend ``uri`` names from the options it uses. ``clock`` (epoch µs)
         is for tests; ``lock_timeout_s`` is how long to wait for a data dir's lock."""
 

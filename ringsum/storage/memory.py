@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Self
 
 from sortedcontainers import SortedList
@@ -21,6 +21,7 @@ from ..clock import now_us
 from ..window import RollingSum
 from . import journal
 from .base import (
+    Clock,
     DataDirError,
     FsyncMode,
     KeyLimitReached,
@@ -50,19 +51,10 @@ class MemoryStorage(Storage):
     uses_data_dir = True
 
     @classmethod
-    def open(
-        cls,
-        uri: str,
-        options: StorageOptions,
-        *,
-        clock: Callable[[], int] | None = None,
-        lock_timeout_s: float = 0.0,
-    ) -> Self:
+    def open(cls, uri: str, options: StorageOptions, *, clock: Clock | None = None, lock_timeout_s: float = 0) -> Self:
         return cls(options, clock=clock, lock_timeout_s=lock_timeout_s)
 
-    def __init__(
-        self, options: StorageOptions, *, clock: Callable[[], int] | None = None, lock_timeout_s: float = 0.0
-    ) -> None:
+    def __init__(self, options: StorageOptions, *, clock: Clock | None = None, lock_timeout_s: float = 0.0) -> None:
         """With a data dir, take its lock (waiting up to ``lock_timeout_s`` for a previous
         owner), then restore from it; DataDirInUse when another process holds it."""
         self._window_us = options.window_us
@@ -119,10 +111,7 @@ class MemoryStorage(Storage):
             if rolling is None:
                 rolling = self._sums[key] = self._new_sum()
                 self._index.add(key)
-            else:
-                self.evictions += rolling.evict(now)
-            if rolling.add(value, now):
-                self._expires_last(key)
+            self._add(key, rolling, value, now)
             if marker is not None:
                 self._markers.add(marker, now)
         return None
@@ -141,10 +130,7 @@ class MemoryStorage(Storage):
                 self._sums[key] = self._new_sum()
             self._index.update(new_keys)
             for key, value in events:
-                rolling = self._sums[key]
-                self.evictions += rolling.evict(now)
-                if rolling.add(value, now):
-                    self._expires_last(key)
+                self._add(key, self._sums[key], value, now)
             if marker is not None:
                 self._markers.add(marker, now)
         return None
@@ -317,6 +303,13 @@ class MemoryStorage(Storage):
         self._drop_expired(now)
         if len(self._sums) + new_keys > self._max_keys:
             raise KeyLimitReached(f"{self._max_keys} live keys are held already (RINGSUM_MAX_KEYS)")
+
+    def _add(self, key: str, rolling: RollingSum, value: int, now: int) -> None:
+        """Age ``rolling`` out, then add; a key that opened a slot moves to the back of
+        the expiry order. Call with the lock held."""
+        self.evictions += rolling.evict(now)
+        if rolling.add(value, now):
+            self._expires_last(key)
 
     def _new_sum(self) -> RollingSum:
         return RollingSum(self._window_us, self._resolution_us)

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
@@ -50,6 +50,7 @@ from redis.retry import Retry
 from ..units import ceil_div
 from ..window import RollingSum
 from .base import (
+    Clock,
     IdempotencyKeyReused,
     KeyLimitReached,
     KeyPage,
@@ -158,14 +159,7 @@ class RedisStorage(Storage):
     _UNRECORDED_ON_RANGE = "at all"
 
     @classmethod
-    def open(
-        cls,
-        uri: str,
-        options: StorageOptions,
-        *,
-        clock: Callable[[], int] | None = None,
-        lock_timeout_s: float = 0.0,
-    ) -> Self:
+    def open(cls, uri: str, options: StorageOptions, *, clock: Clock | None = None, lock_timeout_s: float = 0) -> Self:
         return cls(uri, options, clock=clock)
 
     @classmethod
@@ -180,7 +174,7 @@ class RedisStorage(Storage):
     def shown_uri(cls, uri: str) -> str:
         return redacted(uri)
 
-    def __init__(self, uri: str, options: StorageOptions, *, clock: Callable[[], int] | None = None) -> None:
+    def __init__(self, uri: str, options: StorageOptions, *, clock: Clock | None = None) -> None:
         self.check_uri(uri)
         self._uri = uri
         self._timeout_s = options.redis_timeout_us / 1_000_000
