@@ -180,7 +180,7 @@ class Storage(ABC):
     @abstractmethod
     def record_many(self, events: Sequence[tuple[str, int]], marker: Marker | None = None) -> Marker | None:
         """All or nothing: either every event is recorded or none is. ``marker``: as
-        for ``record`` (on Cluster, see RedisStorage.record_many for a partial batch)."""
+        for ``record`` (on Cluster, atomic per hash slot: see RedisClusterStorage)."""
 
     @abstractmethod
     def total(self, key: str, window_us: int | None = None) -> int:
