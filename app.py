@@ -3,7 +3,7 @@
 import sys
 
 from ringsum import create_app
-from ringsum.server import main
+from ringsum.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

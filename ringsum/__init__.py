@@ -1,18 +1,21 @@
-"""ringsum: the sum of what was recorded per key during the last hour, over HTTP."""
+"""ringsum: the sum of what was recorded per key during the last hour, over HTTP.
+
+Importing the package loads no web framework: Flask and the routes load when an app is
+built, so what needs only the storage (the checkpoint's fold, a child process started
+every RINGSUM_CHECKPOINT) or only the settings starts in a fraction of the time.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
-from . import state
-from .body_limit import BodyLimitedRequest
 from .config import ConfigError, Settings, read_settings
-from .problems import register_problem_handlers
 from .storage import check_uri, open_storage, shown_uri
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -36,6 +39,12 @@ def create_app(
     ``clock`` (epoch µs) replaces the storage's clock, for tests. Memory storage waits
     up to ``lock_timeout_s`` for its data dir (a reload's new worker waits for the old
     one); ringsum.storage.DataDirError when it cannot have it."""
+    from flask import Flask
+
+    from . import api, auth, dashboard, observability, state
+    from .body_limit import BodyLimitedRequest
+    from .problems import register_problem_handlers
+
     settings = load_settings(overrides)
     # The dashboard blueprint serves its own files; no app-wide /static/ besides.
     app = Flask(__name__, static_folder=None)
@@ -49,8 +58,6 @@ def create_app(
     app.config.update(settings.as_config(), MAX_CONTENT_LENGTH=settings.max_body)
     storage = open_storage(settings.storage_uri, settings.storage_options(), clock=clock, lock_timeout_s=lock_timeout_s)
     state.attach(app, settings, storage)
-
-    from . import api, auth, dashboard, observability
 
     register_problem_handlers(app)
     observability.init_app(app)  # first: its timer starts before any other hook runs

@@ -1,4 +1,4 @@
-"""``python app.py``: one supervisor that owns the port, and the workers that serve.
+"""Serving: one supervisor that owns the port, and the workers that serve.
 
 The supervisor binds the port itself, without SO_REUSEPORT, so a second server on a
 port in use is refused with one line whoever holds it. It forks the workers, which
@@ -11,7 +11,6 @@ supervisor dies, however it died, stops too: nothing orphaned keeps serving.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import ctypes
@@ -29,13 +28,10 @@ from typing import Any
 
 from flask import Flask
 
-from . import create_app, gc_policy, load_settings
-from .config import ConfigError, Settings, settings_help
+from . import create_app, gc_policy
+from .config import Settings
 from .edge import Edge, EdgeLimits
 from .state import close_app
-from .storage import DataDirError, shown_uri, storage_class
-from .storage.datadir import DataDir
-from .units import format_duration
 
 log = logging.getLogger("ringsum")
 
@@ -58,42 +54,7 @@ class ServeOptions:
 
 
 AppFactory = Callable[[], Any]  # builds the WSGI app inside each worker, after the fork
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python app.py",
-        description="Serve ringsum: rolling sums per key over HTTP.",
-        epilog=settings_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
-    parser.add_argument("--workers", type=int, default=1, help="server processes (more than 1 needs Redis storage)")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="request threads per process (default 1: each request runs on the loop that read it; "
-        "more run requests on a pool, measured slower even for Redis)",
-    )
-    args = parser.parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        parser.error("--port must be between 0 and 65535")
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be at least 1")
-    return args
-
-
-def check_workers(settings: Settings, workers: int) -> None:
-    if workers > 1 and storage_class(settings.storage_uri).single_process:
-        raise ConfigError(
-            "--workers",
-            workers,
-            "memory storage lives in one process, so serve it with --workers 1; "
-            "for several processes set RINGSUM_STORAGE_URI=redis://host:6379/0",
-        )
+Describe = Callable[[tuple], str]  # the line said once the port is bound, given its address
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -288,35 +249,8 @@ class Supervisor:
         self.sock.close()
 
 
-def start_line(settings: Settings, options: ServeOptions, address: tuple) -> str:
-    host, port = address[:2]
-    shown = f"[{host}]" if ":" in host else host
-    threads = "thread" if options.threads == 1 else "threads"
-    workers = "worker" if options.workers == 1 else "workers"
-    mode = f"resolution {format_duration(settings.resolution_us)}" if settings.resolution_us else "exact mode"
-    if not storage_class(settings.storage_uri).uses_data_dir:
-        kept = ""  # Redis keeps the data: as durable as the Redis behind it
-    elif settings.data_dir is None:
-        kept = ", no data dir (nothing kept across restarts)"
-    else:
-        kept = f", data dir {os.path.abspath(settings.data_dir)}, fsync {settings.fsync.value}"
-    return (
-        f"ringsum serving http://{shown}:{port} (storage {shown_uri(settings.storage_uri)}, "
-        f"window {format_duration(settings.window_us)}, {mode}{kept}; "
-        f"{options.workers} {workers} x {options.threads} {threads})"
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        settings = load_settings()
-        check_workers(settings, args.workers)
-    except ConfigError as error:
-        print(f"ringsum: {error}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    backend = storage_class(settings.storage_uri)
+def run(settings: Settings, host: str, port: int, workers: int, threads: int, describe: Describe) -> int:
+    """Serve the app ``settings`` describe: what ``python app.py`` does once they are accepted."""
     limits = EdgeLimits(
         max_body=settings.max_body,
         read_timeout_s=settings.read_timeout_us / 1_000_000,
@@ -325,19 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     # One thread: the request runs on the loop that read it. A pool (--threads N) overlaps
     # Redis round trips but costs a thread hand-over per request: measured, --workers 2 on
     # Redis did 4,712 POST/s inline against 3,081 with two pool threads.
-    options = ServeOptions(args.host, args.port, args.workers, args.threads or 1, limits)
-    if backend.uses_data_dir and settings.data_dir is not None:
-        try:  # refused here, in one line, before the port is taken or anything announced
-            DataDir(settings.data_dir).release()
-        except DataDirError as error:
-            print(f"ringsum: {error}", file=sys.stderr)
-            return 1
+    options = ServeOptions(host, port, workers, threads, limits)
     # A worker that replaces another waits for the data dir the old one is handing over.
     build = functools.partial(create_app, lock_timeout_s=HANDOVER_WAIT_S)
-    return serve(build, options, lambda address: start_line(settings, options, address))
+    return serve(build, options, describe)
 
 
-def serve(build_app: AppFactory, options: ServeOptions, describe: Callable[[tuple], str] | None = None) -> int:
+def serve(build_app: AppFactory, options: ServeOptions, describe: Describe | None = None) -> int:
     """Bind the port and keep workers serving ``build_app()`` on it until SIGTERM/SIGINT;
     the exit status. (The benchmarks serve their baselines through here too.)"""
     try:

@@ -113,3 +113,29 @@ def test_app_py_exposes_app_for_flask_and_gunicorn(tmp_path) -> None:
     )
     assert flask.returncode == 0, flask.stderr
     assert "/metric/<key>/sum" in flask.stdout and "/metric/<key>" in flask.stdout
+
+
+def modules_loaded(command: list[str], env: dict[str, str] | None = None) -> tuple[int, set[str]]:
+    """The exit status of ``python -X importtime COMMAND`` and every module it imported."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *command], cwd=ROOT, env=app_env(env), capture_output=True, text=True
+    )
+    lines = (line.split("|") for line in done.stderr.splitlines() if line.startswith("import time:"))
+    return done.returncode, {parts[-1].strip() for parts in lines if len(parts) == 3}
+
+
+def test_a_refused_setting_and_help_answer_before_flask_loads() -> None:
+    """So that a typo answers at once, and the cost of Flask is paid only by a server."""
+    status, loaded = modules_loaded(["app.py"], {"RINGSUM_WINDOW": "soon"})
+    assert status == 2 and "ringsum.config" in loaded
+    assert "flask" not in loaded and "ringsum.edge" not in loaded
+    status, loaded = modules_loaded(["app.py", "--help"])
+    assert status == 0 and "flask" not in loaded
+
+
+def test_the_checkpoints_fold_process_loads_no_web_framework() -> None:
+    """The fold runs in a child process every RINGSUM_CHECKPOINT: it pays for the storage
+    code it runs, not for Flask (about 0.3 s of CPU a checkpoint)."""
+    status, loaded = modules_loaded(["-m", "ringsum.storage.checkpoint", "--help"])
+    assert status == 0 and "ringsum.storage.journal" in loaded  # what the fold reads
+    assert not {"flask", "werkzeug"} & loaded
