@@ -117,3 +117,10 @@ def redis_primaries(backend: str, storage_uri: str, request: pytest.FixtureReque
     yield clients
     for client in clients:
         client.close()
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker more than the CPUs this process may use. Many tests wait
+    on a real server, a browser or Redis; the extra worker keeps the CPUs busy meanwhile
+    (on 2 cores, 3 workers ran the suite in 133-141 s against 147-149 s for 2)."""
+    return len(os.sched_getaffinity(0)) + 1

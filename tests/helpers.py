@@ -8,10 +8,16 @@ import os
 from http import HTTPStatus
 from typing import Any
 
+import pytest
+
 from ringsum.config import read_settings
 from ringsum.storage.memory import MemoryStorage
 
 PROBLEM = "application/problem+json"
+# For a behaviour settled before any storage is called (routing, reading the body, the
+# token): the test runs on memory only, as the storage cannot change its outcome. A
+# smoke test on Redis and Cluster keeps each such family honest.
+ON_MEMORY_ONLY = pytest.mark.parametrize("backend", ["memory"], indirect=True)
 # RFC 9110 titles, where Python's table still has older names.
 TITLES = {413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"}
 

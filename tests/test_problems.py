@@ -1,4 +1,7 @@
-"""Errors per SPEC §4: every one is an RFC 9457 problem, and a rejected request changes nothing."""
+"""Errors per SPEC §4: every one is an RFC 9457 problem, and a rejected request changes nothing.
+
+They are decided before any storage is called, so they run on memory; test_values.py
+checks on every storage that a refused request changes nothing."""
 
 from __future__ import annotations
 
@@ -7,9 +10,10 @@ from datetime import timedelta
 
 import pytest
 from freezegun import freeze_time
-from helpers import assert_problem, total
+from helpers import ON_MEMORY_ONLY, assert_problem, total
 
 
+@ON_MEMORY_ONLY
 def test_the_problem_object_has_exactly_the_rfc_fields(client) -> None:
     response = client.post("/metric/k", data=b'{"value": "3"}')
     assert response.get_json() == {
@@ -20,11 +24,13 @@ def test_the_problem_object_has_exactly_the_rfc_fields(client) -> None:
     }
 
 
+@ON_MEMORY_ONLY
 @pytest.mark.parametrize("path", ["/nope", "/metric/a/b", "/metric/a/sum/extra"])
 def test_an_unknown_path_is_a_404_problem(client, path: str) -> None:
     assert_problem(client.get(path), 404, "endpoint")
 
 
+@ON_MEMORY_ONLY
 @pytest.mark.parametrize(
     "method, path, allowed",
     [("PUT", "/metric/k", {"POST"}), ("GET", "/metric/k", {"POST"}), ("PATCH", "/metric/k/sum", {"GET"})],
@@ -37,6 +43,7 @@ def test_a_wrong_method_is_a_405_problem_with_allow(client, method: str, path: s
     assert total(client, "k") == 5
 
 
+@ON_MEMORY_ONLY
 def test_a_body_over_the_limit_is_a_413_problem_and_records_nothing(make_app) -> None:
     client = make_app(RINGSUM_MAX_BODY="1KiB").test_client()
     at_limit = b'{"value": 2}'.ljust(1024)
@@ -46,6 +53,7 @@ def test_a_body_over_the_limit_is_a_413_problem_and_records_nothing(make_app) ->
     assert total(client, "k") == 2
 
 
+@ON_MEMORY_ONLY
 def test_a_streamed_body_over_the_limit_is_a_413_too(make_app) -> None:
     """A chunked body has no Content-Length to check up front: the limit holds all the same."""
     client = make_app(RINGSUM_MAX_BODY="1KiB").test_client()
@@ -64,6 +72,7 @@ def test_a_streamed_body_over_the_limit_is_a_413_too(make_app) -> None:
     assert total(client, "k") == 2
 
 
+@ON_MEMORY_ONLY
 def test_an_unexpected_exception_is_a_500_problem_without_internals(make_app) -> None:
     app = make_app()
 

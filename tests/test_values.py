@@ -11,7 +11,7 @@ from math import floor
 from urllib.parse import quote
 
 import pytest
-from helpers import assert_problem, total
+from helpers import ON_MEMORY_ONLY, assert_problem, total
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -163,12 +163,30 @@ BAD_BODIES = {
 }
 
 
+@ON_MEMORY_ONLY
 @pytest.mark.parametrize("body, status, word", BAD_BODIES.values(), ids=BAD_BODIES.keys())
 def test_a_bad_body_is_a_4xx_problem_and_changes_nothing(client, body: bytes, status: int, word: str) -> None:
     assert client.post("/metric/k", json={"value": 5}).status_code == 200
     assert_problem(client.post("/metric/k", data=body), status, word)
     assert_problem(client.post("/metric/k/", data=body), status, word)
     assert total(client, "k") == 5
+
+
+def test_refusals_change_nothing_on_any_storage(app, client) -> None:
+    """The refusals above run on memory: they happen while the request is read, before
+    any storage is called. One of each kind here, on every storage."""
+    assert client.post("/metric/k", json={"value": 5}).status_code == 200
+    refused = [
+        client.post("/metric/k", data=b'{"value": "5"}'),
+        client.post("/metric/k", data=b'{"value": 1, "value": 2}'),
+        client.post("/metric/k", data="value=٣".encode(), content_type="application/x-www-form-urlencoded"),
+        client.post("/metric/k", data=b'{"value": 1, "unit": "people"}'),
+        client.post("/metric", data=b'[{"key": "k", "value": 1}, {"key": "a", "key": "b", "value": 1}]'),
+        client.post("/metric", data=b'[{"key": "k", "value": 1}, {"key": "b", "value": 2, "unit": 3}]'),
+        client.post("/metric/a%20b", json={"value": 3}),
+    ]
+    assert [response.status_code for response in refused] == [422, 400, 400, 422, 400, 422, 400]
+    assert state.storage(app).keys().metrics == [("k", 5)]
 
 
 BAD_KEYS = {
@@ -181,6 +199,7 @@ BAD_KEYS = {
 }
 
 
+@ON_MEMORY_ONLY
 @pytest.mark.parametrize("key", BAD_KEYS.values(), ids=BAD_KEYS.keys())
 def test_a_bad_key_is_a_400_problem_and_records_nothing(app, client, key: str) -> None:
     assert_problem(client.post(f"/metric/{key}", json={"value": 3}), 400, "key", "200", "A-Z")
@@ -236,6 +255,7 @@ AMBIGUOUS_BODIES = {
 }
 
 
+@ON_MEMORY_ONLY
 @pytest.mark.parametrize("body", AMBIGUOUS_BODIES.values(), ids=AMBIGUOUS_BODIES.keys())
 def test_a_body_naming_value_twice_is_a_400_and_changes_nothing(client, body: bytes) -> None:
     assert client.post("/metric/k", json={"value": 5}).status_code == 200
@@ -269,6 +289,7 @@ NON_ASCII_DIGITS = {
 }
 
 
+@ON_MEMORY_ONLY
 @pytest.mark.parametrize("body", NON_ASCII_DIGITS.values(), ids=NON_ASCII_DIGITS.keys())
 def test_a_form_value_with_digits_outside_ascii_is_refused(client, body: bytes) -> None:
     response = client.post("/metric/k", data=body, content_type="application/x-www-form-urlencoded")
@@ -277,6 +298,7 @@ def test_a_form_value_with_digits_outside_ascii_is_refused(client, body: bytes) 
     assert total(client, "k") == 0
 
 
+@ON_MEMORY_ONLY
 @pytest.mark.parametrize(
     "body, field",
     [
@@ -302,6 +324,7 @@ BATCH_AMBIGUITIES = {
 }
 
 
+@ON_MEMORY_ONLY
 @pytest.mark.parametrize("event, name", BATCH_AMBIGUITIES.values(), ids=BATCH_AMBIGUITIES.keys())
 def test_a_batch_event_naming_a_field_twice_is_a_400_and_records_nothing(client, event: str, name: str) -> None:
     body = '[{"key": "a", "value": 1}, {"key": "key", "value": 2}, ' + event + "]"
@@ -315,6 +338,7 @@ def test_keys_named_key_or_value_are_no_repetition(client) -> None:
     assert [total(client, key) for key in ("key", "value")] == [4, 2]
 
 
+@ON_MEMORY_ONLY
 @pytest.mark.parametrize("field", ["unit", "timestamp", "Key"])
 def test_a_batch_event_with_another_field_is_a_422_naming_it(client, field: str) -> None:
     body = json.dumps([{"key": "a", "value": 1}, {"key": "b", "value": 2, field: 3}])
