@@ -22,8 +22,11 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 run: $(VENV)/.runtime
 	$(PY) app.py $(ARGS)
 
+# Bytecode caches on even where the environment turns them off (PYTHONDONTWRITEBYTECODE):
+# the suite starts over a hundred Python processes (servers, pytest workers, checkpoint
+# folds), and each would compile ringsum, and pytest would rewrite its plugins, again.
 test: $(VENV)/.dev
-	$(PY) -m pytest $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev
 	$(PY) -m benchmarks $(ARGS)
