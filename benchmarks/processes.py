@@ -98,11 +98,11 @@ class Server:
 
     def rss_bytes(self) -> int:
         """Resident memory of the server and all its processes."""
-        return sum(_rss(pid) for pid in [self.process.pid, *_descendants(self.process.pid)])
+        return sum(_rss(pid) for pid in [self.process.pid, *descendants(self.process.pid)])
 
     def worker_rss_bytes(self) -> int:
         """Resident memory of the process that holds the data (the last worker started)."""
-        children = _descendants(self.process.pid)
+        children = descendants(self.process.pid)
         return _rss(children[-1] if children else self.process.pid)
 
 
@@ -162,12 +162,13 @@ def stopped_afterwards(server: Server, *, whole_group: bool = False) -> Iterator
                 server.stop(whole_group=whole_group)
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, children first."""
     found = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         with contextlib.suppress(FileNotFoundError):
             for child in (task / "children").read_text().split():
-                found += [int(child), *_descendants(int(child))]
+                found += [int(child), *descendants(int(child))]
     return found
 
 

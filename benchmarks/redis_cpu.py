@@ -13,8 +13,9 @@ from pathlib import Path
 
 import redis
 
-from .harness import _descendants, ringsum_server, wrk
+from .harness import ringsum_server, wrk
 from .http_load import POST_BODY, redis_server
+from .processes import descendants
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -36,7 +37,7 @@ def main(seconds: float = 5) -> None:
         port = int(uri.rsplit(":", 1)[1].split("/")[0])
         for name, env, workers in (("memory", {}, 1), ("redis --workers 2", {"RINGSUM_STORAGE_URI": uri}, 2)):
             with ringsum_server(workers=workers, env=env) as server:
-                pids = [server.process.pid, *_descendants(server.process.pid), redis_pid]
+                pids = [server.process.pid, *descendants(server.process.pid), redis_pid]
                 before = {pid: _cpu_seconds(pid) for pid in pids}
                 load = wrk(f"{server.url}/metric/post", seconds=seconds, body=POST_BODY)
                 requests = load.requests_per_s * seconds

@@ -29,7 +29,9 @@ CHECKOUT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 @pytest.fixture(scope="session", autouse=True)
 def nothing_writes_the_checkouts_data_dir() -> Iterator[None]:
     """The default data dir is ./data: a test that forgot to choose its own would write
-    there (and two such would contend for its lock). Fails the run when one did."""
+    there (and two such would contend for its lock). Fails the run when one created it;
+    it can tell only in a checkout without ./data (as CI's clean one), since a developer's
+    `make run` may be writing an existing one meanwhile."""
     existed = CHECKOUT_DATA_DIR.exists()
     yield
     assert existed or not CHECKOUT_DATA_DIR.exists(), "a test wrote ./data: give it a data dir of its own"

@@ -40,6 +40,10 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     return certificate, key
 
 
+class PortTaken(RuntimeError):
+    """redis-server could not bind its port: another process holds it."""
+
+
 class RedisServer:
     """One redis-server in its own directory, without persistence; ``tls``: TLS only."""
 
@@ -47,6 +51,8 @@ class RedisServer:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port(also_free=10000 if bus_port else 0)
+        self._bus_port = bus_port
+        self._started_once = False
         self.extra_args = extra_args
         self.tls = self_signed_certificate(directory) if tls else None
         self.process: subprocess.Popen[bytes] | None = None
@@ -71,7 +77,23 @@ class RedisServer:
         ]
 
     def start(self) -> None:
+        """Start and wait for PING. On a first start whose port another test process took
+        meanwhile (pytest-xdist workers pick ports at once), pick another port."""
+        for _ in range(3):
+            try:
+                self._start()
+            except PortTaken:
+                if self._started_once:
+                    raise
+                self.port = free_port(also_free=10000 if self._bus_port else 0)
+            else:
+                self._started_once = True
+                return
+        raise RuntimeError(f"redis-server found no free port: {self.log_tail()}")
+
+    def _start(self) -> None:
         log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - the process owns it
+        logged_before = log.tell()
         self.process = subprocess.Popen(
             [
                 *("redis-server", *self._listen_args(), "--bind", "127.0.0.1"),
@@ -84,7 +106,8 @@ class RedisServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited at start: {self.log_tail()}")
+                said = (self.directory / "redis.log").read_bytes()[logged_before:].decode(errors="replace")
+                raise (PortTaken if "already in use" in said else RuntimeError)(f"redis-server exited at start: {said}")
             try:
                 with self.client() as client:
                     client.ping()

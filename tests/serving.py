@@ -69,7 +69,11 @@ def _limit_open_files(count: int) -> None:
 
 
 def answers(server: Server) -> bool:
-    """Whether the server answers an HTTP request (any status: a token may be set)."""
+    """Whether the server has bound its port (it says so in its start line: what answers
+    before that is another process's server) and answers an HTTP request (any status: a
+    token may be set)."""
+    if "ringsum serving http" not in server.output():
+        return False
     try:
         requests.get(f"{server.url}/metric/serving.probe/sum", timeout=5)
     except (requests.ConnectionError, requests.Timeout):
@@ -92,15 +96,23 @@ def start_server(
     cwd: Path = ROOT,
     open_files: int | None = None,
 ) -> Server:
-    """``python app.py --port P [--workers N] [--threads T]`` with ``env`` settings, once it answers."""
-    args = ["--host", "127.0.0.1", "--port", str(port or free_port())]
-    if workers is not None:
-        args += ["--workers", str(workers)]
-    if threads is not None:
-        args += ["--threads", str(threads)]
-    server = run_app(args, env, cwd=cwd, open_files=open_files)
-    wait_until_answering(server)
-    return server
+    """``python app.py --port P [--workers N] [--threads T]`` with ``env`` settings, once it
+    answers. Without a ``port``, a free one; if another test process takes it before the
+    server binds it (pytest-xdist workers pick ports at once), another one."""
+    options = [] if workers is None else ["--workers", str(workers)]
+    options += [] if threads is None else ["--threads", str(threads)]
+    for attempt in range(3):
+        server = run_app(
+            ["--host", "127.0.0.1", "--port", str(port or free_port()), *options], env, cwd=cwd, open_files=open_files
+        )
+        try:
+            wait_until_answering(server)
+            return server
+        except AssertionError:
+            taken = server.process.poll() == 1 and "cannot listen" in server.output()
+            if port is not None or not taken or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def serving(env: Mapping[str, str | None] | None = None, **options: Any) -> Iterator[Server]:

@@ -92,7 +92,7 @@ def test_the_flask_config_holds_each_setting_in_use_as_text_that_reads_back_the_
 
 
 def test_a_refused_storage_uri_never_shows_its_password() -> None:
-    for uri in ("memcached://user:hunter2@cache:11211", "redis://:hunter2@localhost:63x9/0"):
+    for uri in ("memcached://user:hunter2@cache:11211", "redis://:hunter2@localhost:63x9/0", "redis//:hunter2@h:6379"):
         with pytest.raises(ConfigError) as raised:
             load_settings({"RINGSUM_STORAGE_URI": uri}, environ={})
         assert raised.value.name == "RINGSUM_STORAGE_URI" and "hunter2" not in str(raised.value)

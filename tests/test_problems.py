@@ -1,7 +1,7 @@
 """Errors per SPEC §4: every one is an RFC 9457 problem, and a rejected request changes nothing.
 
-They are decided before any storage is called, so they run on memory; test_values.py
-checks on every storage that a refused request changes nothing."""
+They are decided before any storage is called, so they run on memory, with one of each
+family on every storage."""
 
 from __future__ import annotations
 
@@ -40,6 +40,20 @@ def test_a_wrong_method_is_a_405_problem_with_allow(client, method: str, path: s
     response = client.open(path, method=method, data=b'{"value": 1}')
     assert_problem(response, 405, method, "Allow")
     assert allowed <= {name.strip() for name in response.headers["Allow"].split(",")}
+    assert total(client, "k") == 5
+
+
+def test_routing_and_limit_refusals_change_nothing_on_any_storage(make_app) -> None:
+    """The families here run on memory: they are answered before any storage is called.
+    One of each, on every storage."""
+    client = make_app(RINGSUM_MAX_BODY="1KiB").test_client()
+    assert client.post("/metric/k", json={"value": 5}).status_code == 200
+    refused = [
+        client.post("/metric/k/sum/extra", json={"value": 1}),
+        client.put("/metric/k", json={"value": 1}),
+        client.post("/metric/k", data=b'{"value": 2}'.ljust(1025)),
+    ]
+    assert [response.status_code for response in refused] == [404, 405, 413]
     assert total(client, "k") == 5
 
 

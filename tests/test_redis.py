@@ -334,6 +334,8 @@ def test_a_bad_redis_uri_stops_the_start_in_one_line_without_the_password() -> N
         "redis://localhost:6379/0?socket_timeout=soon",
         "redis+cluster://localhost:7000,localhost",
         "redis+cluster://localhost:7000/3",
+        "redis://localhost:6379/0?retry=3",  # ringsum never retries: a record that timed out may have run
+        "redis+cluster://localhost:7000?retry=3",
     ],
 )
 def test_uris_that_cannot_work_are_refused_before_connecting(uri: str) -> None:

@@ -71,7 +71,8 @@ def shown_uri(uri: str) -> str:
     try:
         backend = storage_class(uri)
     except ValueError:
-        return f"{uri.partition('://')[0]}://..."
+        scheme, separator, _ = uri.partition("://")
+        return f"{scheme}://..." if separator else "(not a URI; not shown, it may hold a password)"
     return backend.shown_uri(uri)
 
 

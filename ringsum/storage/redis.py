@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -135,6 +135,15 @@ def redacted(uri: str) -> str:
     return parts._replace(netloc=f"{credentials.partition(':')[0]}:***@{hosts}").geturl()
 
 
+def refuse_retry(uri: str) -> None:
+    """ValueError when ``uri`` asks for retries (``?retry=``), which would replace the
+    no-retry policy of ``client_options``."""
+    if "retry" in parse_qs(urlsplit(uri).query, keep_blank_values=True):
+        raise ValueError(
+            "?retry is not accepted: a record that timed out may have run, and a retry would count it twice"
+        )
+
+
 def client_options(timeout_s: float) -> dict[str, Any]:
     """Options of every client; options in the URI win over them.
 
@@ -164,6 +173,7 @@ class RedisStorage(Storage):
 
     @classmethod
     def check_uri(cls, uri: str) -> None:
+        refuse_retry(uri)
         try:
             pool = redis.ConnectionPool.from_url(uri)
             pool.connection_class(**pool.connection_kwargs)  # refuses unknown ?options

@@ -27,7 +27,7 @@ from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from .base import IdempotencyKeyReused, KeyLimitReached, Marker, StorageUnavailable, SumOutOfRange
-from .redis import INDEX, NOT_RUN, RedisStorage, client_options, marker_key
+from .redis import INDEX, NOT_RUN, RedisStorage, client_options, marker_key, refuse_retry
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class RedisClusterStorage(RedisStorage):
 
     @classmethod
     def check_uri(cls, uri: str) -> None:
+        refuse_retry(uri)
         try:
             _, options = cluster_options(uri)
             redis.Connection(**options)  # refuses unknown ?options
