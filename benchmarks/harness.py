@@ -62,7 +62,8 @@ def ringsum_server(
 
 
 def wrk(url: str, *, seconds: float, connections: int = 16, body: str | None = None, lua: str = "") -> Load:
-    """Drive ``url`` with wrk (GET, or POST of ``body`` as JSON) for ``seconds``;
+    """Drive ``url`` with wrk (GET, or POST of ``body`` as JSON) for ``seconds`` (whole:
+    wrk takes no fractions);
     ``lua``: more wrk script, such as a ``request`` function that sets headers."""
     script = lua + "\n" + _WRK_REPORT
     if body is not None:
@@ -74,7 +75,7 @@ def wrk(url: str, *, seconds: float, connections: int = 16, body: str | None = N
         lua.write(script)
         lua.flush()
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", lua.name, url],
+            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", lua.name, url],
             capture_output=True,
             text=True,
             check=True,
