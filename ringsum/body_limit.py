@@ -8,10 +8,9 @@ from typing import Any
 from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-# environ key under which ringsum's edge hands over a body it has read in full, within
-# RINGSUM_MAX_BODY: the app takes those bytes as they are instead of streaming them again
-# through Werkzeug's wrappers (a third of the cost of a single post's view, measured).
-WHOLE_BODY = "ringsum.whole_body"
+from .wire import WHOLE_BODY
+
+__all__ = ["WHOLE_BODY", "BodyLimitedRequest"]
 
 
 class BodyLimitedRequest(Request):

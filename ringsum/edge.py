@@ -2,44 +2,62 @@
 
 A slow, stalled or vanished client must never hold the thread that runs Flask, and a
 request cut short must never reach it (waitress and nginx buffer whole requests for
-the same reason). So one asyncio loop per process owns every socket: it parses with
-llhttp (``httptools``, Node.js's strict parser), buffers the body, and only a complete
-request is handed to the WSGI app: inline on the loop (one request thread) or on a
-small thread pool (``threads > 1``, for storage whose calls block on the network).
+the same reason). So one asyncio loop per process owns every socket: it frames requests
+with :mod:`ringsum.http1` (strict RFC 9112, nothing upgraded or tunnelled), buffers the
+body, and only a complete request is handed to the WSGI app: inline on the loop (one
+request thread) or on a small thread pool (``threads > 1``, for storage whose calls block
+on the network).
 
-Deadlines are checked by one periodic task rather than a timer per request: a request
-pays one clock read, and thousands of idle sockets cost nothing but memory.
+What a client can make the process hold is bounded: bytes per request by the reader's
+limits, bytes over all connections by ``max_buffered`` (a 503 past it), requests run per
+read by a fair share (pipelined ones wait for the next turn of the loop, after every
+other connection's), answers a client does not read by the idle timeout. Deadlines are
+checked by one periodic task rather than a timer per request: a request pays one clock
+read, and thousands of idle sockets cost nothing but memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import io
 import logging
 import socket
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import formatdate
+from functools import partial
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-import httptools
-
-from .body_limit import WHOLE_BODY
-from .problems import problem_json, title
+from .http1 import Refused, Request, RequestReader
+from .wire import PROBLEM_MIMETYPE, WHOLE_BODY, problem_json, title
 
 log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+RefusalHook = Callable[[str], None]  # told the reason label of every refusal (metrics)
 
-MAX_URL_BYTES = 8 * 1024  # nginx's default for a request line
-MAX_HEADER_BYTES = 32 * 1024  # all header names and values together
-MAX_HEADERS = 100
+REQUESTS_PER_TURN = 4  # pipelined requests answered per read before other connections get a turn
+DRAIN_LINGER_S = 1.0  # at a stop, a connection idle this long is closed; a busier one answers once more
+DRAIN_PARTIAL_S = 0.25  # at a stop, a request still arriving this long after it is refused (503)
 _REAP_INTERVAL_S = 0.25
+_DRAIN_REAP_INTERVAL_S = 0.05
+_MIN_BUFFERED = 64 * 1024 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+_RESTARTING = Refused(503, "restarting", "the server is restarting: send the request again")
+_OVERLOADED = Refused(
+    503, "overloaded", "the server holds too many unfinished requests right now: send the request again shortly"
+)
+_EVICTED = Refused(503, "connection_limit", "the server is at its connection limit: send the request again")
+_NOT_READ = Refused(0, "send_timeout", "the client did not read its answers")
+_SPENT = RequestReader(0)  # what a closed connection reads from: it was told nothing more is read
+_SPENT.ended = True
 
 
 @dataclass(frozen=True)
@@ -48,64 +66,112 @@ class EdgeLimits:
 
     max_body: int
     read_timeout_s: float  # first byte of a request to its last
-    idle_timeout_s: float  # a kept-alive connection with no request under way
+    idle_timeout_s: float  # a kept-alive connection with nothing under way, or answers left unread
 
 
-class _Refusal(Exception):
-    """The request cannot be taken: answer ``status`` with a problem and close."""
+def return_large_buffers_to_the_os() -> None:
+    """Allocate request buffers of 128 KiB and more with mmap, always, so each goes back
+    to the OS when freed. glibc raises that threshold each time such a block is freed,
+    after which large bodies come from the heap, and a burst of stalled 1 MiB bodies
+    kept the process hundreds of MiB larger long after their connections closed."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)  # a fixed value also ends the raising
 
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
+class RefusalLog:
+    """Refusals as warnings, at most one line a second: a flood of bad requests must not
+    become a flood of log lines. The next line says how many were left out; the metric
+    counts every one."""
 
-def _parser_refusal(error: Exception) -> _Refusal:
-    message = str(error)
-    if "Content-Length" in message and "Transfer-Encoding" in message:
-        return _Refusal(
-            400,
-            "Content-Length and Transfer-Encoding together are ambiguous (RFC 9112 section 6.3): send only one",
-        )
-    return _Refusal(400, f"the request is not valid HTTP/1.1 ({message}): check how the client frames it")
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self.quiet_until = 0.0
+        self.left_out = 0
+
+    def note(self, peer: tuple[str, str], refused: Refused, now: float) -> None:
+        if now < self.quiet_until:
+            self.left_out += 1
+            return
+        more = f" (and {self.left_out} more since the last line)" if self.left_out else ""
+        status = refused.status or "closed"
+        log.warning("refused %s:%s: %s %s: %s%s", *peer, status, refused.reason, refused.detail, more)
+        self.left_out = 0
+        self.quiet_until = now + self.interval_s
 
 
 class Edge:
     """One process's serving loop: the listening socket, its connections, the app."""
 
-    def __init__(self, app: WSGIApp, limits: EdgeLimits, threads: int = 1, max_connections: int = 10_000) -> None:
+    def __init__(
+        self,
+        app: WSGIApp,
+        limits: EdgeLimits,
+        threads: int = 1,
+        max_connections: int = 10_000,
+        on_refusal: RefusalHook | None = None,
+    ) -> None:
         self.app = app
         self.limits = limits
         self.max_connections = max_connections
+        self.max_buffered = max(_MIN_BUFFERED, 4 * limits.max_body)
+        self.buffered = 0  # request bytes held by every connection together
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="ringsum-request") if threads > 1 else None
         self.connections: set[Connection] = set()
+        self.draining = False
+        self.drain_started = 0.0
+        self.on_refusal = on_refusal
+        self.refusals = RefusalLog()
         self.date = b""
         self.refresh_date()
         self.server_name, self.server_port = "127.0.0.1", "0"
 
     def make_room(self) -> None:
-        """At the connection limit, the connection idle the longest makes way for a new
-        one: idle sockets never lock a new client out."""
+        """At the connection limit, the connection waiting on its client the longest
+        (idle, or still sending a request) makes way for a new one: neither idle sockets
+        nor slow senders ever lock a new client out."""
         if len(self.connections) < self.max_connections:
             return
-        idle = [connection for connection in self.connections if connection.is_idle()]
-        if idle:
-            min(idle, key=lambda connection: connection.idle_since).abort()
+        waiting = [connection for connection in self.connections if connection.waits_on_client()]
+        if waiting:
+            min(waiting, key=Connection.waiting_since).evict()
+
+    def shed(self) -> None:
+        """Over the process-wide cap on buffered request bytes, the unfinished requests
+        that hold the most are refused (503) until it holds again: a small request from
+        a legit client still gets through while stalled bodies fill the cap."""
+        while self.buffered > self.max_buffered:
+            holding = [connection for connection in self.connections if connection.waits_on_client()]
+            if not holding:
+                return
+            largest = max(holding, key=lambda connection: connection.held)
+            if not largest.held:
+                return
+            largest.refuse(_OVERLOADED)
+
+    def refused(self, peer: tuple[str, str], refusal: Refused) -> None:
+        self.refusals.note(peer, refusal, time.monotonic())
+        if self.on_refusal is not None:
+            self.on_refusal(refusal.reason)
 
     def refresh_date(self) -> None:
         self.date = formatdate(usegmt=True).encode()
 
     async def serve(self, sock: socket.socket, stopping: asyncio.Event, grace_s: float = 10.0) -> None:
-        """Accept on ``sock`` until ``stopping`` is set; then finish what is under way."""
+        """Accept on ``sock`` until ``stopping`` is set; then answer what is under way,
+        with ``Connection: close``, for up to ``grace_s``."""
         loop = asyncio.get_running_loop()
+        return_large_buffers_to_the_os()
         host, port = sock.getsockname()[:2]
         self.server_name, self.server_port = str(host), str(port)
         server = await loop.create_server(lambda: Connection(self), sock=sock, backlog=4096)
-        reaper = loop.create_task(self._reap_forever(stopping))
+        reaper = loop.create_task(self._reap_forever())  # deadlines keep running while draining
         await stopping.wait()
         server.close()  # stop accepting; the socket itself belongs to the supervisor
+        self.draining = True
+        self.drain_started = time.monotonic()
         for connection in list(self.connections):
-            connection.close_when_idle()
+            connection.drain()
         deadline = loop.time() + grace_s
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.02)
@@ -115,10 +181,10 @@ class Edge:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
 
-    async def _reap_forever(self, stopping: asyncio.Event) -> None:
+    async def _reap_forever(self) -> None:
         """Answer 408 to requests past their deadline; close idle sockets past theirs."""
-        while not stopping.is_set():
-            await asyncio.sleep(_REAP_INTERVAL_S)
+        while True:
+            await asyncio.sleep(_DRAIN_REAP_INTERVAL_S if self.draining else _REAP_INTERVAL_S)
             self.refresh_date()
             now = time.monotonic()
             for connection in list(self.connections):
@@ -126,47 +192,38 @@ class Edge:
 
 
 class Connection(asyncio.Protocol):
-    """One client socket: parse requests, buffer each whole, answer them in order."""
+    """One client socket: frame requests, answer them in order, one at a time."""
 
     __slots__ = (
-        "body",
-        "body_bytes",
-        "chunked",
+        "blocked_since",
         "closing",
         "edge",
-        "header_bytes",
-        "headers",
-        "idle_since",
+        "eof",
+        "held",
         "in_app",
-        "parser",
+        "last_active",
         "peer",
-        "queue",
+        "reader",
         "reading_since",
         "transport",
-        "url",
+        "turn_pending",
         "writable",
     )
 
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
-        self.parser = httptools.HttpRequestParser(self)
+        self.reader = RequestReader(edge.limits.max_body)
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, str] = ("", "")
-        self.queue: deque[dict[str, Any]] = deque()
-        self.in_app = False
+        self.in_app = False  # a request is on the thread pool
+        self.turn_pending = False  # pipelined requests wait for this connection's next turn
         self.closing = False
         self.writable = True
-        self.reading_since: float | None = None  # a request has begun and is not complete
-        self.idle_since = time.monotonic()
-        self._reset_request()
-
-    def _reset_request(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.header_bytes = 0
-        self.body: list[bytes] = []
-        self.body_bytes = 0
-        self.chunked = False
+        self.eof = False  # the client sent all it ever will
+        self.held = 0  # bytes of this connection counted in edge.buffered
+        self.reading_since: float | None = None  # bytes of a request not yet whole arrived since
+        self.blocked_since: float | None = None  # the client stopped reading its answers at
+        self.last_active = time.monotonic()
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -182,109 +239,122 @@ class Connection(asyncio.Protocol):
         # A request not complete by now is dropped unseen: the app never runs for it.
         self.edge.connections.discard(self)
         self.closing = True
-        self.queue.clear()
+        self.transport = None  # no cycle left: the connection and what it held go at once
+        self._release()
+
+    def _release(self) -> None:
+        """Drop the bytes of a request that will never be taken."""
+        self.edge.buffered -= self.held
+        self.held = 0
+        self.reader = _SPENT
 
     def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # the request itself is complete; no protocol switch is offered
-        except httptools.HttpParserCallbackError as error:
-            cause = error.__context__
-            self.refuse(cause if isinstance(cause, _Refusal) else _parser_refusal(error))
-            return
-        except httptools.HttpParserError as error:
-            self.refuse(_parser_refusal(error))
-            return
-        except _Refusal as refusal:
-            self.refuse(refusal)
-            return
-        self._run_queue()
+        if self.closing:
+            return  # after a refusal or the last request: nothing more is read
+        if self.reading_since is None:
+            self.reading_since = time.monotonic()
+        self.reader.feed(data)
+        self._count_held()
+        if self.edge.buffered > self.edge.max_buffered:
+            self.edge.shed()
+        self._take_turn()
+
+    def eof_received(self) -> bool:
+        self.eof = True  # answer what arrived whole, then close (see _take_turn)
+        self._take_turn()
+        return True
 
     def pause_writing(self) -> None:
         # The client is not reading its answers: stop reading its requests until it does.
         self.writable = False
+        self.blocked_since = time.monotonic()
         self._read_while_ready()
 
     def resume_writing(self) -> None:
         self.writable = True
+        self.blocked_since = None
+        self._take_turn()
+
+    # -- requests ------------------------------------------------------------------
+
+    def _take_turn(self) -> None:
+        """Answer the whole requests that arrived, in order, a few per turn of the loop."""
+        self.turn_pending = False
+        budget = REQUESTS_PER_TURN
+        while not self.closing and not self.in_app and self.writable:
+            try:
+                request = self.reader.next_request()
+            except Refused as refusal:
+                self.refuse(refusal)
+                return
+            if request is None:
+                if self.reader.wants_turn:  # a long chunked body: the rest after the others' turn
+                    self._next_turn()
+                elif self.reader.take_continue() and self.transport is not None:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for it on bodies over 1 KiB
+                break
+            self.reading_since = time.monotonic() if self.reader.mid_request else None
+            self._count_held()
+            self._run(request)
+            budget -= 1
+            if not budget and self.reader.mid_request and not self.closing:
+                self._next_turn()  # the rest of a pipeline after every other connection's turn
+                break
+        if self.eof and not (self.closing or self.in_app or self.turn_pending):
+            self.close()  # the client is done sending, and nothing whole is left
         self._read_while_ready()
-        self._run_queue()
+
+    def _next_turn(self) -> None:
+        self.turn_pending = True
+        asyncio.get_running_loop().call_soon(self._take_turn)
 
     def _read_while_ready(self) -> None:
-        """Read from the socket only while an answer could be written and none is pending
-        from the thread pool, so a client cannot pile up requests we hold in memory."""
+        """Read from the socket only while an answer could be written and nothing waits,
+        so a client cannot pile up requests that we hold in memory."""
         transport = self.transport
-        if transport is None or self.closing:
+        if transport is None or self.closing or self.eof:
             return
-        if self.writable and not self.in_app:
+        if self.writable and not self.in_app and not self.turn_pending and not self.reader.ended:
             transport.resume_reading()
         else:
             transport.pause_reading()
 
-    # -- llhttp callbacks ---------------------------------------------------------
+    def _count_held(self) -> None:
+        held = self.reader.held
+        self.edge.buffered += held - self.held
+        self.held = held
 
-    def on_message_begin(self) -> None:
-        self.reading_since = time.monotonic()
+    def _run(self, request: Request) -> None:
+        environ = self._environ(request)
+        pool = self.edge.pool
+        if pool is None:
+            self._write_response(request, *_call_app(self.edge.app, environ))
+            return
+        self.in_app = True
+        future = asyncio.get_running_loop().run_in_executor(pool, _call_app, self.edge.app, environ)
+        future.add_done_callback(partial(self._app_done, request))
 
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) > MAX_URL_BYTES:
-            raise _Refusal(414, f"the URL is longer than {MAX_URL_BYTES} bytes: shorten it")
+    def _app_done(self, request: Request, done: asyncio.Future) -> None:
+        self.in_app = False
+        if self.closing or self.transport is None:
+            return
+        self._write_response(request, *done.result())
+        self._take_turn()
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value)
-        self.headers.append((name, value))
-        if self.header_bytes > MAX_HEADER_BYTES or len(self.headers) > MAX_HEADERS:
-            raise _Refusal(
-                431, f"the headers are larger than {MAX_HEADER_BYTES} bytes or {MAX_HEADERS} fields: send fewer"
-            )
-
-    def on_headers_complete(self) -> None:
-        limit = self.edge.limits.max_body
-        expects_continue = False
-        for name, value in self.headers:
-            lowered = name.lower()
-            if lowered == b"content-length" and int(value) > limit:
-                raise _too_large(limit)  # refused before a byte of the body is read
-            if lowered == b"transfer-encoding":
-                if value.strip().lower() != b"chunked":
-                    raise _Refusal(400, "Transfer-Encoding must be chunked (no other coding is taken): send it plain")
-                self.chunked = True
-            elif lowered == b"expect":
-                expects_continue = value.lower() == b"100-continue"
-        if expects_continue and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for it on bodies over 1 KiB
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-        self.body_bytes += len(body)
-        if self.body_bytes > self.edge.limits.max_body:  # only a chunked body can get here
-            raise _too_large(self.edge.limits.max_body)
-
-    def on_message_complete(self) -> None:
-        self.reading_since = None
-        self.queue.append(self._environ())
-        self._reset_request()
-
-    # -- answering -----------------------------------------------------------------
-
-    def _environ(self) -> dict[str, Any]:
-        """The WSGI environ of the request just read; its body whole, so never chunked."""
-        url = self.url
-        path, _, query = url.partition(b"?")
+    def _environ(self, request: Request) -> dict[str, Any]:
+        """The WSGI environ of a whole request; its body whole, so never chunked."""
+        path, _, query = request.target.partition(b"?")
         if b"%" in path:
             path = unquote_to_bytes(path)
-        body = b"".join(self.body)
-        parser = self.parser
+        body = request.body
         environ: dict[str, Any] = {
-            "REQUEST_METHOD": parser.get_method().decode("ascii"),
+            "REQUEST_METHOD": request.method,
             "SCRIPT_NAME": "",
             "PATH_INFO": path.decode("latin-1"),
             "QUERY_STRING": query.decode("latin-1"),
             "SERVER_NAME": self.edge.server_name,
             "SERVER_PORT": self.edge.server_port,
-            "SERVER_PROTOCOL": "HTTP/" + parser.get_http_version(),
+            "SERVER_PROTOCOL": request.version,
             "REMOTE_ADDR": self.peer[0],
             "REMOTE_PORT": self.peer[1],
             "wsgi.version": (1, 0),
@@ -296,47 +366,24 @@ class Connection(asyncio.Protocol):
             "wsgi.multithread": self.edge.pool is not None,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
-            "ringsum.keep_alive": parser.should_keep_alive(),
         }
-        for name, value in self.headers:
-            key = name.decode("latin-1").upper().replace("-", "_")
-            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                pass
-            elif key == "TRANSFER_ENCODING":
+        for name, value in request.headers:
+            if name == b"content-type":
+                key = "CONTENT_TYPE"
+            elif name in (b"content-length", b"transfer-encoding"):
                 continue  # the body is whole: the app sees its length instead
             else:
-                key = "HTTP_" + key
+                key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
             text = value.decode("latin-1")
-            environ[key] = f"{environ[key]},{text}" if key in environ and key.startswith("HTTP_") else text
-        if body or self.chunked:
+            environ[key] = f"{environ[key]},{text}" if key in environ else text
+        if body or request.chunked:
             environ["CONTENT_LENGTH"] = str(len(body))
         return environ
 
-    def _run_queue(self) -> None:
-        """Answer the complete requests in order, one at a time per connection."""
-        while self.queue and not self.in_app and not self.closing and self.writable:
-            environ = self.queue.popleft()
-            pool = self.edge.pool
-            if pool is None:
-                self._write_response(environ, *_call_app(self.edge.app, environ))
-                continue
-            self.in_app = True
-            self._read_while_ready()  # pipelined requests wait in the socket
-            future = asyncio.get_running_loop().run_in_executor(pool, _call_app, self.edge.app, environ)
-            future.add_done_callback(lambda done, environ=environ: self._app_done(environ, done))
+    # -- answering -----------------------------------------------------------------
 
-    def _app_done(self, environ: dict[str, Any], done: asyncio.Future) -> None:
-        self.in_app = False
-        if self.closing or self.transport is None:
-            return
-        self._write_response(environ, *done.result())
-        self._read_while_ready()
-        self._run_queue()
-
-    def _write_response(
-        self, environ: dict[str, Any], status: bytes, headers: list[tuple[str, str]], body: bytes
-    ) -> None:
-        keep_alive = environ["ringsum.keep_alive"] and not self.closing
+    def _write_response(self, request: Request, status: bytes, headers: list[tuple[str, str]], body: bytes) -> None:
+        keep_alive = request.keep_alive and not self.closing and not self.edge.draining
         head = [b"HTTP/1.1 ", status, b"\r\nServer: ringsum\r\nDate: ", self.edge.date, b"\r\n"]
         has_length = False
         for name, value in headers:
@@ -347,63 +394,106 @@ class Connection(asyncio.Protocol):
             head.append(b"Content-Length: %d\r\n" % len(body))
         if not keep_alive:
             head.append(b"Connection: close\r\n")
-        elif environ["SERVER_PROTOCOL"] == "HTTP/1.0":
+        elif request.version == "HTTP/1.0":
             head.append(b"Connection: keep-alive\r\n")
         head.append(b"\r\n")
         transport = self.transport
         if transport is None:
             return
         transport.write(b"".join(head) + body)
-        self.idle_since = time.monotonic()
+        self.last_active = time.monotonic()
         if not keep_alive:
-            self.closing = True
-            transport.close()
+            self.close()
 
-    def refuse(self, refusal: _Refusal) -> None:
-        """Answer a request the edge cannot take, then close: what follows on this
-        socket can no longer be framed safely."""
-        self.closing = True
-        self.reading_since = None
-        if self.transport is None or self.transport.is_closing():
+    def refuse(self, refusal: Refused) -> None:
+        """Answer what the edge cannot take, then close: what follows on this socket can
+        no longer be framed safely."""
+        self.edge.refused(self.peer, refusal)
+        self._release()
+        transport = self.transport
+        if self.closing or transport is None or transport.is_closing():
+            self.closing = True
+            return
+        if self.in_app:  # an answer is still being made: nothing may overtake it
+            self.abort()
             return
         body = problem_json(refusal.status, refusal.detail)
-        reason = title(refusal.status).encode()
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\nServer: ringsum\r\nDate: %s\r\nContent-Type: application/problem+json\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (refusal.status, reason, self.edge.date, len(body), body)
+        retry = b"Retry-After: 1\r\n" if refusal.status == 503 else b""
+        transport.write(
+            b"HTTP/1.1 %d %s\r\nServer: ringsum\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"%sConnection: close\r\n\r\n%s"
+            % (
+                refusal.status,
+                title(refusal.status).encode(),
+                self.edge.date,
+                PROBLEM_MIMETYPE.encode(),
+                len(body),
+                retry,
+                body,
+            )
         )
-        self.transport.close()
+        self.close()
 
-    # -- deadlines ---------------------------------------------------------------------
+    # -- deadlines, room and stopping -----------------------------------------------------
 
     def check_deadline(self, now: float) -> None:
         limits = self.edge.limits
+        if self.closing:
+            return
+        if self.blocked_since is not None:
+            if now - self.blocked_since > limits.idle_timeout_s:
+                self.edge.refused(self.peer, _NOT_READ)
+                self.abort()  # what is queued for a client that does not read is dropped
+            return
+        if self.in_app or self.turn_pending:
+            return
+        draining = self.edge.draining
         if self.reading_since is not None:
             if now - self.reading_since > limits.read_timeout_s:
-                self.refuse(
-                    _Refusal(408, f"the request took longer than {limits.read_timeout_s:g}s to arrive: send it whole")
-                )
-        elif self.is_idle() and now - self.idle_since > limits.idle_timeout_s:
+                detail = f"the request took longer than {limits.read_timeout_s:g}s to arrive: send it whole"
+                self.refuse(Refused(408, "read_timeout", detail))
+            elif draining and now - self.edge.drain_started > DRAIN_PARTIAL_S:
+                self.refuse(_RESTARTING)
+        elif now - self.last_active > (DRAIN_LINGER_S if draining else limits.idle_timeout_s):
+            self.close()
+
+    def waits_on_client(self) -> bool:
+        """Nothing of ours is under way: the connection is idle, or a request is arriving."""
+        return not (self.closing or self.in_app or self.turn_pending)
+
+    def waiting_since(self) -> float:
+        return self.reading_since if self.reading_since is not None else self.last_active
+
+    def evict(self) -> None:
+        if self.reading_since is not None:
+            self.refuse(_EVICTED)
+        else:
+            self.close()
+
+    def drain(self) -> None:
+        """At a stop or reload: a request being answered gets ``Connection: close``; a
+        request still arriving gets DRAIN_PARTIAL_S to be whole (a client's head and body
+        often come in two reads), then a 503 the client may retry; an idle connection is
+        closed once idle for DRAIN_LINGER_S, so a request already on its way is answered
+        rather than reset. The reaper enforces both."""
+        if self.closing or self.in_app or self.turn_pending:
+            return
+        if not self.writable:
             self.abort()
+        elif self.reading_since is None and time.monotonic() - self.last_active > DRAIN_LINGER_S:
+            self.close()
 
-    def is_idle(self) -> bool:
-        """No request being read, waiting, or answered."""
-        return self.reading_since is None and not self.in_app and not self.queue
-
-    def close_when_idle(self) -> None:
-        """At shutdown: close now unless a request is being read or answered."""
-        if self.is_idle():
-            self.abort()
-
-    def abort(self) -> None:
+    def close(self) -> None:
+        """Close once what was written is sent."""
         self.closing = True
         if self.transport is not None:
             self.transport.close()
 
-
-def _too_large(limit: int) -> _Refusal:
-    return _Refusal(413, f"the body is larger than RINGSUM_MAX_BODY ({limit} bytes): send less, or split a batch")
+    def abort(self) -> None:
+        """Close now, dropping anything not yet sent."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
 
 
 def _call_app(app: WSGIApp, environ: dict[str, Any]) -> tuple[bytes, list[tuple[str, str]], bytes]:
@@ -425,7 +515,7 @@ def _call_app(app: WSGIApp, environ: dict[str, Any]) -> tuple[bytes, list[tuple[
     except Exception:  # Flask answers its own errors; this is a failure around it
         log.exception("the app failed on %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"])
         body = problem_json(500, "the server failed to answer this request; it has been logged")
-        return b"500 Internal Server Error", [("Content-Type", "application/problem+json")], body
+        return b"500 Internal Server Error", [("Content-Type", PROBLEM_MIMETYPE)], body
     return started[0].encode("latin-1"), started[1], body
 
 

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from . import state
 from .state import metrics, storage
 from .storage import Storage, StorageError
+from .wire import REFUSAL_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,14 @@ class Metrics:
             ["error"],
             registry=self.registry,
         )
+        self.edge_refusals = Counter(
+            "ringsum_edge_refusals",
+            "Requests refused, or connections dropped, by the edge before the app saw them, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REFUSAL_REASONS:  # every reason reads 0 from the start: alerts never see "no data"
+            self.edge_refusals.labels(reason)
         self.registry.register(StorageCollector(storage, self.storage_errors))
         self._children: dict[tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
 
@@ -142,6 +151,12 @@ class Metrics:
                 count_error()
 
         return count, self.latency.labels(*labels).observe
+
+
+def refusal_counter(app: Flask) -> Callable[[str], None]:
+    """What the edge calls with the reason of each request it refuses."""
+    refusals = metrics(app).edge_refusals
+    return lambda reason: refusals.labels(reason).inc()
 
 
 def count_recorded(values: int) -> None:

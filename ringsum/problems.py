@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from http import HTTPStatus
 
@@ -17,13 +16,12 @@ from .storage import (
     StorageUnavailable,
     SumOutOfRange,
 )
+from .wire import PROBLEM_MIMETYPE, problem_json, title
+
+__all__ = ["PROBLEM_MIMETYPE", "Problem", "bad_request", "problem_json", "title", "unprocessable"]
 
 log = logging.getLogger(__name__)
 
-PROBLEM_MIMETYPE = "application/problem+json"
-
-# RFC 9110 names, where Python's table still has the older ones.
-_TITLES = {413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"}
 
 # What to tell the user for the errors Werkzeug raises on its own.
 _DETAILS = {
@@ -55,16 +53,6 @@ def unprocessable(detail: str) -> Problem:
 def shown(raw: str) -> str:
     """The offending text, quoted and cut short, so a detail never echoes a huge input."""
     return repr(raw if len(raw) <= 40 else raw[:40] + "...")
-
-
-def title(status: int) -> str:
-    """The status's name as RFC 9110 spells it: a problem's title, a status line's reason."""
-    return _TITLES.get(status) or HTTPStatus(status).phrase
-
-
-def problem_json(status: int, detail: str) -> bytes:
-    """The problem document itself; the edge answers with it before Flask runs."""
-    return json.dumps({"type": "about:blank", "title": title(status), "status": status, "detail": detail}).encode()
 
 
 def problem_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:

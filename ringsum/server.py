@@ -31,6 +31,7 @@ from flask import Flask
 from . import create_app, gc_policy
 from .config import Settings
 from .edge import Edge, EdgeLimits
+from .observability import refusal_counter
 from .state import close_app
 
 log = logging.getLogger("ringsum")
@@ -108,7 +109,8 @@ def run_worker(build_app: AppFactory, sock: socket.socket, options: ServeOptions
     except Exception as error:  # DataDirInUse, an unreadable data dir, Redis settings...
         print(f"ringsum: {error}", file=sys.stderr, flush=True)
         return EXIT_START_FAILED
-    edge = Edge(app, options.limits, options.threads, connections)
+    on_refusal = refusal_counter(app) if isinstance(app, Flask) else None
+    edge = Edge(app, options.limits, options.threads, connections, on_refusal)
     gc_policy.start()  # after the start-up allocations, so the first freeze takes them all
     try:
         _run_loop(_serve_until_stopped(edge, sock, parent))

@@ -371,7 +371,7 @@ def test_kill_9_after_a_write_then_its_retry_counts_once(tmp_path: Path) -> None
 
 
 def test_a_key_sent_twice_through_the_real_server_is_a_400() -> None:
-    """The edge joins repeated headers with a comma; which key was meant cannot be told."""
+    """Which key was meant cannot be told: the edge refuses a repeated Idempotency-Key."""
     body = b'{"value": 3}'
     with serving({"RINGSUM_DATA_DIR": ""}) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
@@ -383,5 +383,5 @@ def test_a_key_sent_twice_through_the_real_server_is_a_400() -> None:
             while chunk := connection.recv(4096):
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 400 ")
-        assert b"and sent once" in answer
+        assert b"idempotency-key header is sent twice" in answer
         assert server.total("visits") == 0
