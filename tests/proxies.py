@@ -1,0 +1,96 @@
+"""nginx and Caddy in front of a test server, each running the shipped ``deploy/`` config
+with only its addresses changed (TLS and the public name swapped for a loopback port):
+what a hostile client reaches through them is what a user's deployment would let through.
+
+Without nginx or Caddy on the machine the tests skip, unless RINGSUM_REQUIRE_PROXIES=1
+(CI installs both), where they fail."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from serving import ROOT, free_port
+
+DEPLOY = ROOT / "deploy"
+
+
+def require(program: str) -> str:
+    path = shutil.which(program) or (f"/usr/sbin/{program}" if Path(f"/usr/sbin/{program}").exists() else None)
+    if path is None:
+        reason = f"{program} is not installed (apt-get install {program})"
+        if os.environ.get("RINGSUM_REQUIRE_PROXIES") == "1":
+            pytest.fail(f"RINGSUM_REQUIRE_PROXIES=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+def nginx_config(port: int, upstream_port: int, prefix: Path) -> str:
+    """deploy/nginx.conf on plain HTTP at ``port``, inside the http block a real nginx.conf has."""
+    shipped = (DEPLOY / "nginx.conf").read_text()
+    server = re.sub(r"listen 443 ssl[^;]*;", f"listen 127.0.0.1:{port};", shipped)
+    server = re.sub(r"\n\s*ssl_certificate[^\n]*", "", server)
+    server = server.replace("127.0.0.1:5000", f"127.0.0.1:{upstream_port}")
+    temp = "\n".join(
+        f"    {kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        f"daemon off;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n"
+        f"events {{ worker_connections 1024; }}\n"
+        f"http {{\n    access_log off;\n{temp}\n{server}\n}}\n"
+    )
+
+
+def caddy_config(port: int, upstream_port: int) -> str:
+    """deploy/Caddyfile on plain HTTP at ``port`` (no certificate, no admin endpoint)."""
+    shipped = (DEPLOY / "Caddyfile").read_text()
+    site = re.sub(r"^ringsum\.example\.com \{", f"http://127.0.0.1:{port} {{", shipped, flags=re.MULTILINE)
+    site = site.replace("127.0.0.1:5000", f"127.0.0.1:{upstream_port}")
+    return "{\n\tadmin off\n\tauto_https off\n}\n" + site
+
+
+@contextlib.contextmanager
+def proxy(kind: str, upstream_port: int) -> Iterator[str]:
+    """``kind`` ("nginx" or "caddy") in front of 127.0.0.1:``upstream_port``: its base URL."""
+    program = require(kind)
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix=f"ringsum-{kind}-") as folder:
+        prefix = Path(folder)
+        env = {**os.environ, "HOME": folder, "XDG_DATA_HOME": folder, "XDG_CONFIG_HOME": folder}
+        if kind == "nginx":
+            config = prefix / "nginx.conf"
+            config.write_text(nginx_config(port, upstream_port, prefix))
+            command = [program, "-p", folder, "-c", str(config)]
+        else:
+            config = prefix / "Caddyfile"
+            config.write_text(caddy_config(port, upstream_port))
+            command = [program, "run", "--config", str(config), "--adapter", "caddyfile"]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                with contextlib.suppress(requests.RequestException):
+                    requests.get(f"{url}/healthz", timeout=2)
+                    break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+                    raise AssertionError(f"{kind} did not start: {output}")
+                time.sleep(0.1)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
