@@ -225,7 +225,7 @@ SETTINGS: tuple[Setting, ...] = (
         "30s",
         _duration(100_000, 3_600_000_000),
         "a duration from 100ms to 1h, such as 30s",
-        "how long an idle keep-alive connection is kept open",
+        "how long a keep-alive connection is kept open with nothing under way, and how long a client may leave its answers unread before its connection is dropped",
         _duration_text,
     ),
     Setting(
