@@ -52,6 +52,18 @@ def _rows(results: dict) -> list[Row]:
                 )
             )
         for method in ("post", "get"):
+            cpu = f"{method}_cpu_us"
+            if cpu in ring:
+                ratio = ring[cpu] / bare[cpu]
+                rows.append(
+                    (
+                        f"{method.upper()} server CPU us/request: ringsum / bare Flask floor",
+                        f"{ring[cpu]:,.0f} / {bare[cpu]:,.0f} = {ratio:.2f}x",
+                        "(reference: lower is better)",
+                        None,
+                    )
+                )
+        for method in ("post", "get"):
             ratio = ring[method] / naive_g[method]
             rows.append(
                 (

@@ -30,6 +30,7 @@ end
 
 @dataclass(frozen=True)
 class Load:
+    requests: int
     requests_per_s: float
     p50_ms: float
     p99_ms: float
@@ -82,6 +83,7 @@ def wrk(url: str, *, seconds: float, connections: int = 16, body: str | None = N
         ).stdout
     report = json.loads(out.split("RESULT ", 1)[1])
     return Load(
+        requests=report["requests"],
         requests_per_s=report["requests"] / (report["duration_us"] / 1e6),
         p50_ms=report["p50_us"] / 1000,
         p99_ms=report["p99_us"] / 1000,

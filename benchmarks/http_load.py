@@ -30,16 +30,28 @@ def _batch_body(count: int, key: Callable[[int], str]) -> str:
 
 
 def _alternating(servers: dict[str, Server], rounds: int, seconds: float) -> dict:
-    """Median POST and GET req/s of each server, taking turns A B C A B C ... so drifts
-    in the machine's load fall on every server alike."""
+    """Median POST and GET req/s of each server, and the server's CPU microseconds per
+    request (every process of it, from /proc: on a 2-core machine shared with wrk the
+    steadier figure), taking turns A B C A B C ... so drifts in the machine's load fall
+    on every server alike. Each figure also keeps its runs, for ranges."""
     for server in servers.values():
         _prime_read_key(server)
-    runs: dict[str, dict[str, list[float]]] = {name: {"post": [], "get": []} for name in servers}
+    runs: dict[str, dict[str, list[float]]] = {
+        name: {"post": [], "get": [], "post_cpu_us": [], "get_cpu_us": []} for name in servers
+    }
     for _ in range(rounds):
         for name, server in servers.items():
-            runs[name]["post"].append(wrk(f"{server.url}/metric/post", seconds=seconds, body=POST_BODY).requests_per_s)
-            runs[name]["get"].append(wrk(f"{server.url}/metric/read/sum", seconds=seconds).requests_per_s)
-    return {name: {method: median(values) for method, values in by.items()} for name, by in runs.items()}
+            for method, url, body in (
+                ("post", f"{server.url}/metric/post", POST_BODY),
+                ("get", f"{server.url}/metric/read/sum", None),
+            ):
+                cpu_before = server.cpu_seconds()
+                load = wrk(url, seconds=seconds, body=body)
+                runs[name][f"{method}_cpu_us"].append((server.cpu_seconds() - cpu_before) * 1e6 / max(load.requests, 1))
+                runs[name][method].append(load.requests_per_s)
+    return {
+        name: {**{figure: median(values) for figure, values in by.items()}, "runs": by} for name, by in runs.items()
+    }
 
 
 def single_posts(rounds: int, seconds: float) -> dict:

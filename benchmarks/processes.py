@@ -100,6 +100,10 @@ class Server:
         """Resident memory of the server and all its processes."""
         return sum(_rss(pid) for pid in [self.process.pid, *descendants(self.process.pid)])
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) the server and its processes have used so far."""
+        return sum(_cpu_seconds(pid) for pid in [self.process.pid, *descendants(self.process.pid)])
+
     def worker_rss_bytes(self) -> int:
         """Resident memory of the process that holds the data (the last worker started)."""
         children = descendants(self.process.pid)
@@ -170,6 +174,17 @@ def descendants(pid: int) -> list[int]:
             for child in (task / "children").read_text().split():
                 found += [int(child), *descendants(int(child))]
     return found
+
+
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` from /proc (fields 14 and 15, after the command's parentheses)."""
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+    return 0.0
 
 
 def _rss(pid: int) -> int:

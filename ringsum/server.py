@@ -32,7 +32,7 @@ from . import create_app, gc_policy
 from .config import Settings
 from .edge import Edge, EdgeLimits
 from .observability import refusal_counter
-from .state import close_app
+from .state import close_app, is_ringsum
 
 log = logging.getLogger("ringsum")
 
@@ -109,7 +109,7 @@ def run_worker(build_app: AppFactory, sock: socket.socket, options: ServeOptions
     except Exception as error:  # DataDirInUse, an unreadable data dir, Redis settings...
         print(f"ringsum: {error}", file=sys.stderr, flush=True)
         return EXIT_START_FAILED
-    on_refusal = refusal_counter(app) if isinstance(app, Flask) else None
+    on_refusal = refusal_counter(app) if is_ringsum(app) else None
     edge = Edge(app, options.limits, options.threads, connections, on_refusal)
     gc_policy.start()  # after the start-up allocations, so the first freeze takes them all
     try:

@@ -31,6 +31,11 @@ def attach(app: Flask, settings: Settings, storage: Storage) -> AppState:
     return state
 
 
+def is_ringsum(app: object) -> bool:
+    """Whether ``app`` is ringsum's own (not, say, a benchmark baseline served alike)."""
+    return isinstance(app, Flask) and _EXTENSION in app.extensions
+
+
 def state(app: Flask | None = None) -> AppState:
     return (app or current_app._get_current_object()).extensions[_EXTENSION]
 
@@ -52,5 +57,5 @@ def metrics(app: Flask | None = None) -> Metrics:
 def close_app(app: Flask) -> None:
     """Release what the app holds: the storage's data dir, threads and connections.
     (Nothing to do for an app that is not ringsum's, such as a benchmark baseline.)"""
-    if _EXTENSION in app.extensions:
+    if is_ringsum(app):
         storage(app).close()
