@@ -16,7 +16,8 @@ import pytest
 from ringsum.storage import DataDirInUse, Marker, UnsupportedDataFormat
 from ringsum.storage import journal as log
 from ringsum.storage.datadir import DataDir
-from ringsum.storage.journal import BATCH, DELETE, SINGLE, FsyncMode, Journal, Record, read_segment
+from ringsum.storage.journal import BATCH, DELETE, SINGLE, Record, read_segment
+from ringsum.storage.journal_writer import FsyncMode, Journal
 from ringsum.storage.snapshot import read_snapshot, write_snapshot
 
 T = 1_780_000_000_123_456

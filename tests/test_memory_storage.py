@@ -246,7 +246,7 @@ def test_a_write_the_log_cannot_take_is_refused_and_not_applied(tmp_path) -> Non
     clock = ManualClock(START_US)
     storage = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
     storage.record("k", 1)
-    log_fd = storage._journal._fd
+    log_fd = storage._persistence._journal._fd
     saved = os.dup(log_fd)
     full = os.open("/dev/full", os.O_WRONLY)
     try:
@@ -381,7 +381,7 @@ def test_leftover_temporary_files_are_removed_at_start(tmp_path) -> None:
 
 def test_a_full_disk_answers_503_and_records_nothing(make_memory_app, tmp_path) -> None:
     app = make_memory_app(RINGSUM_DATA_DIR=str(tmp_path))
-    client, log_fd = app.test_client(), state.storage(app)._journal._fd
+    client, log_fd = app.test_client(), state.storage(app)._persistence._journal._fd
     assert client.post("/metric/k", json={"value": 1}).status_code == 200
     saved, full = os.dup(log_fd), os.open("/dev/full", os.O_WRONLY)
     try:

@@ -55,10 +55,12 @@ def test_kill_9_of_the_process_group_loses_no_acknowledged_value(tmp_path, resol
         assert "restored 15 keys" in again.output()
 
 
-def test_kill_9_mid_load_from_four_threads_keeps_every_acknowledged_value(tmp_path) -> None:
-    env = {"RINGSUM_DATA_DIR": str(tmp_path / "data")}
+@pytest.mark.parametrize("fsync", ["everysec", "always"])
+def test_kill_9_mid_load_from_eight_threads_keeps_every_acknowledged_value(tmp_path, fsync: str) -> None:
+    """With ``always``, the answers of concurrent writers share fsyncs (group commit)."""
+    env = {"RINGSUM_DATA_DIR": str(tmp_path / "data"), "RINGSUM_FSYNC": fsync}
     server = start_server(env)
-    sent, acknowledged = [0] * 4, [0] * 4
+    sent, acknowledged = [0] * 8, [0] * 8
     stop = threading.Event()
 
     def load(index: int) -> None:
@@ -72,7 +74,7 @@ def test_kill_9_mid_load_from_four_threads_keeps_every_acknowledged_value(tmp_pa
                 if response.status_code == 200:
                     acknowledged[index] += 1
 
-    threads = [threading.Thread(target=load, args=(index,)) for index in range(4)]
+    threads = [threading.Thread(target=load, args=(index,)) for index in range(8)]
     for thread in threads:
         thread.start()
     wait_for(lambda: sum(acknowledged) >= 500, "500 acknowledged posts")

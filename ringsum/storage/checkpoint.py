@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..window import RollingSum
-from .base import Marker
+from .base import DataDirError, Marker
 from .datadir import SNAPSHOT_NAME, DataDir
 from .journal import DELETE, Record, read_segment
 from .markers import Markers
@@ -159,14 +159,29 @@ class _Unlocked(DataDir):
 
     def __init__(self, path: str) -> None:  # no lock taken
         self.path = Path(path).absolute()
-        self._lock_fd = -1
+        self._dir_fd = self._lock_fd = -1
+
+    def expect(self, identity: tuple[int, int] | None) -> None:
+        """Raise DataDirError unless ``path`` is still the directory with ``identity``."""
+        if identity is None:
+            return
+        self.identity = identity
+        gone = self.gone()
+        if gone is not None:
+            raise DataDirError(f"{gone}: not folded")
 
 
-def fold(path: str, upto: int, window_us: int, resolution_us: int, now_us: int) -> int:
+def fold(
+    path: str, upto: int, window_us: int, resolution_us: int, now_us: int, directory_id: tuple[int, int] | None = None
+) -> int:
     """A checkpoint: fold the snapshot and the segments up to ``upto`` into a new
-    snapshot; returns the keys written. Run by the serving process in a child."""
+    snapshot; returns the keys written. Run by the serving process in a child.
+    ``directory_id`` (device, inode): the directory the server holds; a fold finding
+    another one at ``path`` (deleted and made again, replaced) does nothing."""
     data_dir = _Unlocked(path)
+    data_dir.expect(directory_id)
     restored = load(data_dir, window_us, resolution_us, now_us, upto=upto)
+    data_dir.expect(directory_id)
     save(data_dir, max(upto, restored.last_sequence), restored.sums, restored.markers)
     return len(restored.sums)
 
@@ -191,12 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution-us", type=int, required=True)
     parser.add_argument("--now-us", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--directory-id", help="device:inode of the directory the server holds")
     args = parser.parse_args(argv)
     if not die_with_parent(args.parent_pid):
         print(f"checkpoint of {args.data_dir} not run: the server that asked for it is gone", file=sys.stderr)
         return 1
     try:
-        fold(args.data_dir, args.upto, args.window_us, args.resolution_us, args.now_us)
+        directory_id = tuple(map(int, args.directory_id.split(":"))) if args.directory_id else None
+        fold(args.data_dir, args.upto, args.window_us, args.resolution_us, args.now_us, directory_id)
     except Exception as error:
         print(f"checkpoint of {args.data_dir} failed: {error!r}", file=sys.stderr)
         return 1

@@ -1,6 +1,10 @@
 """The data dir: its layout, and its lock, so exactly one process owns it.
 
-LOCK                      flock()ed by the owner for as long as it serves
+The owner flock()s the directory itself, so no file operation inside it can take the
+ownership away (deleting ``LOCK`` used to let a second server in), and it remembers which
+directory it locked, so a data dir deleted or replaced while serving is noticed.
+
+LOCK                      flock()ed too, for ringsum 0.2 (which locks only this file)
 snapshot                  the window as of the last checkpoint (snapshot.py)
 journal-0000000042.log    segments of the write-ahead log (journal.py), oldest first
 *.tmp                     a snapshot being written; removed at start if a crash left one
@@ -30,29 +34,50 @@ class DataDir:
 
     def __init__(self, path: str | os.PathLike[str], lock_timeout_s: float = 0.0) -> None:
         self.path = Path(path).absolute()
+        self._dir_fd = self._lock_fd = -1
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+            self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            self._lock_fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644, dir_fd=self._dir_fd)
         except OSError as error:
+            self.release()
             raise DataDirError(f"cannot use the data dir {self.path}: {error.strerror or error}") from error
         try:
             self._take_lock(lock_timeout_s)
         except BaseException:
-            os.close(self._lock_fd)
+            self.release()
             raise
+        self.identity = _identity(os.fstat(self._dir_fd))
 
     def _take_lock(self, timeout_s: float) -> None:
+        """The directory first (what counts), then LOCK (what ringsum 0.2 looks at)."""
         deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except OSError as error:
-                if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise DataDirError(f"cannot lock the data dir {self.path}: {error.strerror}") from error
-            if time.monotonic() >= deadline:
-                raise DataDirInUse(self.path)
-            time.sleep(_LOCK_POLL_S)
+        for fd in (self._dir_fd, self._lock_fd):
+            while not self._try_lock(fd):
+                if time.monotonic() >= deadline:
+                    raise DataDirInUse(self.path)
+                time.sleep(_LOCK_POLL_S)
+
+    def _try_lock(self, fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise DataDirError(f"cannot lock the data dir {self.path}: {error.strerror}") from error
+            return False
+
+    def gone(self) -> str | None:
+        """Why the path no longer leads to the directory we hold (None: it does)."""
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return f"the data dir {self.path} was deleted"
+        except OSError as error:
+            return f"the data dir {self.path} cannot be reached ({error.strerror or error})"
+        if _identity(found) != self.identity:
+            return f"the data dir {self.path} was replaced by another directory or file"
+        return None
 
     @property
     def snapshot(self) -> Path:
@@ -86,6 +111,11 @@ class DataDir:
 
     def release(self) -> None:
         """Let go of the lock (the process exiting does it too, even on kill -9)."""
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        for fd in (self._lock_fd, self._dir_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._dir_fd = self._lock_fd = -1
+
+
+def _identity(found: os.stat_result) -> tuple[int, int]:
+    return found.st_dev, found.st_ino

@@ -16,19 +16,14 @@ and an older reader refuses such a file by name.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import struct
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from zlib import crc32
 
-from .base import FsyncMode, Marker, StorageUnavailable, UnsupportedDataFormat
-
-log = logging.getLogger(__name__)
+from .base import Marker, UnsupportedDataFormat
 
 MAGIC = b"RINGSUMJ"
 FORMAT_VERSION = 1
@@ -44,7 +39,6 @@ _MARKER = struct.Struct("<B32sH")  # id length, fingerprint, status (then the id
 MARKER_FIELD = 0b1  # flag bit 0
 
 SINGLE, BATCH, DELETE = 1, 2, 3
-EVERY_SECOND_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -218,111 +212,3 @@ def create_segment(path: Path, *, sync_directory: bool = True) -> int:
         path.unlink(missing_ok=True)
         raise
     return fd
-
-
-class Journal:
-    """Appends framed records to the open segment, fsyncing as ``mode`` says.
-
-    The caller (the storage, under its lock) appends and rotates, so log order is
-    apply order. Every append reaches the operating system (``write()``) before it
-    returns: a killed process loses nothing acknowledged. Closed segments are fsynced
-    and closed off the caller's lock by ``seal_closed()``.
-    """
-
-    def __init__(self, directory: Path, sequence: int, mode: FsyncMode, name_of: Callable[[int], Path]) -> None:
-        self._directory = directory
-        self._name_of = name_of  # sequence -> segment path
-        self._mode = mode
-        self.sequence = sequence
-        self._fd = create_segment(name_of(sequence))
-        self._size = HEADER.size
-        self._records = 0  # appended to the open segment
-        self._torn = False  # a failed append left bytes we could not cut off yet
-        self._unsynced = False
-        self._closed_fds: list[int] = []
-        self._sync_lock = threading.Lock()  # no fd is closed while a fsync of it runs
-        self._stopping = threading.Event()
-        self._syncer: threading.Thread | None = None
-        if mode is FsyncMode.EVERYSEC:
-            self._syncer = threading.Thread(target=self._sync_every_second, name="ringsum-fsync", daemon=True)
-            self._syncer.start()
-
-    @property
-    def has_records(self) -> bool:
-        return self._records > 0
-
-    def append(self, frame: bytes) -> None:
-        """Write ``frame`` whole, or raise StorageUnavailable having written nothing."""
-        try:
-            if self._torn:
-                self._cut_back()
-            written = os.write(self._fd, frame)
-            while written < len(frame):
-                written += os.write(self._fd, memoryview(frame)[written:])
-            if self._mode is FsyncMode.ALWAYS:
-                os.fsync(self._fd)
-        except OSError as error:
-            self._torn = True
-            with contextlib.suppress(OSError):  # else tried again before the next append
-                self._cut_back()
-            raise StorageUnavailable(
-                f"cannot write to the data dir {self._directory}: {error.strerror or error}; nothing was recorded"
-            ) from error
-        self._size += len(frame)
-        self._records += 1
-        self._unsynced = True
-
-    def _cut_back(self) -> None:
-        """Drop a partly written record, so nothing is ever appended after garbage."""
-        os.ftruncate(self._fd, self._size)
-        self._torn = False
-
-    def rotate(self) -> int:
-        """Start the next segment (cheap: a create and a header); return the sequence
-        of the one closed. Call under the storage lock, then ``seal_closed()`` off it."""
-        fd = create_segment(self._name_of(self.sequence + 1), sync_directory=False)  # seal_closed() does it
-        if self._torn:
-            os.ftruncate(self._fd, self._size)
-        self._closed_fds.append(self._fd)
-        self._fd, self._size, self._records, self._torn = fd, HEADER.size, 0, False
-        self.sequence += 1
-        self._unsynced = True
-        return self.sequence - 1
-
-    def seal_closed(self) -> None:
-        """fsync and close the segments rotate() closed, and make the new one's name durable."""
-        fsync_directory(self._directory)
-        with self._sync_lock:
-            while self._closed_fds:
-                fd = self._closed_fds.pop()
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-
-    def sync(self) -> None:
-        with self._sync_lock:
-            self._unsynced = False
-            os.fsync(self._fd)
-
-    def _sync_every_second(self) -> None:
-        while not self._stopping.wait(EVERY_SECOND_S):
-            if self._unsynced:
-                try:
-                    self.sync()
-                except OSError as error:  # logged; the next second tries again
-                    self._unsynced = True
-                    log.error("fsync of the log in %s failed: %s", self._directory, error)
-
-    def close(self) -> None:
-        """Stop the fsync thread; fsync and close every segment (quick: the log holds
-        everything already, nothing else is written on the way out)."""
-        self._stopping.set()
-        if self._syncer is not None:
-            self._syncer.join()
-        self.seal_closed()
-        with self._sync_lock:
-            if self._torn:
-                os.ftruncate(self._fd, self._size)
-            os.fsync(self._fd)
-            os.close(self._fd)
