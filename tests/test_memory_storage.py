@@ -341,9 +341,9 @@ def test_a_damaged_snapshot_is_set_aside_and_its_whole_keys_kept(tmp_path, caplo
         storage = memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path))
     try:
         assert storage.keys().metrics == [("a", 1)]
-        assert (tmp_path / "snapshot.corrupt").read_bytes() == whole[:-30]
+        assert (tmp_path / "snapshot.damaged").read_bytes() == whole[:-30]
         assert [r.levelname for r in caplog.records].count("WARNING") == 1
-        assert "snapshot.corrupt" in caplog.text
+        assert "snapshot.damaged" in caplog.text and storage.stats().damaged_files == 1
     finally:
         storage.close()
     again = memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path))  # no warning the second time
@@ -369,6 +369,42 @@ def test_a_torn_log_tail_is_cut_off_so_new_records_never_follow_garbage(tmp_path
     third = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
     try:
         assert third.total("k") == 5
+    finally:
+        third.close()
+
+
+def test_damage_inside_a_log_segment_keeps_the_whole_file_aside_and_says_what_is_lost(tmp_path, caplog) -> None:
+    clock = ManualClock(START_US)
+    storage = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
+    for value in (1, 2, 4, 8):
+        storage.record("k", value)
+    storage.close()
+    segment = tmp_path / "journal-0000000001.log"
+    whole = bytearray(segment.read_bytes())
+    record = (len(whole) - 10) // 4  # the four records are alike: damage the second one
+    whole[10 + record + 20] ^= 0xFF
+    segment.write_bytes(bytes(whole))
+    with caplog.at_level(logging.INFO):
+        again = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
+    try:
+        assert again.total("k") == 1  # the records after the damaged one, in this segment, are lost
+        assert (tmp_path / "journal-0000000001.log.damaged").read_bytes() == bytes(whole)  # never deleted
+        assert segment.stat().st_size == 10 + record
+        warning = next(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+        assert "journal-0000000001.log.damaged" in warning and f"lost the {3 * record} bytes" in warning
+        assert "every record after it in this segment" in warning
+        restored_line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("restored"))
+        assert "damaged files kept aside" in restored_line and "journal-0000000001.log.damaged" in restored_line
+        assert again.stats().damaged_files == 1
+        again.record("k", 16)
+    finally:
+        again.close()
+    segment.write_bytes(segment.read_bytes() + b"garbage")  # damaged again: a second copy, the first kept
+    third = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
+    try:
+        assert third.total("k") == 1 + 16  # the 16 is in the next segment: a damaged one never stops a later one
+        assert third.stats().damaged_files == 2
+        assert (tmp_path / "journal-0000000001.log.2.damaged").exists()
     finally:
         third.close()
 

@@ -122,10 +122,13 @@ def test_a_torn_tail_costs_at_most_the_record_it_cut(tmp_path, torn: str) -> Non
     path.write_bytes(path.read_bytes()[:-5])
     with serving({"RINGSUM_DATA_DIR": str(data_dir)}) as server:
         restored = {key: server.total(key) for key in expected}
+        metrics = requests.get(f"{server.url}/metrics", timeout=5).text
         output = server.output()
     assert restored["folded"] == expected["folded"]  # a torn snapshot end still holds every whole key
     assert restored["logged"] in (expected["logged"], expected["logged"] - 1009)  # at most the last post
-    assert "WARNING" in output and "damaged" in output
+    assert "WARNING" in output and f"damaged files kept aside (see the warnings above): {path.name}.damaged" in output
+    assert (data_dir / f"{path.name}.damaged").exists()
+    assert "ringsum_data_dir_damaged_files 1.0" in metrics
 
 
 def test_the_default_data_dir_is_data_in_the_working_directory(tmp_path) -> None:

@@ -144,6 +144,7 @@ class StorageStats:
     sweep_seconds: float | None = None  # how long the last background sweep took
     idempotency_keys: int | None = None  # markers held (Redis: each one expires by its own TTL)
     durable: bool | None = None  # memory with a data dir: whether writes are trusted to it right now
+    damaged_files: int | None = None  # memory with a data dir: *.damaged files kept in it
 
 
 class Storage(ABC):

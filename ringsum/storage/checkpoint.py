@@ -38,6 +38,7 @@ class Restored:
     last_sequence: int  # the newest segment read (or the one the snapshot covers)
     differs_from_files: bool  # a damaged snapshot was set aside or keys were cut to max_keys
     markers: list[tuple[int, Marker]] = field(default_factory=list)  # live ones: (expires at µs, marker)
+    damaged: list[str] = field(default_factory=list)  # names of the damaged files kept aside at this start
 
 
 def replay(
@@ -79,15 +80,18 @@ def load(
     With ``repair`` (at start, lock held): damaged tails are cut off and a damaged
     snapshot set aside, one warning each, and segments already folded are deleted."""
     snapshot = read_snapshot(data_dir.snapshot)
-    differs = False
+    differs, damaged = False, []
     if snapshot.damage is not None and repair:
-        aside = data_dir.set_aside(data_dir.snapshot)
+        aside = data_dir.keep_damaged(data_dir.snapshot, copy=False)
+        damaged.append(aside.name)
         log.warning(
-            "snapshot %s is damaged (%s): kept the %d whole keys before the damage, moved it to %s",
+            "snapshot %s is damaged (%s): kept the %d whole keys and %d markers before the damage, lost the "
+            "keys after it (those the log after it does not write again); the file is kept as %s",
             data_dir.snapshot,
             snapshot.damage,
             len(snapshot.keys),
-            aside,
+            len(snapshot.markers),
+            aside.name,
         )
         differs = True
 
@@ -117,14 +121,22 @@ def load(
             continue
         segment = read_segment(path)
         if segment.damage is not None and repair:
+            aside = data_dir.keep_damaged(path, copy=True)
+            damaged.append(aside.name)
             log.warning(
-                "log segment %s is damaged (%s): kept its %d whole records before it and cut off the rest",
+                "log segment %s is damaged (%s): replayed its %d whole records before byte %d; lost the %d bytes "
+                "from there on (the damaged record and every record after it in this segment; later segments "
+                "are replayed); the whole file is kept as %s",
                 path,
                 segment.damage,
                 len(segment.records),
+                segment.good_size,
+                path.stat().st_size - segment.good_size,
+                aside.name,
             )
             with path.open("r+b") as file:
                 file.truncate(segment.good_size)
+                os.fsync(file.fileno())
         for record in segment.records:
             replay(sums, newest, record, new_sum, markers)
         records += len(segment.records)
@@ -139,7 +151,7 @@ def load(
         log.warning("the data dir holds %d live keys; kept the %d newest (RINGSUM_MAX_KEYS)", len(live), max_keys)
         live, differs = live[-max_keys:], True
     live_markers = [(expires, marker) for expires, marker in markers.items() if expires > now_us]
-    return Restored({key: sums[key] for _, key in live}, records, last, differs, live_markers)
+    return Restored({key: sums[key] for _, key in live}, records, last, differs, live_markers, damaged)
 
 
 def save(

@@ -8,6 +8,7 @@ LOCK                      flock()ed too, for ringsum 0.2 (which locks only this 
 snapshot                  the window as of the last checkpoint (snapshot.py)
 journal-0000000042.log    segments of the write-ahead log (journal.py), oldest first
 *.tmp                     a snapshot being written; removed at start if a crash left one
+*.damaged                 a damaged file as found at a start, kept for a human (never deleted)
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import time
 from pathlib import Path
 
 from .base import DataDirError, DataDirInUse
+from .journal import fsync_directory
 from .snapshot import TEMPORARY_SUFFIX
 
 LOCK_NAME = "LOCK"
 SNAPSHOT_NAME = "snapshot"
 _SEGMENT_PREFIX, _SEGMENT_SUFFIX = "journal-", ".log"
-CORRUPT_SUFFIX = ".corrupt"
+DAMAGED_SUFFIX = ".damaged"
 _LOCK_POLL_S = 0.05
 
 
@@ -103,11 +106,30 @@ class DataDir:
             removed.append(path.name)
         return removed
 
-    def set_aside(self, path: Path) -> Path:
-        """Rename a damaged file to ``<name>.corrupt`` (kept for a human to look at)."""
-        aside = path.with_name(path.name + CORRUPT_SUFFIX)
-        os.replace(path, aside)
+    def keep_damaged(self, path: Path, *, copy: bool) -> Path:
+        """Keep a damaged file as ``<name>.damaged`` (``<name>.2.damaged``... when that
+        name is taken: none is ever overwritten or deleted), for a human to look at.
+        ``copy``: the file stays in place too (a log segment, cut back afterwards); else
+        it is moved. The copy is whole and fsynced before the caller cuts the original."""
+        aside = path.with_name(path.name + DAMAGED_SUFFIX)
+        number = 1
+        while aside.exists():
+            number += 1
+            aside = path.with_name(f"{path.name}.{number}{DAMAGED_SUFFIX}")
+        if copy:
+            temporary = aside.with_name(aside.name + TEMPORARY_SUFFIX)
+            shutil.copyfile(path, temporary)
+            with temporary.open("rb+") as file:
+                os.fsync(file.fileno())
+            os.replace(temporary, aside)
+        else:
+            os.replace(path, aside)
+        fsync_directory(self.path)
         return aside
+
+    def damaged_files(self) -> int:
+        """How many damaged files are kept here (for /metrics: until a human removes them)."""
+        return sum(1 for _ in self.path.glob(f"*{DAMAGED_SUFFIX}"))
 
     def release(self) -> None:
         """Let go of the lock (the process exiting does it too, even on kill -9)."""

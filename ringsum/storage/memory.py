@@ -177,6 +177,7 @@ class MemoryStorage(Storage):
             sweep_seconds=self.last_sweep_seconds,
             idempotency_keys=len(self._markers),
             durable=None if self._persistence is None else self._persistence.problem is None,
+            damaged_files=None if self._persistence is None else self._persistence.damaged_files(),
         )
 
     def close(self) -> None:

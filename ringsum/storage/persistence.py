@@ -99,9 +99,12 @@ class Persistence:
         if new:
             log.info("new data dir %s: nothing to restore (fsync %s)", data_dir.path, options.fsync.value)
             return restored
+        damaged = ""
+        if restored.damaged:
+            damaged = f"; damaged files kept aside (see the warnings above): {', '.join(restored.damaged)}"
         log.info(
             "restored %d keys and %d entries from %s (%d log records replayed, %d idempotency keys) in %.2fs "
-            "(fsync %s)",
+            "(fsync %s)%s",
             len(restored.sums),
             sum(map(len, restored.sums.values())),
             data_dir.path,
@@ -109,6 +112,7 @@ class Persistence:
             len(restored.markers),
             time.perf_counter() - started,
             options.fsync.value,
+            damaged,
         )
         return restored
 
@@ -179,6 +183,13 @@ class Persistence:
         if journal is None:
             return "the storage is closing"
         return journal.failure or self._append_error
+
+    def damaged_files(self) -> int:
+        """Damaged files kept in the data dir (0 when it cannot be read)."""
+        try:
+            return self._data_dir.damaged_files()
+        except OSError:
+            return 0
 
     def check(self) -> None:
         """Raise NotDurable, saying why, unless a write would be trusted to the data dir."""
