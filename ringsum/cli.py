@@ -85,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if storage_class(settings.storage_uri).uses_data_dir and settings.data_dir is not None:
         try:  # refused here, in one line, before the port is taken or anything announced
-            DataDir(settings.data_dir).release()
+            held = DataDir(settings.data_dir)
         except DataDirError as error:
             print(f"ringsum: {error}", file=sys.stderr)
             return 1
+        # Held for as long as this process serves: of two servers started at once on one
+        # data dir, exactly one gets here; its workers share the lock (DataDir.hand_down).
+        held.hand_down()
     from .server import run  # Flask, the edge and the app: only for settings that are accepted
 
     threads = args.threads or 1

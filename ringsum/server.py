@@ -3,9 +3,11 @@
 The supervisor binds the port itself, without SO_REUSEPORT, so a second server on a
 port in use is refused with one line whoever holds it. It forks the workers, which
 inherit the socket: connections that arrive while a worker restarts wait in the
-backlog instead of being refused. A worker that dies is replaced; SIGHUP replaces
-each worker in turn (the old one stops and releases the data dir, then the new one
-takes it and reads it back); SIGTERM/SIGINT stop everything cleanly. A worker whose
+backlog instead of being refused. The start line ("serving") is said once the first
+workers have built their apps (memory storage: the data dir held and read back), so a
+start refused on the way never claims to serve. A worker that dies is replaced;
+SIGHUP replaces each worker in turn (the old one stops, then the new one reads the
+data dir back); SIGTERM/SIGINT stop everything cleanly. A worker whose
 supervisor dies, however it died, stops too: nothing orphaned keeps serving.
 """
 
@@ -96,9 +98,12 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_worker(build_app: AppFactory, sock: socket.socket, options: ServeOptions, parent: int, connections: int) -> int:
+def run_worker(
+    build_app: AppFactory, sock: socket.socket, options: ServeOptions, parent: int, connections: int, ready: int
+) -> int:
     """The body of a worker process: build the app (which waits for the data dir a
-    predecessor is handing over), serve until told to stop, close."""
+    predecessor is handing over, then reads it back), tell the supervisor on ``ready``
+    (a pipe), serve until told to stop, close."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
@@ -109,6 +114,7 @@ def run_worker(build_app: AppFactory, sock: socket.socket, options: ServeOptions
     except Exception as error:  # DataDirInUse, an unreadable data dir, Redis settings...
         print(f"ringsum: {error}", file=sys.stderr, flush=True)
         return EXIT_START_FAILED
+    os.write(ready, b"\n")
     on_refusal = refusal_counter(app) if is_ringsum(app) else None
     edge = Edge(app, options.limits, options.threads, connections, on_refusal)
     gc_policy.start()  # after the start-up allocations, so the first freeze takes them all
@@ -155,10 +161,18 @@ def _run_loop(main: object) -> None:
 class Supervisor:
     """Keeps ``options.workers`` workers serving on ``sock`` until told to stop."""
 
-    def __init__(self, build_app: AppFactory, sock: socket.socket, options: ServeOptions) -> None:
+    def __init__(
+        self, build_app: AppFactory, sock: socket.socket, options: ServeOptions, announce: Callable[[], None]
+    ) -> None:
         self.build_app = build_app
         self.sock = sock
         self.options = options
+        # Said once every first worker has built its app (its data dir held and read
+        # back): a start refused on the way says no "serving" line.
+        self.announce: Callable[[], None] | None = announce
+        self.unready = options.workers
+        self.ready_read, self.ready_write = os.pipe()  # each worker writes a byte once it serves
+        os.set_blocking(self.ready_read, False)
         self.workers: dict[int, int] = {}  # pid -> slot
         # Every connection is a file descriptor; keep some for the data dir, Redis, logs.
         self.max_connections = max(16, raise_open_file_limit() - 128)
@@ -170,7 +184,7 @@ class Supervisor:
             self._spawn(slot)
         status = 0
         while True:
-            received = signal.sigtimedwait(_SIGNALS, 0.5)
+            received = signal.sigtimedwait(_SIGNALS, 0.5 if self.announce is None else 0.02)
             signum = received.si_signo if received else None
             if signum in (signal.SIGTERM, signal.SIGINT):
                 break
@@ -180,8 +194,19 @@ class Supervisor:
             if failed is not None:
                 status = failed
                 break
+            self._count_ready()
         self._stop_all()
         return status
+
+    def _count_ready(self) -> None:
+        """Read what workers wrote on the ready pipe; announce once the first ones all did."""
+        try:
+            self.unready -= len(os.read(self.ready_read, 4096))
+        except BlockingIOError:
+            return
+        if self.unready <= 0 and self.announce is not None:
+            self.announce()
+            self.announce = None
 
     def _spawn(self, slot: int) -> None:
         parent = os.getpid()
@@ -189,7 +214,9 @@ class Supervisor:
         if pid == 0:  # the worker
             code = 1
             try:
-                code = run_worker(self.build_app, self.sock, self.options, parent, self.max_connections)
+                code = run_worker(
+                    self.build_app, self.sock, self.options, parent, self.max_connections, self.ready_write
+                )
             except BaseException:
                 log.exception("ringsum worker %d failed", os.getpid())
             finally:
@@ -275,6 +302,10 @@ def serve(build_app: AppFactory, options: ServeOptions, describe: Describe | Non
     except OSError as error:
         print(f"ringsum: cannot listen on {options.host}:{options.port}: {error.strerror or error}", file=sys.stderr)
         return 1
-    if describe is not None:
-        log.info(describe(sock.getsockname()))
-    return Supervisor(build_app, sock, options).run()
+    address = sock.getsockname()
+
+    def announce() -> None:
+        if describe is not None:
+            log.info(describe(address))
+
+    return Supervisor(build_app, sock, options, announce).run()

@@ -33,11 +33,19 @@ _LOCK_POLL_S = 0.05
 
 class DataDir:
     """An open, locked data dir. ``lock_timeout_s`` > 0 waits that long for a previous
-    owner to let go (a reload hands over this way) before raising DataDirInUse."""
+    owner to let go (a reload hands over this way) before raising DataDirInUse.
+
+    In a process forked by one that called ``hand_down()`` on the same directory (the
+    server's workers), the lock is shared with that one: the supervisor takes the data
+    dir before it binds the port or says "serving", and keeps it while workers come and
+    go, so no other server can slip in between two of them.
+    """
 
     def __init__(self, path: str | os.PathLike[str], lock_timeout_s: float = 0.0) -> None:
         self.path = Path(path).absolute()
         self._dir_fd = self._lock_fd = -1
+        if self._share_handed_down():
+            return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
@@ -51,6 +59,19 @@ class DataDir:
             self.release()
             raise
         self.identity = _identity(os.fstat(self._dir_fd))
+
+    def hand_down(self) -> None:
+        """Let the processes this one forks share this lock (see the class docstring)."""
+        _handed_down[self.path] = (os.getpid(), self)
+
+    def _share_handed_down(self) -> bool:
+        """In a process forked by the holder: the holder's lock, on the same directory."""
+        holder = _handed_down.get(self.path)
+        if holder is None or holder[0] == os.getpid() or holder[1].gone() is not None:
+            return False
+        self._dir_fd, self._lock_fd = os.dup(holder[1]._dir_fd), os.dup(holder[1]._lock_fd)
+        self.identity = holder[1].identity  # dup()ed descriptors share the open file, and its flock
+        return True
 
     def _take_lock(self, timeout_s: float) -> None:
         """The directory first (what counts), then LOCK (what ringsum 0.2 looks at)."""
@@ -137,6 +158,9 @@ class DataDir:
             if fd >= 0:
                 os.close(fd)
         self._dir_fd = self._lock_fd = -1
+
+
+_handed_down: dict[Path, tuple[int, DataDir]] = {}  # path -> (pid of the holder, its DataDir)
 
 
 def _identity(found: os.stat_result) -> tuple[int, int]:
