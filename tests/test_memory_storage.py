@@ -428,9 +428,17 @@ def test_a_full_disk_answers_503_and_records_nothing(make_memory_app, tmp_path) 
         assert str(tmp_path) in refused.get_json()["detail"] and "No space left" in refused.get_json()["detail"]
         assert client.post("/metric", json=[{"key": "k", "value": 7}]).status_code == 503
         assert client.get("/metric/k/sum").get_json() == {"value": 1}
+        not_ready = client.get("/readyz")  # a load balancer stops sending writes
+        assert not_ready.status_code == 503 and str(tmp_path) in not_ready.get_json()["detail"]
+        state.storage(app)._persistence._next_retry = 0
+        state.storage(app)._persistence.watch()  # the probe the watch thread tries every second
+        assert client.get("/readyz").status_code == 503
     finally:
         os.dup2(saved, log_fd)
         os.close(full)
         os.close(saved)
+    state.storage(app)._persistence._next_retry = 0
+    state.storage(app)._persistence.watch()
+    assert client.get("/readyz").status_code == 200  # ready again without a write
     assert client.post("/metric/k", json={"value": 2}).status_code == 200
     assert client.get("/metric/k/sum").get_json() == {"value": 3}
