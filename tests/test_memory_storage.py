@@ -14,7 +14,7 @@ from freezegun import freeze_time
 from helpers import ManualClock, memory_storage
 
 from ringsum import state
-from ringsum.storage import DataDirInUse, KeyLimitReached, StorageOptions, StorageUnavailable
+from ringsum.storage import DataDirInUse, KeyLimitReached, StorageOptions, StorageUnavailable, file_header
 from ringsum.storage.checkpoint import save
 from ringsum.storage.datadir import DataDir
 from ringsum.storage.memory import MemoryStorage
@@ -381,15 +381,16 @@ def test_damage_inside_a_log_segment_keeps_the_whole_file_aside_and_says_what_is
     storage.close()
     segment = tmp_path / "journal-0000000001.log"
     whole = bytearray(segment.read_bytes())
-    record = (len(whole) - 10) // 4  # the four records are alike: damage the second one
-    whole[10 + record + 20] ^= 0xFF
+    header = file_header.SIZE
+    record = (len(whole) - header) // 4  # the four records are alike: damage the second one
+    whole[header + record + 20] ^= 0xFF
     segment.write_bytes(bytes(whole))
     with caplog.at_level(logging.INFO):
         again = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
     try:
         assert again.total("k") == 1  # the records after the damaged one, in this segment, are lost
         assert (tmp_path / "journal-0000000001.log.damaged").read_bytes() == bytes(whole)  # never deleted
-        assert segment.stat().st_size == 10 + record
+        assert segment.stat().st_size == header + record
         warning = next(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
         assert "journal-0000000001.log.damaged" in warning and f"lost the {3 * record} bytes" in warning
         assert "every record after it in this segment" in warning

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..window import RollingSum
+from . import file_header
 from .base import DataDirError, Marker
 from .datadir import SNAPSHOT_NAME, DataDir
-from .journal import DELETE, Record, read_segment
+from .journal import DELETE, MAGIC, Record, Segment, read_segment
 from .markers import Markers
 from .snapshot import read_snapshot, write_snapshot
 
@@ -80,6 +81,11 @@ def load(
     With ``repair`` (at start, lock held): damaged tails are cut off and a damaged
     snapshot set aside, one warning each, and segments already folded are deleted."""
     snapshot = read_snapshot(data_dir.snapshot)
+    if snapshot.covers is None:
+        raise DataDirError(
+            f"{data_dir.snapshot} is damaged ({snapshot.damage}): which log segments it already holds cannot be "
+            "known, and replaying them could skip acknowledged values or count them twice"
+        )
     differs, damaged = False, []
     if snapshot.damage is not None and repair:
         aside = data_dir.keep_damaged(data_dir.snapshot, copy=False)
@@ -123,20 +129,19 @@ def load(
         if segment.damage is not None and repair:
             aside = data_dir.keep_damaged(path, copy=True)
             damaged.append(aside.name)
+            lost = path.stat().st_size - segment.good_size
             log.warning(
-                "log segment %s is damaged (%s): replayed its %d whole records before byte %d; lost the %d bytes "
-                "from there on (the damaged record and every record after it in this segment; later segments "
-                "are replayed); the whole file is kept as %s",
+                "log segment %s is damaged (%s): %s; the whole file is kept as %s",
                 path,
                 segment.damage,
-                len(segment.records),
-                segment.good_size,
-                path.stat().st_size - segment.good_size,
+                f"replayed its {len(segment.records)} whole records before byte {segment.good_size}; lost the "
+                f"{lost} bytes from there on (the damaged record and every record after it in this segment; "
+                "later segments are replayed)"
+                if lost
+                else f"replayed all its {len(segment.records)} records; its header is written anew",
                 aside.name,
             )
-            with path.open("r+b") as file:
-                file.truncate(segment.good_size)
-                os.fsync(file.fileno())
+            _cut_back(path, sequence, segment)
         for record in segment.records:
             replay(sums, newest, record, new_sum, markers)
         records += len(segment.records)
@@ -152,6 +157,22 @@ def load(
         live, differs = live[-max_keys:], True
     live_markers = [(expires, marker) for expires, marker in markers.items() if expires > now_us]
     return Restored({key: sums[key] for _, key in live}, records, last, differs, live_markers, damaged)
+
+
+def _cut_back(path: Path, sequence: int, segment: Segment) -> None:
+    """Cut a damaged segment back to its last whole record, so new records never follow
+    garbage; a header that could not be read or failed its checksum is written anew."""
+    good_size = segment.good_size
+    with path.open("r+b") as file:
+        if not good_size or (segment.header is not None and segment.header.damage):
+            if not good_size:
+                file.truncate(0)
+            file.seek(0)
+            file.write(file_header.pack(MAGIC, sequence))
+            good_size = max(good_size, file_header.SIZE)
+        file.truncate(good_size)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def save(

@@ -1,6 +1,7 @@
 """The write-ahead log of the memory storage: every accepted write, framed, in segment files.
 
-A segment starts with a header (magic + format version). Each record after it is
+A segment starts with a header (file_header.py: magic, format version, its own
+sequence, checksummed). Each record after it is
 framed as ``length (u32) | crc32 of the body (u32) | body``, so a torn or garbled
 tail is found and cut off at the last whole record. A body is
 ``type (u8) | flags (u8) | time_us (i64) | payload``: records carry the time they
@@ -10,8 +11,8 @@ Extensible without a format break: flag bit ``n`` set means one more optional fi
 follows the payload, ``length (u32) | bytes``, in bit order; a reader skips the ones
 it does not know. Bit 0 is the idempotency marker of a SINGLE or BATCH write
 (``Idempotency-Key``): inside the record of the write it guards, so a replay
-restores both or neither. A change a reader must understand bumps FORMAT_VERSION,
-and an older reader refuses such a file by name.
+restores both or neither. A change a reader must understand bumps the format
+version (file_header.FORMAT_VERSION), and an older reader refuses such a file by name.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from zlib import crc32
 
-from .base import Marker, UnsupportedDataFormat
+from . import file_header
+from .base import Marker
 
 MAGIC = b"RINGSUMJ"
-FORMAT_VERSION = 1
-HEADER = struct.Struct("<8sH")  # magic, format version
 FRAME = struct.Struct("<II")  # body length, crc32 of the body
 MAX_BODY = 16 * 1024 * 1024  # far above a 10,000-event batch: a longer "length" is garbage
 _RECORD = struct.Struct("<BBq")  # type, flags, time_us
@@ -140,21 +140,6 @@ def _decode(body: bytes) -> Record:
     return record if marker is None else replace(record, marker=marker)
 
 
-def check_header(path: Path, data: bytes, magic: bytes) -> str | None:
-    """None when ``data`` starts with a header we read; else why not. Raises
-    UnsupportedDataFormat for a newer format version, which must not be guessed at."""
-    if len(data) < HEADER.size:
-        return "the file header is cut short"
-    found, version = HEADER.unpack_from(data)
-    if found != magic:
-        return "it does not start with a ringsum header"
-    if version > FORMAT_VERSION:
-        raise UnsupportedDataFormat(path, version, FORMAT_VERSION)
-    if version < 1:
-        return f"format version {version} is not one"
-    return None
-
-
 @dataclass
 class Segment:
     """What a segment file holds: its whole records, and where and why reading stopped early."""
@@ -162,30 +147,34 @@ class Segment:
     records: list[Record]
     good_size: int  # bytes up to the end of the last whole record
     damage: str | None = None
+    header: file_header.Header | None = None  # None: an empty file
 
 
 def read_segment(path: Path) -> Segment:
-    """Every whole record of ``path``, up to the first torn or garbled one."""
+    """Every whole record of ``path``, up to the first torn or garbled one. A header that
+    fails its checksum is damage too, but the records after it are still read."""
     data = path.read_bytes()
-    problem = check_header(path, data, MAGIC)
-    if problem is not None:
-        return Segment([], 0, problem if data else None)
-    records, offset = [], HEADER.size
+    if not data:
+        return Segment([], 0)
+    header = file_header.read(path, data, MAGIC, number_in_v1=False)
+    if not header.size:
+        return Segment([], 0, header.damage, header)
+    records, offset = [], header.size
     while offset < len(data):
         if len(data) - offset < FRAME.size:
-            return Segment(records, offset, f"a record is cut short at byte {offset}")
+            return Segment(records, offset, f"a record is cut short at byte {offset}", header)
         length, checksum = FRAME.unpack_from(data, offset)
         body = data[offset + FRAME.size : offset + FRAME.size + length]
         if length > MAX_BODY or len(body) < length:
-            return Segment(records, offset, f"a record is cut short at byte {offset}")
+            return Segment(records, offset, f"a record is cut short at byte {offset}", header)
         if crc32(body) != checksum:
-            return Segment(records, offset, f"the record at byte {offset} fails its checksum")
+            return Segment(records, offset, f"the record at byte {offset} fails its checksum", header)
         try:
             records.append(_decode(body))
         except (ValueError, struct.error) as error:
-            return Segment(records, offset, f"the record at byte {offset} is not readable ({error})")
+            return Segment(records, offset, f"the record at byte {offset} is not readable ({error})", header)
         offset += FRAME.size + length
-    return Segment(records, offset)
+    return Segment(records, offset, header.damage, header)
 
 
 # -- writing -------------------------------------------------------------------------
@@ -200,11 +189,11 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def create_segment(path: Path, *, sync_directory: bool = True) -> int:
+def create_segment(path: Path, sequence: int, *, sync_directory: bool = True) -> int:
     """A new segment file holding just its header; its fd, open for appending."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
     try:
-        os.write(fd, HEADER.pack(MAGIC, FORMAT_VERSION))
+        os.write(fd, file_header.pack(MAGIC, sequence))
         if sync_directory:
             fsync_directory(path.parent)
     except BaseException:

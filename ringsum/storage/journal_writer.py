@@ -28,8 +28,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from . import file_header
 from .base import FsyncMode, NotDurable, StorageUnavailable
-from .journal import HEADER, create_segment, fsync_directory
+from .journal import create_segment, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,8 @@ class Journal:
         self._mode = mode
         self._on_failure = on_failure
         self.sequence = sequence
-        self._fd = create_segment(name_of(sequence))
-        self._size = HEADER.size
+        self._fd = create_segment(name_of(sequence), sequence)
+        self._size = file_header.SIZE
         self._records = 0  # appended to the open segment
         self._torn = False  # a failed append left bytes we could not cut off yet
         self._closed_fds: list[int] = []  # rotated out, not yet fsynced and closed
@@ -158,11 +159,11 @@ class Journal:
         of the one closed. Call under the storage lock, then ``seal_closed()`` off it."""
         if self.failure is not None:
             raise self._refusal()
-        fd = create_segment(self._name_of(self.sequence + 1), sync_directory=False)  # seal_closed() does it
+        fd = create_segment(self._name_of(self.sequence + 1), self.sequence + 1, sync_directory=False)
         if self._torn:
             os.ftruncate(self._fd, self._size)
         self._closed_fds.append(self._fd)  # before the swap: a concurrent fsync sees it in one place or the other
-        self._fd, self._size, self._records, self._torn = fd, HEADER.size, 0, False
+        self._fd, self._size, self._records, self._torn = fd, file_header.SIZE, 0, False
         self.sequence += 1
         return self.sequence - 1
 
