@@ -34,7 +34,7 @@ class Disk:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.failing = False
         self.calls = 0
-        self.durable: dict[str, int] = {}  # path -> size at its last successful fsync
+        self.durable: dict[tuple[int, int], int] = {}  # (device, inode) -> size at its last successful fsync
         self._lock = threading.Lock()
         real = os.fsync
 
@@ -44,10 +44,10 @@ class Disk:
                 failing = self.failing
             if failing:
                 raise OSError(errno.EIO, os.strerror(errno.EIO))
-            size = os.fstat(fd).st_size
+            found = os.fstat(fd)
             real(fd)
             with self._lock:
-                self.durable[os.readlink(f"/proc/self/fd/{fd}")] = size
+                self.durable[found.st_dev, found.st_ino] = found.st_size
 
         monkeypatch.setattr(os, "fsync", sync)
         monkeypatch.setattr(os, "fdatasync", sync)
@@ -56,7 +56,12 @@ class Disk:
     def lose_power(self, data_dir: Path) -> None:
         """Cut every log segment back to what its last fsync covered (nothing if none did)."""
         for segment in data_dir.glob("journal-*.log"):
-            os.truncate(segment, min(segment.stat().st_size, self.durable.get(str(segment), 0)))
+            found = segment.stat()
+            os.truncate(segment, min(found.st_size, self.durable.get((found.st_dev, found.st_ino), 0)))
+
+    def synced(self, path: Path) -> int:
+        found = path.stat()
+        return self.durable.get((found.st_dev, found.st_ino), 0)
 
 
 @pytest.fixture
@@ -103,7 +108,7 @@ def test_a_failed_everysec_fsync_refuses_writes_and_readiness_until_durability_i
     assert client.post("/metric/k", json={"value": 32}).status_code == 200
     assert sorted(path.name for path in tmp_path.iterdir()) == ["LOCK", "journal-0000000002.log", "snapshot"]
     segment = tmp_path / "journal-0000000002.log"
-    wait_for(lambda: disk.durable.get(str(segment)) == segment.stat().st_size, "the next everysec fsync")
+    wait_for(lambda: disk.synced(segment) == segment.stat().st_size, "the next everysec fsync")
 
     crash(storage)
     disk.lose_power(tmp_path)  # the second value was never fsynced in the log: the snapshot holds it

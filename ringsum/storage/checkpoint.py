@@ -22,6 +22,7 @@ from ..window import RollingSum
 from . import file_header
 from .base import DataDirError, Marker
 from .datadir import SNAPSHOT_NAME, DataDir
+from .inventory import REPAIR_HINT, find_missing, refusal
 from .journal import DELETE, MAGIC, Record, Segment, read_segment
 from .markers import Markers
 from .snapshot import read_snapshot, write_snapshot
@@ -40,6 +41,7 @@ class Restored:
     differs_from_files: bool  # a damaged snapshot was set aside or keys were cut to max_keys
     markers: list[tuple[int, Marker]] = field(default_factory=list)  # live ones: (expires at µs, marker)
     damaged: list[str] = field(default_factory=list)  # names of the damaged files kept aside at this start
+    accepted: list[str] = field(default_factory=list)  # what was missing, accepted by --repair
 
 
 def replay(
@@ -76,19 +78,38 @@ def load(
     max_keys: int | None = None,
     upto: int | None = None,
     repair: bool = False,
+    accept_missing: bool = False,
 ) -> Restored:
     """The window the files hold at ``now_us``: the snapshot plus segments up to ``upto``.
-    With ``repair`` (at start, lock held): damaged tails are cut off and a damaged
-    snapshot set aside, one warning each, and segments already folded are deleted."""
+    With ``repair`` (at start, lock held): a data dir that is not whole is refused
+    (inventory.py) unless ``accept_missing`` (``--repair``); damaged tails are cut off
+    and damaged files kept aside, one warning each; segments already folded are deleted.
+    The caller writes a new snapshot when the result ``differs_from_files``."""
     snapshot = read_snapshot(data_dir.snapshot)
+    accepted: list[str] = []
     if snapshot.covers is None:
-        raise DataDirError(
-            f"{data_dir.snapshot} is damaged ({snapshot.damage}): which log segments it already holds cannot be "
-            "known, and replaying them could skip acknowledged values or count them twice"
+        problem = f"{data_dir.snapshot} is damaged ({snapshot.damage}): which log segments it holds cannot be known"
+        if not accept_missing:
+            raise DataDirError(f"{problem}, and replaying them could skip values or count them twice; {REPAIR_HINT}")
+        segments = data_dir.segments()
+        snapshot.covers = segments[0][0] - 1 if segments else 0
+        accepted.append(
+            f"{problem}: assumed segment {snapshot.covers}, the one before the oldest there (had a crash left "
+            "folded segments behind, their values count twice)"
         )
-    differs, damaged = False, []
+    missing = find_missing(data_dir, snapshot.covers, snapshot.version) if repair else []
+    if missing and not accept_missing:
+        raise refusal(data_dir, missing)
+    moved = next((item for item in missing if item.covers_instead is not None), None)
+    if moved is not None:
+        snapshot.covers = moved.covers_instead
+        accepted.append(f"{moved.text}: took it as covering segment {snapshot.covers}, the one before the oldest there")
+        missing = find_missing(data_dir, snapshot.covers, snapshot.version)
+    accepted += [item.text for item in missing]
+    set_aside = {item.set_aside for item in missing if item.set_aside is not None}
+    differs, damaged = bool(accepted), []
     if snapshot.damage is not None and repair:
-        aside = data_dir.keep_damaged(data_dir.snapshot, copy=False)
+        aside = data_dir.keep_damaged(data_dir.snapshot, copy=True)  # replaced by the caller's new snapshot
         damaged.append(aside.name)
         log.warning(
             "snapshot %s is damaged (%s): kept the %d whole keys and %d markers before the damage, lost the "
@@ -125,6 +146,9 @@ def load(
             if repair:  # folded already; a crash came before the checkpoint deleted it
                 path.unlink(missing_ok=True)
             continue
+        if path in set_aside:  # empty, or another segment under this name: not replayed, kept
+            damaged.append(data_dir.keep_damaged(path, copy=False).name)
+            continue
         segment = read_segment(path)
         if segment.damage is not None and repair:
             aside = data_dir.keep_damaged(path, copy=True)
@@ -156,7 +180,8 @@ def load(
         log.warning("the data dir holds %d live keys; kept the %d newest (RINGSUM_MAX_KEYS)", len(live), max_keys)
         live, differs = live[-max_keys:], True
     live_markers = [(expires, marker) for expires, marker in markers.items() if expires > now_us]
-    return Restored({key: sums[key] for _, key in live}, records, last, differs, live_markers, damaged)
+    kept = {key: sums[key] for _, key in live}
+    return Restored(kept, records, last, differs, live_markers, damaged, accepted)
 
 
 def _cut_back(path: Path, sequence: int, segment: Segment) -> None:

@@ -17,6 +17,7 @@ version (file_header.FORMAT_VERSION), and an older reader refuses such a file by
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from collections.abc import Sequence
@@ -189,15 +190,22 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def create_segment(path: Path, sequence: int, *, sync_directory: bool = True) -> int:
-    """A new segment file holding just its header; its fd, open for appending."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+def create_segment(path: Path, sequence: int) -> int:
+    """A new segment file holding just its header, on the disk (fsynced, name included);
+    its fd, open for appending. Made whole under a temporary name, then renamed to its
+    own (which must not exist: the data dir's owner is its only writer): a segment is
+    never seen with 0 bytes, so one that has them was cut (inventory.py)."""
+    if path.exists():
+        raise FileExistsError(errno.EEXIST, "a log segment of that number exists already", str(path))
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
     try:
         os.write(fd, file_header.pack(MAGIC, sequence))
-        if sync_directory:
-            fsync_directory(path.parent)
+        os.fsync(fd)
+        os.rename(temporary, path)
+        fsync_directory(path.parent)
     except BaseException:
         os.close(fd)
-        path.unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return fd

@@ -78,6 +78,7 @@ class Journal:
         self._records = 0  # appended to the open segment
         self._torn = False  # a failed append left bytes we could not cut off yet
         self._closed_fds: list[int] = []  # rotated out, not yet fsynced and closed
+        self._next_fd: int | None = None  # the next segment, made by prepare_next()
         self.failure: str | None = None  # why it failed: nothing more is appended
         self._written = 0  # log positions: records appended since the journal opened ...
         self._synced = 0  # ... and fsynced
@@ -154,12 +155,20 @@ class Journal:
         os.ftruncate(self._fd, self._size)
         self._torn = False
 
+    def prepare_next(self) -> None:
+        """Make the next segment (its header and name on the disk), off the storage's
+        lock, so that rotate() only switches to it. Only the checkpointer rotates."""
+        if self._next_fd is None:
+            self._next_fd = create_segment(self._name_of(self.sequence + 1), self.sequence + 1)
+
     def rotate(self) -> int:
-        """Start the next segment (cheap: a create and a header); return the sequence
-        of the one closed. Call under the storage lock, then ``seal_closed()`` off it."""
+        """Switch to the next segment (prepared by prepare_next(), else made here); return
+        the sequence of the one closed. Call under the storage lock, then
+        ``seal_closed()`` off it."""
         if self.failure is not None:
             raise self._refusal()
-        fd = create_segment(self._name_of(self.sequence + 1), self.sequence + 1, sync_directory=False)
+        self.prepare_next()
+        fd, self._next_fd = self._next_fd, None
         if self._torn:
             os.ftruncate(self._fd, self._size)
         self._closed_fds.append(self._fd)  # before the swap: a concurrent fsync sees it in one place or the other
@@ -168,8 +177,8 @@ class Journal:
         return self.sequence - 1
 
     def seal_closed(self) -> None:
-        """fsync and close the segments rotate() closed; make the new one's header and
-        name durable. A failure fails the journal, and is raised as NotDurable."""
+        """fsync and close the segments rotate() closed. A failure fails the journal,
+        and is raised as NotDurable."""
         try:
             with self._sync_lock:
                 while self._closed_fds:
@@ -179,8 +188,6 @@ class Journal:
                     finally:
                         self._closed_fds.pop(0)
                         os.close(fd)
-                _sync_data(self._fd)
-            fsync_directory(self._directory)
         except OSError as error:
             self.fail(f"fsync of the log in {self._directory} failed: {error.strerror or error}")
             raise self._refusal() from error
@@ -288,7 +295,7 @@ class Journal:
                     fsync_directory(self._directory)
         self.fail("the storage is closing", tell=False)  # wakes what still waits; a no-op after a failure
         with self._sync_lock:
-            for fd in [*self._closed_fds, self._fd]:
+            for fd in [*self._closed_fds, self._fd, *([] if self._next_fd is None else [self._next_fd])]:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self._closed_fds.clear()

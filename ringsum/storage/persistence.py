@@ -326,10 +326,13 @@ class Persistence:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
+        journal = self._journal
+        if journal is None or journal.failure is not None or not journal.has_records:
+            return
+        journal.prepare_next()  # the next segment's file, made and fsynced off the lock
         started = time.perf_counter()
         with self._lock:
-            journal = self._journal
-            if journal is None or journal.failure is not None or not journal.has_records:
+            if journal is not self._journal or journal.failure is not None:
                 return
             closed = journal.rotate()
             now = self._clock()

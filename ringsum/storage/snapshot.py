@@ -87,6 +87,7 @@ class Snapshot:
     else is wrong). ``covers`` None: which segments it holds cannot be known."""
 
     covers: int | None = 0
+    version: int = 0  # the file's format version (0: no file)
     keys: dict[str, Entries] = field(default_factory=dict)
     markers: list[tuple[int, Marker]] = field(default_factory=list)  # (expires at µs, marker), oldest first
     damage: str | None = None
@@ -102,7 +103,7 @@ def read_snapshot(path: Path) -> Snapshot:
     header = file_header.read(path, data, MAGIC, number_in_v1=True)
     if not header.size:
         return Snapshot(covers=None, damage=header.damage)
-    snapshot = Snapshot(covers=header.number, damage=header.damage)
+    snapshot = Snapshot(covers=header.number, version=header.version, damage=header.damage)
     offset = header.size
     while True:
         if len(data) - offset < FRAME.size:
