@@ -169,16 +169,16 @@ class Edge:
         self.held.append((connection, request, answer, held))
 
     def release_held(self) -> None:
-        """Group commit: one fsync (the last record's, which covers every earlier one)
-        for all the answers held this turn, then they leave. It runs on the loop, outside
-        the storage's lock; a pool thread waiting at the same time shares it."""
+        """Group commit: one fsync (of everything written so far) for all the answers
+        held this turn, then they leave. It runs on the loop, outside the storage's
+        lock; a pool thread waiting at the same time shares it."""
         releasing, self.held = self.held, []
-        error: Exception | None = None
-        try:
-            releasing[-1][3].wait()
-        except Exception as failed:  # NotDurable: none of them is acknowledged
-            error = failed
-        for connection, request, answer, _ in releasing:
+        for connection, request, answer, held in releasing:
+            error: Exception | None = None
+            try:
+                held.wait()  # the first one fsyncs everything written; the others find it done
+            except Exception as failed:  # NotDurable: this answer is not an acknowledgement
+                error = failed
             connection.held_done(request, answer, error)
 
     async def serve(self, sock: socket.socket, stopping: asyncio.Event, grace_s: float = 10.0) -> None:

@@ -57,7 +57,7 @@ def test_two_servers_started_at_the_same_instant_exactly_one_serves(tmp_path) ->
             server.kill()
 
 
-def test_a_start_refused_while_restoring_says_no_serving_line(tmp_path) -> None:
+def test_a_start_refused_before_serving_says_no_serving_line(tmp_path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "snapshot").write_bytes(struct.pack("<8sH", b"RINGSUMS", 99) + bytes(16))  # a newer ringsum's
@@ -65,6 +65,26 @@ def test_a_start_refused_while_restoring_says_no_serving_line(tmp_path) -> None:
     status, output = server.exit_status(), server.output()
     assert status != 0 and "serving" not in output, output
     assert f"{data_dir / 'snapshot'} has format version 99" in output
+
+
+def test_a_start_refused_while_restoring_says_no_serving_line(tmp_path) -> None:
+    """What only reading the whole snapshot finds (its covers damaged at both ends) is
+    found by the worker, after the port is bound: still no "serving" line."""
+    data_dir = tmp_path / "data"
+    with serving({"RINGSUM_DATA_DIR": str(data_dir), "RINGSUM_CHECKPOINT": "1s"}) as server:
+        assert requests.post(f"{server.url}/metric/k", json={"value": 1}, timeout=5).status_code == 200
+        deadline = time.monotonic() + 15
+        while not (data_dir / "snapshot").exists():
+            assert time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.05)
+    snapshot = data_dir / "snapshot"
+    data = bytearray(snapshot.read_bytes())
+    data[12] ^= 0x01
+    snapshot.write_bytes(bytes(data[:-3]))
+    server = run_app(["--port", str(free_port())], {"RINGSUM_DATA_DIR": str(data_dir)})
+    status, output = server.exit_status(), server.output()
+    assert status != 0 and "serving" not in output, output
+    assert "which log segments it holds cannot be known" in output and "--repair" in output
 
 
 def test_the_start_line_comes_after_the_data_dir_is_read_back(tmp_path) -> None:

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .base import Clock, DataDirError, FsyncMode, Marker, NotDurable, StorageError, StorageOptions, StorageUnavailable
+from .base import Clock, DataDirError, Marker, NotDurable, StorageError, StorageOptions, StorageUnavailable
 from .checkpoint import Restored, load, save
 from .datadir import SNAPSHOT_NAME, DataDir
 from .journal_writer import Commit, Journal
@@ -371,4 +371,4 @@ class Persistence:
                 log.exception("checkpoint failed")
 
 
-__all__ = ["Capture", "FsyncMode", "Held", "Persistence"]
+__all__ = ["Capture", "Held", "Persistence"]
