@@ -40,6 +40,7 @@ class Settings:
     checkpoint_us: int
     read_timeout_us: int
     idle_timeout_us: int
+    worker_timeout_us: int  # 0: a silent worker is never killed
     redis_timeout_us: int
     max_idempotency_keys: int
 
@@ -98,6 +99,13 @@ def _duration(low_us: int, high_us: int) -> Callable[[str], int]:
         return micros
 
     return parse
+
+
+def _worker_timeout(text: str) -> int:
+    micros = parse_duration_us(text)
+    if micros and not 1_000_000 <= micros <= 86_400_000_000:
+        raise ValueError(text)
+    return micros
 
 
 def _whole_number(text: str) -> int:
@@ -226,6 +234,16 @@ SETTINGS: tuple[Setting, ...] = (
         _duration(100_000, 3_600_000_000),
         "a duration from 100ms to 1h, such as 30s",
         "how long a keep-alive connection is kept open with nothing under way, and how long a client may leave its answers unread before its connection is dropped",
+        _duration_text,
+    ),
+    Setting(
+        "RINGSUM_WORKER_TIMEOUT",
+        "worker_timeout_us",
+        "30s",
+        _worker_timeout,
+        "a duration from 1s to 1d, such as 30s, or 0 to never replace a silent worker",
+        "a serving worker whose event loop is silent this long (hung, stopped, or one request running "
+        "on the loop this long) is killed and replaced; start-up is not counted; 0 = never",
         _duration_text,
     ),
     Setting(

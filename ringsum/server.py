@@ -3,10 +3,28 @@
 The supervisor binds the port itself, without SO_REUSEPORT, so a second server on a
 port in use is refused with one line whoever holds it. It forks the workers, which
 inherit the socket: connections that arrive while a worker restarts wait in the
-backlog instead of being refused. A worker that dies is replaced; SIGHUP replaces
-each worker in turn (the old one stops and releases the data dir, then the new one
-takes it and reads it back); SIGTERM/SIGINT stop everything cleanly. A worker whose
-supervisor dies, however it died, stops too: nothing orphaned keeps serving.
+backlog instead of being refused. SIGHUP replaces each worker in turn (the old one
+stops and releases the data dir, then the new one takes it and reads it back);
+SIGTERM/SIGINT stop everything cleanly. A worker whose supervisor dies, however it
+died, stops too: nothing orphaned keeps serving.
+
+A worker that dies is replaced. So is one that stops answering: each worker's event
+loop beats a heartbeat (``ringsum.heartbeat``) four times a second, and one silent for
+longer than ``RINGSUM_WORKER_TIMEOUT`` is SIGKILLed, with one warning line. Its death
+releases the data dir's lock, and its replacement reads back everything it had
+acknowledged (every acknowledged write was in the log before its answer). Only a worker
+that has beaten once is held to the timeout: building the app and restoring a large data
+dir take as long as they take (the wait for a predecessor's data dir is bounded by
+HANDOVER_WAIT_S), at the price of not replacing a worker stopped before it ever served.
+A request that runs on the loop (one request thread, the default) for longer than the
+timeout gets its worker killed, like gunicorn's ``--timeout``.
+
+Workers that keep dying are restarted after a delay that doubles with each quick death
+(the first one at once, then 0.1 s up to 10 s) and starts again from nothing once a
+worker has lived 30 s: a crash loop costs little CPU and never stops the service, which
+starts serving again as soon as whatever killed it is fixed. Only a worker that cannot
+start at all (a refused setting, the data dir held by another process) stops the
+supervisor: retrying could not help.
 """
 
 from __future__ import annotations
@@ -31,16 +49,21 @@ from flask import Flask
 from . import create_app, gc_policy
 from .config import Settings
 from .edge import Edge, EdgeLimits
+from .heartbeat import Heartbeats
 from .observability import refusal_counter
 from .state import close_app, is_ringsum
+from .units import format_duration
 
 log = logging.getLogger("ringsum")
 
 STOP_GRACE_S = 10.0  # in-flight requests get this long to finish on SIGTERM
 HANDOVER_WAIT_S = STOP_GRACE_S + 20.0  # how long a new worker waits for the data dir
 EXIT_START_FAILED = 3  # a worker could not start; the supervisor gives up with it
-_RESTARTS_ALLOWED = 5  # worker deaths within _RESTART_WINDOW_S before the supervisor gives up
-_RESTART_WINDOW_S = 30.0
+HEARTBEAT_INTERVAL_S = 0.25  # how often a worker's loop beats (and checks its supervisor is there)
+_CHECK_INTERVAL_S = 0.5  # how often the supervisor looks for silent workers, at most
+_BACKOFF_FIRST_S = 0.1  # the delay before restarting after the second quick death in a row
+_BACKOFF_MAX_S = 10.0
+_LIVED_LONG_S = 30.0  # a worker that lived this long was no crash loop: the delay starts over
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 _PR_SET_PDEATHSIG = 1
 
@@ -52,6 +75,7 @@ class ServeOptions:
     workers: int
     threads: int
     limits: EdgeLimits
+    worker_timeout_s: float = 30.0  # RINGSUM_WORKER_TIMEOUT; 0: never
 
 
 AppFactory = Callable[[], Any]  # builds the WSGI app inside each worker, after the fork
@@ -96,9 +120,17 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_worker(build_app: AppFactory, sock: socket.socket, options: ServeOptions, parent: int, connections: int) -> int:
+def run_worker(
+    build_app: AppFactory,
+    sock: socket.socket,
+    options: ServeOptions,
+    parent: int,
+    connections: int,
+    heartbeat: Callable[[], None],
+) -> int:
     """The body of a worker process: build the app (which waits for the data dir a
-    predecessor is handing over), serve until told to stop, close."""
+    predecessor is handing over), serve until told to stop, close. ``heartbeat`` is
+    called from the loop while it serves."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
@@ -113,7 +145,7 @@ def run_worker(build_app: AppFactory, sock: socket.socket, options: ServeOptions
     edge = Edge(app, options.limits, options.threads, connections, on_refusal)
     gc_policy.start()  # after the start-up allocations, so the first freeze takes them all
     try:
-        _run_loop(_serve_until_stopped(edge, sock, parent))
+        _run_loop(_serve_until_stopped(edge, sock, parent, heartbeat))
     finally:
         gc_policy.stop()
         if isinstance(app, Flask):
@@ -121,22 +153,27 @@ def run_worker(build_app: AppFactory, sock: socket.socket, options: ServeOptions
     return 0
 
 
-async def _serve_until_stopped(edge: Edge, sock: socket.socket, parent: int) -> None:
+async def _serve_until_stopped(edge: Edge, sock: socket.socket, parent: int, heartbeat: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
 
-    async def watch_parent() -> None:
-        while not stopping.is_set():
-            if os.getppid() != parent:
+    async def keep_in_touch() -> None:
+        """Beat while the loop turns (draining included: a drain is not a hang), and
+        stop when the supervisor is gone."""
+        while True:
+            heartbeat()
+            if not stopping.is_set() and os.getppid() != parent:
                 log.warning("ringsum worker %d: the supervisor is gone; stopping", os.getpid())
                 stopping.set()
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
-    watcher = loop.create_task(watch_parent())
-    await edge.serve(sock, stopping, STOP_GRACE_S)
-    watcher.cancel()
+    in_touch = loop.create_task(keep_in_touch())
+    try:
+        await edge.serve(sock, stopping, STOP_GRACE_S)
+    finally:
+        in_touch.cancel()
 
 
 def _run_loop(main: object) -> None:
@@ -160,9 +197,13 @@ class Supervisor:
         self.sock = sock
         self.options = options
         self.workers: dict[int, int] = {}  # pid -> slot
+        self.born: dict[int, float] = {}  # pid -> when it was forked (monotonic)
+        self.restarts: dict[int, float] = {}  # slot -> when its next worker is due (monotonic)
+        self.killed_silent: set[int] = set()  # killed for their silence, not reaped yet
+        self.quick_deaths = 0  # workers in a row that died before they lived _LIVED_LONG_S
+        self.heartbeats = Heartbeats(options.workers)  # before any fork: every worker shares it
         # Every connection is a file descriptor; keep some for the data dir, Redis, logs.
         self.max_connections = max(16, raise_open_file_limit() - 128)
-        self.deaths: list[float] = []
 
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # taken one at a time below, never mid-step
@@ -170,7 +211,7 @@ class Supervisor:
             self._spawn(slot)
         status = 0
         while True:
-            received = signal.sigtimedwait(_SIGNALS, 0.5)
+            received = signal.sigtimedwait(_SIGNALS, self._wait_s())
             signum = received.si_signo if received else None
             if signum in (signal.SIGTERM, signal.SIGINT):
                 break
@@ -180,25 +221,38 @@ class Supervisor:
             if failed is not None:
                 status = failed
                 break
+            self._kill_silent()
+            self._start_due()
         self._stop_all()
         return status
 
+    def _wait_s(self) -> float:
+        """How long to wait for a signal: until the next look for silent workers, or
+        until the next restart that is due sooner."""
+        if not self.restarts:
+            return _CHECK_INTERVAL_S
+        return max(0.0, min(_CHECK_INTERVAL_S, min(self.restarts.values()) - time.monotonic()))
+
     def _spawn(self, slot: int) -> None:
         parent = os.getpid()
+        self.heartbeats.starting(slot)
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
-                code = run_worker(self.build_app, self.sock, self.options, parent, self.max_connections)
+                beat = functools.partial(self.heartbeats.beat, slot)
+                code = run_worker(self.build_app, self.sock, self.options, parent, self.max_connections, beat)
             except BaseException:
                 log.exception("ringsum worker %d failed", os.getpid())
             finally:
                 logging.shutdown()
                 os._exit(code)
         self.workers[pid] = slot
+        self.born[pid] = time.monotonic()
 
     def _reap(self) -> int | None:
-        """Replace workers that died; an exit status to give up with, or None."""
+        """Schedule a replacement for each worker that died; an exit status to give up
+        with (a worker that could not start), or None."""
         while self.workers:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
@@ -206,36 +260,89 @@ class Supervisor:
             slot = self.workers.pop(pid, None)
             if slot is None:
                 continue
+            lived = time.monotonic() - self.born.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             if code == EXIT_START_FAILED:
                 log.error("ringsum: a worker could not start; stopping")
                 return 1
-            now = time.monotonic()
-            self.deaths = [at for at in self.deaths if now - at < _RESTART_WINDOW_S] + [now]
-            if len(self.deaths) > _RESTARTS_ALLOWED:
-                log.error("ringsum: workers keep dying (%d in %ds); stopping", len(self.deaths), _RESTART_WINDOW_S)
-                return 1
-            log.warning("ringsum worker %d ended (status %d); starting another", pid, code)
-            self._spawn(slot)
+            delay = self._restart_delay(lived)
+            self.restarts[slot] = time.monotonic() + delay
+            if pid in self.killed_silent:  # its warning is said already
+                self.killed_silent.discard(pid)
+                if delay:
+                    log.info("ringsum: workers keep dying young; the next one starts in %.1fs", delay)
+                continue
+            later = f" in {delay:.1f}s (workers keep dying young)" if delay else ""
+            log.warning(
+                "ringsum worker %d ended (%s, after %.1fs); starting another%s", pid, _ending(code), lived, later
+            )
         return None
+
+    def _restart_delay(self, lived: float) -> float:
+        """None after a worker that lived long, nor for the first that died young; then
+        0.1 s, doubling up to 10 s, while workers keep dying young."""
+        if lived >= _LIVED_LONG_S:
+            self.quick_deaths = 0
+        delay = 0.0 if not self.quick_deaths else _BACKOFF_FIRST_S * 2 ** min(self.quick_deaths - 1, 20)
+        self.quick_deaths += 1
+        return min(delay, _BACKOFF_MAX_S)
+
+    def _start_due(self) -> None:
+        now = time.monotonic()
+        for slot, due in list(self.restarts.items()):
+            if due <= now:
+                del self.restarts[slot]
+                self._spawn(slot)
+
+    def _kill_silent(self) -> None:
+        """SIGKILL every serving worker whose loop has not beaten for longer than the
+        timeout (a worker still starting is not held to it)."""
+        timeout = self.options.worker_timeout_s
+        if not timeout:
+            return
+        for pid, slot in self.workers.items():
+            silent = self.heartbeats.silent_for(slot)
+            if pid in self.killed_silent or silent is None or silent <= timeout:
+                continue
+            log.warning(
+                "ringsum worker %d sent no heartbeat for %.1fs (RINGSUM_WORKER_TIMEOUT=%s): hung or stopped; "
+                "killing it and starting another",
+                pid,
+                silent,
+                format_duration(round(timeout * 1_000_000)),
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self.killed_silent.add(pid)
 
     def _reload(self) -> None:
         """Replace each worker in turn: the old one stops (finishing its requests and
         releasing the data dir) before its successor starts and reads the data back."""
         log.info("ringsum: SIGHUP, replacing %d worker(s)", len(self.workers))
         for pid, slot in list(self.workers.items()):
+            if pid in self.killed_silent:  # dying already; _reap replaces it
+                continue
             self._stop(pid)
             self.workers.pop(pid, None)
+            self.born.pop(pid, None)
             self._spawn(slot)
 
     def _stop(self, pid: int) -> None:
+        """Stop one worker: SIGTERM (and SIGCONT, should it be stopped), then SIGKILL once
+        it outlived the grace, or once it has been silent past the timeout meanwhile."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)
+        slot = self.workers.get(pid)
+        timeout = self.options.worker_timeout_s
         deadline = time.monotonic() + STOP_GRACE_S + 5
         while time.monotonic() < deadline:
             done, _ = os.waitpid(pid, os.WNOHANG)
             if done:
                 return
+            silent = None if slot is None or not timeout else self.heartbeats.silent_for(slot)
+            if silent is not None and silent > timeout:
+                break
             time.sleep(0.01)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -245,10 +352,20 @@ class Supervisor:
         for pid in list(self.workers):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGCONT)
         for pid in list(self.workers):
             self._stop(pid)
         self.workers.clear()
         self.sock.close()
+
+
+def _ending(code: int) -> str:
+    """How a worker ended, from its exit code (negative: the signal that killed it)."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit status {code}"
 
 
 def run(settings: Settings, host: str, port: int, workers: int, threads: int, describe: Describe) -> int:
@@ -261,7 +378,7 @@ def run(settings: Settings, host: str, port: int, workers: int, threads: int, de
     # One thread: the request runs on the loop that read it. A pool (--threads N) overlaps
     # Redis round trips but costs a thread hand-over per request: measured, --workers 2 on
     # Redis did 4,712 POST/s inline against 3,081 with two pool threads.
-    options = ServeOptions(host, port, workers, threads, limits)
+    options = ServeOptions(host, port, workers, threads, limits, settings.worker_timeout_us / 1_000_000)
     # A worker that replaces another waits for the data dir the old one is handing over.
     build = functools.partial(create_app, lock_timeout_s=HANDOVER_WAIT_S)
     return serve(build, options, describe)
