@@ -44,8 +44,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask
-
 from . import create_app, gc_policy
 from .config import Settings
 from .edge import Edge, EdgeLimits
@@ -148,7 +146,7 @@ def run_worker(
         _run_loop(_serve_until_stopped(edge, sock, parent, heartbeat))
     finally:
         gc_policy.stop()
-        if isinstance(app, Flask):
+        if is_ringsum(app):
             close_app(app)
     return 0
 
