@@ -7,11 +7,11 @@ Everything here runs before Flask and the edge are loaded, so a refused setting 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from . import load_settings
+from .access_log import configure_logging
 from .config import ConfigError, Settings, settings_help
 from .storage import DataDirError, shown_uri, storage_class
 from .storage.datadir import DataDir
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"ringsum: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format)
     if storage_class(settings.storage_uri).uses_data_dir and settings.data_dir is not None:
         try:  # refused here, in one line, before the port is taken or anything announced
             DataDir(settings.data_dir).release()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .access_log import AccessLogMode, LogFormat, TrustedProxies
 from .storage.base import FsyncMode, StorageOptions
 from .units import format_duration, parse_duration_us, parse_size
 
@@ -43,6 +44,9 @@ class Settings:
     worker_timeout_us: int  # 0: a silent worker is never killed
     redis_timeout_us: int
     max_idempotency_keys: int
+    access_log: AccessLogMode
+    log_format: LogFormat
+    trusted_proxies: TrustedProxies
 
     @property
     def slot_us(self) -> int:
@@ -124,6 +128,10 @@ def _body_size(text: str) -> int:
 
 def _duration_text(micros: int) -> str:
     return format_duration(micros) if micros else "0"
+
+
+def _enum_text(value: Any) -> str:
+    return str(value.value)
 
 
 def _unset_as_empty(value: str | None) -> str:
@@ -263,6 +271,33 @@ SETTINGS: tuple[Setting, ...] = (
         "a whole number of idempotency keys, at least 1",
         "memory storage: Idempotency-Key values remembered at once (about 340 B each, each for the window "
         "and one tick); a write with one more is a 507",
+    ),
+    Setting(
+        "RINGSUM_ACCESS_LOG",
+        "access_log",
+        "text",
+        AccessLogMode,
+        "off, text or json",
+        "one line per request answered or refused, on standard output: text (the Common Log Format plus "
+        "the seconds taken), json (one object a line), or off",
+        _enum_text,
+    ),
+    Setting(
+        "RINGSUM_LOG_FORMAT",
+        "log_format",
+        "text",
+        LogFormat,
+        "text or json",
+        "every other log line (standard error): text, or json (one object a line: time, level, logger, message)",
+        _enum_text,
+    ),
+    Setting(
+        "RINGSUM_TRUSTED_PROXIES",
+        "trusted_proxies",
+        "",
+        TrustedProxies.parse,
+        "comma-separated IP addresses or networks, such as 127.0.0.1,10.0.0.0/8",
+        "proxies whose X-Forwarded-For names the client in the access log; from anyone else it is ignored",
     ),
 )
 

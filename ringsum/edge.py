@@ -34,6 +34,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from .access_log import AccessLog
 from .http1 import Refused, Request, RequestReader
 from .wire import PROBLEM_MIMETYPE, WHOLE_BODY, problem_json, title
 
@@ -110,6 +111,7 @@ class Edge:
         threads: int = 1,
         max_connections: int = 10_000,
         on_refusal: RefusalHook | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.limits = limits
@@ -121,6 +123,7 @@ class Edge:
         self.draining = False
         self.drain_started = 0.0
         self.on_refusal = on_refusal
+        self.access_log = access_log
         self.refusals = RefusalLog()
         self.date = b""
         self.refresh_date()
@@ -180,12 +183,16 @@ class Edge:
         reaper.cancel()
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+        if self.access_log is not None:
+            self.access_log.flush()
 
     async def _reap_forever(self) -> None:
         """Answer 408 to requests past their deadline; close idle sockets past theirs."""
         while True:
             await asyncio.sleep(_DRAIN_REAP_INTERVAL_S if self.draining else _REAP_INTERVAL_S)
             self.refresh_date()
+            if self.access_log is not None:
+                self.access_log.flush()
             now = time.monotonic()
             for connection in list(self.connections):
                 connection.check_deadline(now)
@@ -205,6 +212,7 @@ class Connection(asyncio.Protocol):
         "peer",
         "reader",
         "reading_since",
+        "started",
         "transport",
         "turn_pending",
         "writable",
@@ -224,6 +232,7 @@ class Connection(asyncio.Protocol):
         self.reading_since: float | None = None  # bytes of a request not yet whole arrived since
         self.blocked_since: float | None = None  # the client stopped reading its answers at
         self.last_active = time.monotonic()
+        self.started = 0.0  # perf_counter() when the request being answered was whole
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -325,6 +334,7 @@ class Connection(asyncio.Protocol):
         self.held = held
 
     def _run(self, request: Request) -> None:
+        self.started = time.perf_counter()
         environ = self._environ(request)
         pool = self.edge.pool
         if pool is None:
@@ -402,8 +412,29 @@ class Connection(asyncio.Protocol):
             return
         transport.write(b"".join(head) + body)
         self.last_active = time.monotonic()
+        access_log = self.edge.access_log
+        if access_log is not None:
+            self._log_access(access_log, request, int(status[:3]), len(body))
         if not keep_alive:
             self.close()
+
+    def _log_access(self, access_log: AccessLog, request: Request, status: int, size: int) -> None:
+        forwarded = None
+        if access_log.trusted.networks:
+            forwarded = next(
+                (value.decode("latin-1") for name, value in request.headers if name == b"x-forwarded-for"), None
+            )
+        target = request.target.decode("latin-1")
+        access_log.answered(
+            self.peer[0],
+            forwarded,
+            f"{request.method} {target} {request.version}",
+            request.method,
+            target,
+            status,
+            size,
+            time.perf_counter() - self.started,
+        )
 
     def refuse(self, refusal: Refused) -> None:
         """Answer what the edge cannot take, then close: what follows on this socket can
@@ -418,6 +449,8 @@ class Connection(asyncio.Protocol):
             self.abort()
             return
         body = problem_json(refusal.status, refusal.detail)
+        if self.edge.access_log is not None:
+            self.edge.access_log.answered(self.peer[0], None, "-", "-", "-", refusal.status, len(body), 0.0)
         retry = b"Retry-After: 1\r\n" if refusal.status == 503 else b""
         transport.write(
             b"HTTP/1.1 %d %s\r\nServer: ringsum\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"

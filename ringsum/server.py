@@ -41,10 +41,11 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import create_app, gc_policy
+from .access_log import AccessLog, AccessLogMode, TrustedProxies
 from .config import Settings
 from .edge import Edge, EdgeLimits
 from .heartbeat import Heartbeats
@@ -74,6 +75,8 @@ class ServeOptions:
     threads: int
     limits: EdgeLimits
     worker_timeout_s: float = 30.0  # RINGSUM_WORKER_TIMEOUT; 0: never
+    access_log: AccessLogMode = AccessLogMode.OFF
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
 
 
 AppFactory = Callable[[], Any]  # builds the WSGI app inside each worker, after the fork
@@ -140,7 +143,8 @@ def run_worker(
         print(f"ringsum: {error}", file=sys.stderr, flush=True)
         return EXIT_START_FAILED
     on_refusal = refusal_counter(app) if is_ringsum(app) else None
-    edge = Edge(app, options.limits, options.threads, connections, on_refusal)
+    access = None if options.access_log is AccessLogMode.OFF else AccessLog(options.access_log, options.trusted_proxies)
+    edge = Edge(app, options.limits, options.threads, connections, on_refusal, access)
     gc_policy.start()  # after the start-up allocations, so the first freeze takes them all
     try:
         _run_loop(_serve_until_stopped(edge, sock, parent, heartbeat))
@@ -376,7 +380,16 @@ def run(settings: Settings, host: str, port: int, workers: int, threads: int, de
     # One thread: the request runs on the loop that read it. A pool (--threads N) overlaps
     # Redis round trips but costs a thread hand-over per request: measured, --workers 2 on
     # Redis did 4,712 POST/s inline against 3,081 with two pool threads.
-    options = ServeOptions(host, port, workers, threads, limits, settings.worker_timeout_us / 1_000_000)
+    options = ServeOptions(
+        host,
+        port,
+        workers,
+        threads,
+        limits,
+        settings.worker_timeout_us / 1_000_000,
+        settings.access_log,
+        settings.trusted_proxies,
+    )
     # A worker that replaces another waits for the data dir the old one is handing over.
     build = functools.partial(create_app, lock_timeout_s=HANDOVER_WAIT_S)
     return serve(build, options, describe)
