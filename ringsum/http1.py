@@ -43,7 +43,7 @@ _FIELD_LINE = re.compile(_TOKEN_CHARS + b"+:" + _VALUE_CHARS + rb"*\r\n")
 _FIELD = re.compile(b"^(" + _TOKEN_CHARS + rb"+):[ \t]*(" + _VALUE_CHARS + rb"*)\r\n", re.MULTILINE)
 _FIELD_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;" + _VALUE_CHARS + rb"*)?")
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;" + _VALUE_CHARS + rb"*)?[ \t]*")
 _ABSOLUTE = re.compile(rb"https?://[^/?#]*", re.IGNORECASE)
 _WHITESPACE = (b" ", b"\t")
 # Headers a request may carry once: two copies are two readings of one request.
@@ -354,9 +354,7 @@ class RequestReader:
 
     def _read_head(self) -> _Head | None:
         buffer = self._buffer
-        while buffer.startswith(b"\r\n"):  # RFC 9112 2.2: empty lines before a request
-            del buffer[:2]
-        end = buffer.find(b"\r\n\r\n")
+        end = buffer.find(b"\r\n\r\n")  # an empty line before a request line is refused, as h11 does
         if end < 0:
             self._refuse_unfinished_head()
             return None
