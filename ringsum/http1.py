@@ -338,6 +338,8 @@ class RequestReader:
             return None
         head = self._head
         if head is None:
+            if not self._buffer:
+                return None
             head = self._head = self._read_head()
             if head is None:
                 return None
