@@ -152,9 +152,7 @@ class Metrics:
         # The *_created series would double the exposition and only tell when the
         # process started. (A process-wide switch of prometheus_client.)
         disable_created_metrics()
-        shared = shared_metrics.directory()
-        if shared is not None:  # before any instrument exists: see ringsum.shared_metrics
-            shared_metrics.use_shared_values()
+        shared = shared_metrics.choose_values()  # before any instrument exists: see ringsum.shared_metrics
         self.registry = CollectorRegistry()  # the instruments'; what a scrape reads is scrape_registry
         self.requests = Counter(
             "ringsum_http_requests",

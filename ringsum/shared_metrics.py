@@ -14,7 +14,7 @@ The mode's constraints, and how ringsum meets them:
 
 - It must be chosen before an instrument exists. prometheus_client decides when it is
   imported, and the supervisor has imported it long before it forks; so a worker turns
-  it on itself (``use_shared_values``) before its app creates any instrument.
+  it on itself (``choose_values``) before its app creates any instrument.
 - The instruments' own registry must not be scraped (each value would count twice): a
   scrape reads the files through ``collector()`` in a registry of its own, beside the
   collectors that read the storage at scrape time, which work as before.
@@ -75,10 +75,17 @@ def _own_pid() -> int:
     return _pid
 
 
-def use_shared_values() -> None:
-    """From now on, instruments created in this process write to the shared directory."""
-    if not getattr(values.ValueClass, "_multiprocess", False):
+def choose_values() -> str | None:
+    """Make the instruments this process creates from now on write to the shared
+    directory when there is one, else keep them in process (prometheus_client chose
+    when it was imported, maybe under a variable the supervisor has since dropped);
+    the directory, or None."""
+    shared = directory()
+    if shared is None:
+        values.ValueClass = values.MutexValue
+    elif not getattr(values.ValueClass, "_multiprocess", False):
         values.ValueClass = values.MultiProcessValue(_own_pid)
+    return shared
 
 
 class SharedCollector(Collector):
