@@ -95,7 +95,7 @@ def test_the_setting_takes_prefixes_or_a_star(written: str, prefixes: tuple[str,
 
 @pytest.mark.parametrize("written", ["api.,", "a b", "a/b", "x" * 201])
 def test_a_prefix_no_key_can_start_with_is_refused(written: str) -> None:
-    with pytest.raises(ConfigError, match="RINGSUM_EXPORT=.*comma-separated key prefixes"):
+    with pytest.raises(ConfigError, match=r"RINGSUM_EXPORT=.*comma-separated key prefixes"):
         load_settings({"RINGSUM_EXPORT": written}, environ={})
     with pytest.raises(ConfigError, match="RINGSUM_EXPORT_MAX_KEYS"):
         load_settings({"RINGSUM_EXPORT_MAX_KEYS": "0"}, environ={})

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.parser import text_string_to_metric_families
 from serving import Server, serving
 from test_observability import requests_counted
 from test_server import wait_for, workers_of
-
-from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.process
 

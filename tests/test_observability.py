@@ -9,8 +9,8 @@ from freezegun import freeze_time
 from prometheus_client.parser import text_string_to_metric_families
 
 from ringsum import create_app, state
-from ringsum.state import close_app
 from ringsum.observability import STORAGE_ERROR_CAUSES
+from ringsum.state import close_app
 from ringsum.storage import StorageIncompatible, StorageUnavailable
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
