@@ -25,7 +25,12 @@ The mode's constraints, and how ringsum meets them:
   scrape holds a shared lock on the directory while it reads, the fold an exclusive
   one: no scrape sees a dead worker's counts both in its file and in the archive.
 - Gauges need an aggregation over workers: ``ringsum_workers`` is ``livesum`` (each
-  live worker adds 1; ``mark_process_dead`` drops a dead worker's file).
+  live worker adds 1; ``mark_process_dead`` drops a dead worker's file). Gauges with
+  ``set_function``, Info and Enum do not work in this mode; ringsum uses none.
+- Custom collectors are not shared: they run in the worker that answers. Those that
+  describe one process (the process collector: CPU, memory) would show that worker only,
+  so none is registered; ``StorageCollector`` and the exported sums read the storage,
+  which every worker shares, so they are whole whichever worker runs them.
 
 One worker (the default) does none of this: its instruments are plain in-process
 values, which cost a third of a shared one's update (measured in benchmarks).
@@ -95,19 +100,19 @@ class SharedCollector(Collector):
     def __init__(self, path: str) -> None:
         self._path = path
         self._reader = multiprocess.MultiProcessCollector(None, path)
-        self._lock_fd: int | None = None
 
     def describe(self) -> list:
         return []
 
     def collect(self) -> Iterator:
-        if self._lock_fd is None:
-            self._lock_fd = os.open(os.path.join(self._path, _LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+        # A descriptor of its own per scrape: flock belongs to the open file, and with
+        # --threads N one scrape's unlock must not drop the lock another one holds.
+        lock = os.open(os.path.join(self._path, _LOCK), os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            fcntl.flock(lock, fcntl.LOCK_SH)
             found = list(self._reader.collect())
         finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(lock)
         yield from found
 
 

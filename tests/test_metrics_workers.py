@@ -14,9 +14,12 @@ import pytest
 import requests
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
+from raw_http import exchange
 from serving import Server, serving
 from test_observability import requests_counted
 from test_server import wait_for, workers_of
+
+from ringsum.wire import REFUSAL_REASONS
 
 pytestmark = pytest.mark.process
 
@@ -73,7 +76,7 @@ def test_workers_3_counters_are_summed_over_workers_and_never_go_back(redis_serv
         wait_for(lambda: len(workers_of(server)) == 3, what="3 workers")
         requests.get(f"{server.url}/metric/hits/sum", timeout=10)  # a worker writes its files once it counts
         [directory] = {path.parent for worker in workers_of(server) for path in shared_files(worker)}
-        sent = scrapes = 0
+        sent = scrapes = refused = 0
         seen: list[float] = []
 
         def counted_scrape() -> dict[str, dict[tuple, float]]:
@@ -93,10 +96,17 @@ def test_workers_3_counters_are_summed_over_workers_and_never_go_back(redis_serv
             assert requests_counted(samples, "/metrics", "GET", 200) == scrapes - 1
             assert set(samples["ringsum_storage_errors_total"].values()) == {0}
             assert samples["ringsum_workers"][()] == 3
+            # The edge's refusals, counted by whichever worker refused, every reason there.
+            refusals = {
+                dict(labels)["reason"]: value for labels, value in samples["ringsum_edge_refusals_total"].items()
+            }
+            assert refusals == {**dict.fromkeys(REFUSAL_REASONS, 0), "malformed": refused}
 
         for _ in range(8):
             post_concurrently(server, 15)
             sent += 15
+            exchange(server, b"NOT HTTP\r\n\r\n")
+            refused += 1
             for _ in range(3):
                 check()
         assert sum(1 for posts in posts_per_file(directory).values() if posts) >= 2  # the sum is over workers
