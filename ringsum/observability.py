@@ -82,6 +82,8 @@ class StorageCollector(Collector):
         self._storage = storage
         self._errors = errors
         self._shared = shared  # evictions are then a shared counter, not read here
+        # RINGSUM_MAX_KEYS binds the storage that lives in the process (memory); Redis is
+        # bounded by its own maxmemory, so no limit is shown there for an alert to compare.
         self._max_keys = settings.max_keys if type(storage).single_process else None
         self._journal = settings.fsync.value if type(storage).uses_data_dir and settings.data_dir else "off"
         self._backend = settings.storage_uri.partition("://")[0]
