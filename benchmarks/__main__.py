@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import churn, durability, edge, footprint, hostile, http_load, idempotency, listing
+from . import churn, durability, edge, footprint, hostile, http_load, idempotency, listing, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -196,6 +196,8 @@ def _rows(results: dict) -> list[Row]:
         rows += durability.rows(results["durability"])
     if keyed := results.get("idempotency"):
         rows.extend(idempotency.rows(keyed))
+    if scraped := results.get("scrape"):
+        rows.extend(scrape.rows(scraped))
     return rows
 
 
@@ -313,7 +315,7 @@ def main() -> int:
         "--only",
         default="",
         help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,churn,listing,"
-        "durability,idempotency",
+        "durability,idempotency,scrape",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
@@ -341,6 +343,10 @@ def main() -> int:
         ),
         "durability": ("durability", lambda: durability.durability(rounds, seconds, args.quick)),
         "idempotency": ("idempotency", lambda: idempotency.costs(rounds, seconds)),
+        "scrape": (
+            "scrape",
+            lambda: {"memory": scrape.memory_scrapes(), "redis": scrape.redis_scrapes(), "hook": scrape.hook_cost()},
+        ),
     }
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)
     results: dict = {

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .access_log import AccessLogMode, LogFormat, TrustedProxies
+from .keys import is_prefix
 from .storage.base import FsyncMode, StorageOptions
 from .units import format_duration, parse_duration_us, parse_size
 
@@ -47,6 +48,8 @@ class Settings:
     access_log: AccessLogMode
     log_format: LogFormat
     trusted_proxies: TrustedProxies
+    export: tuple[str, ...]  # key prefixes whose sums /metrics exports ("" = every key); () = none
+    export_max_keys: int
 
     @property
     def slot_us(self) -> int:
@@ -124,6 +127,27 @@ def _body_size(text: str) -> int:
     if size < 64:
         raise ValueError(text)
     return size
+
+
+def _export_prefixes(text: str) -> tuple[str, ...]:
+    """``api.,orders.`` or ``*``, as the fewest prefixes that cover the same keys (a
+    prefix inside another's keys is dropped), sorted: each key is exported once."""
+    if not text:
+        return ()
+    written = [prefix.strip() for prefix in text.split(",")]
+    if "*" in written:
+        return ("",)
+    if not all(prefix and is_prefix(prefix) for prefix in written):
+        raise ValueError(text)
+    kept: list[str] = []
+    for prefix in sorted(set(written)):  # a prefix sorts right before the prefixes it covers
+        if not kept or not prefix.startswith(kept[-1]):
+            kept.append(prefix)
+    return tuple(kept)
+
+
+def _export_text(prefixes: tuple[str, ...]) -> str:
+    return "*" if prefixes == ("",) else ",".join(prefixes)
 
 
 def _duration_text(micros: int) -> str:
@@ -298,6 +322,26 @@ SETTINGS: tuple[Setting, ...] = (
         TrustedProxies.parse,
         "comma-separated IP addresses or networks, such as 127.0.0.1,10.0.0.0/8",
         "proxies whose X-Forwarded-For names the client in the access log; from anyone else it is ignored",
+    ),
+    Setting(
+        "RINGSUM_EXPORT",
+        "export",
+        "",
+        _export_prefixes,
+        "comma-separated key prefixes such as api.,orders. (each 1-200 characters of A-Z a-z 0-9 _ . : -), "
+        "or * for every key, or empty for none",
+        "key prefixes (api.,orders.) or * whose window sums /metrics exports as ringsum_window_sum{key=...}, "
+        "one series per live key; empty = none",
+        _export_text,
+    ),
+    Setting(
+        "RINGSUM_EXPORT_MAX_KEYS",
+        "export_max_keys",
+        "1000",
+        _whole_number,
+        "a whole number of keys, at least 1",
+        "ringsum_window_sum series at most, the first keys in key order; ringsum_window_sum_keys_dropped "
+        "counts the rest",
     ),
 )
 

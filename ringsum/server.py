@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import create_app, gc_policy
+from . import create_app, gc_policy, shared_metrics
 from .access_log import AccessLog, AccessLogMode, TrustedProxies
 from .config import Settings
 from .edge import Edge, EdgeLimits
@@ -204,10 +204,25 @@ class Supervisor:
         self.killed_silent: set[int] = set()  # killed for their silence, not reaped yet
         self.quick_deaths = 0  # workers in a row that died before they lived _LIVED_LONG_S
         self.heartbeats = Heartbeats(options.workers)  # before any fork: every worker shares it
+        self.shared_metrics: shared_metrics.SharedDirectory | None = None
         # Every connection is a file descriptor; keep some for the data dir, Redis, logs.
         self.max_connections = max(16, raise_open_file_limit() - 128)
 
     def run(self) -> int:
+        # Several workers: one /metrics for all of them (ringsum.shared_metrics), through a
+        # directory of this run, named in the environment before any fork and removed at
+        # the end. One worker keeps its metrics in process (cheaper per request). An
+        # inherited directory, another run's, is never used.
+        os.environ.pop(shared_metrics.ENVIRON, None)
+        if self.options.workers > 1:
+            self.shared_metrics = shared_metrics.SharedDirectory.create()
+        try:
+            return self._supervise()
+        finally:
+            if self.shared_metrics is not None:
+                self.shared_metrics.remove()
+
+    def _supervise(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # taken one at a time below, never mid-step
         for slot in range(self.options.workers):
             self._spawn(slot)
@@ -262,6 +277,7 @@ class Supervisor:
             slot = self.workers.pop(pid, None)
             if slot is None:
                 continue
+            self._ended(pid)
             lived = time.monotonic() - self.born.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             if code == EXIT_START_FAILED:
@@ -279,6 +295,11 @@ class Supervisor:
                 "ringsum worker %d ended (%s, after %.1fs); starting another%s", pid, _ending(code), lived, later
             )
         return None
+
+    def _ended(self, pid: int) -> None:
+        """Bookkeeping for a reaped worker: its metrics files, when workers share them."""
+        if self.shared_metrics is not None:
+            self.shared_metrics.worker_ended(pid)
 
     def _restart_delay(self, lived: float) -> float:
         """None after a worker that lived long, nor for the first that died young; then
@@ -341,6 +362,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             done, _ = os.waitpid(pid, os.WNOHANG)
             if done:
+                self._ended(pid)
                 return
             silent = None if slot is None or not timeout else self.heartbeats.silent_for(slot)
             if silent is not None and silent > timeout:
@@ -349,6 +371,7 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        self._ended(pid)
 
     def _stop_all(self) -> None:
         for pid in list(self.workers):
