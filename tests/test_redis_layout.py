@@ -15,7 +15,7 @@ from freezegun import freeze_time
 
 import ringsum.storage.redis as redis_storage
 from ringsum import load_settings
-from ringsum.storage import open_storage
+from ringsum.storage import SumOutOfRange, open_storage
 from ringsum.storage import redis_layout as layout
 from ringsum.storage.memory import MemoryStorage
 from ringsum.storage.redis import RedisStorage
@@ -46,12 +46,15 @@ class Pair:
         self.redis.record(key, value)
         self.memory.record(key, value)
 
-    def assert_same(self, key: str) -> None:
-        for share in (None, 2, 7):
-            window_us = None if share is None else self.config.window_us // share
-            assert self.redis.total(key, window_us) == self.memory.total(key, window_us)
-        step_us = self.config.window_us // 6
-        assert self.redis.series(key, step_us) == self.memory.series(key, step_us)
+    def assert_same(self, *keys: str) -> None:
+        """Same sums and series for each of ``keys``; then the same entries held (memory
+        ages a key out when it is touched: touch every key that holds some first)."""
+        for key in keys:
+            for share in (None, 2, 7):
+                window_us = None if share is None else self.config.window_us // share
+                assert self.redis.total(key, window_us) == self.memory.total(key, window_us)
+            step_us = self.config.window_us // 6
+            assert self.redis.series(key, step_us) == self.memory.series(key, step_us)
         assert self.redis.count()[1] == self.memory.stats().entries
 
     def close(self) -> None:
@@ -129,6 +132,27 @@ def test_a_sum_leaving_int64_over_several_writes_is_refused_and_changes_nothing(
         assert client.get("/metric").get_json()["metrics"] == [{"key": "big", "value": 1024 * MAX_VALUE}]
         assert client.post("/metric/big", json={"value": -MAX_VALUE}).status_code == 200
         assert client.get("/metric/big/sum").get_json() == {"value": 1023 * MAX_VALUE}
+
+
+@pytest.mark.parametrize("backend", ["redis"])  # one script for the batch (Cluster: one per slot)
+def test_a_refused_batch_leaves_the_keys_it_aged_out_whole(pair: Callable[..., Pair]) -> None:
+    """The record script ages every key of a batch out before it checks their sums; a
+    refusal then still writes back what ageing out changed, and nothing else."""
+    both = pair("10s")
+    both.redis._ring_at = 2
+    for tick in range(6):  # "a": a ring of 6 slots; "b": 1024 * (2**53 - 1) = 2**63 - 1024 in 3 slots
+        both.record("a", 1)
+        if tick in (0, 4, 5):
+            for storage in (both.redis, both.memory):
+                storage.record_many([("b", MAX_VALUE)] * (512 if tick == 0 else 256))
+        both.now += 1_000_000
+    both.now += 6_000_000  # 12 s on: "a" has 2 slots to age out on its next touch, "b" one
+    with pytest.raises(SumOutOfRange):  # b: 512 + 513 values of 2**53 - 1 is past int64
+        both.redis.record_many([("a", 5), *[("b", MAX_VALUE)] * 513])
+    both.assert_same("a", "b")
+    both.record("a", 2)
+    both.record("b", 1)
+    both.assert_same("a", "b")
 
 
 def test_a_total_past_int64_left_by_values_ageing_out_stays_exact(make_app: Callable[..., Flask]) -> None:

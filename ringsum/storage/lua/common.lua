@@ -115,8 +115,15 @@ local function load(key)
   return h
 end
 
-local function save(h)
-  redis.call('SETRANGE', h.key, 0, header(h))
+-- Write the header back; with `later`, only mark it for the caller to write (a record
+-- writes it once, after its value, and before any refusal: see record.lua).
+local function save(h, later)
+  if later then
+    h.dirty = true
+  else
+    redis.call('SETRANGE', h.key, 0, header(h))
+    h.dirty = false
+  end
 end
 
 local function position(slot, cells)
@@ -180,6 +187,7 @@ local function rewrite(h, form, slots, cells)
   end
   h.form, h.count, h.oldest, h.head = form, #slots, slots[1], slots[#slots]
   redis.call('SET', h.key, header(h) .. table.concat(parts), 'KEEPTTL')
+  h.dirty = false
 end
 
 -- Drop a log's aged-out pairs (before `offset`) for good.
@@ -187,12 +195,13 @@ local function compact(h)
   local live = redis.call('GETRANGE', h.key, h.offset, h.offset + PAIR * h.count - 1)
   h.offset = HEADER
   redis.call('SET', h.key, header(h) .. live, 'KEEPTTL')
+  h.dirty = false
 end
 
 -- -- ageing out ------------------------------------------------------------------
 
 -- Drop a log's pairs before oldest_kept. Returns how many were dropped.
-local function evict_log(h, oldest_kept)
+local function evict_log(h, oldest_kept, later)
   local dropped, at, stop = 0, h.offset, h.offset + PAIR * h.count
   local size = 256
   while at < stop do
@@ -212,13 +221,13 @@ local function evict_log(h, oldest_kept)
   if h.offset - HEADER >= PAIR * h.count then -- as many dead bytes as live ones
     compact(h)
   else
-    save(h)
+    save(h, later)
   end
   return dropped
 end
 
 -- Empty a ring's cells from `oldest` to oldest_kept - 1. Returns how many slots it held.
-local function evict_ring(h, oldest_kept)
+local function evict_ring(h, oldest_kept, later)
   local dropped, cells = 0, h.cells
   local from = math.max(h.oldest, oldest_kept - cells)
   local first, last = position(from, cells), position(oldest_kept - 1, cells)
@@ -242,7 +251,7 @@ local function evict_ring(h, oldest_kept)
   if h.count <= ring_at / 4 then -- few slots left: a log holds them in less room
     rewrite(h, 'L', decode(h))
   else
-    save(h)
+    save(h, later)
   end
   return dropped
 end
@@ -252,7 +261,8 @@ end
 -- slots left after an eviction may sum past it (a -5e18 dropped from -5e18 + 5e18 +
 -- 5e18), and it must stay exact until they age out too.
 -- Returns the header left (nil: the key is gone) and how many slots were dropped.
-local function evict(h, oldest_kept)
+-- `later`: leave writing the header to the caller (see save).
+local function evict(h, oldest_kept, later)
   if h == nil then
     return nil, 0
   end
@@ -267,7 +277,7 @@ local function evict(h, oldest_kept)
     return h, 0
   end
   if h.form == 'L' then
-    return h, evict_log(h, oldest_kept)
+    return h, evict_log(h, oldest_kept, later)
   end
-  return h, evict_ring(h, oldest_kept)
+  return h, evict_ring(h, oldest_kept, later)
 end

@@ -40,12 +40,24 @@ if marker then
 end
 
 -- First every check, then every write: a refusal changes nothing (ageing out aside,
--- which no answer can tell).
+-- which no answer can tell). Ageing out leaves each header to be written once, with
+-- the value, or here before a refusal.
 local evicted = 0
 local plans = {}
 local result = { 0 }
+local function refuse(reason, h)
+  if h.dirty then
+    save(h)
+  end
+  for _, plan in ipairs(plans) do
+    if plan.h and plan.h.dirty then
+      save(plan.h)
+    end
+  end
+  return redis.error_reply(reason)
+end
 for i = 1, count do
-  local h, dropped = evict(load(KEYS[i]), slot - span)
+  local h, dropped = evict(load(KEYS[i]), slot - span, true)
   evicted = evicted + dropped
   local vhi, vlo = struct.unpack('>i4I4', ARGV[8 + i])
   local plan = { key = KEYS[i], h = h, hi = vhi, lo = vlo }
@@ -56,7 +68,7 @@ for i = 1, count do
     -- slots stay ordered and nothing is lost.
     plan.merge = slot <= h.head
     if not plan.merge and h.form == 'L' and HEADER + PAIR * (h.count + 1) > MAX_STRING then
-      return redis.error_reply('RINGSUM_FULL ' .. i)
+      return refuse('RINGSUM_FULL ' .. i, h)
     end
     if plan.merge then
       local at = cell_at(h, h.head)
@@ -64,7 +76,7 @@ for i = 1, count do
     end
     plan.total_hi, plan.total_lo = add(h.hi, h.lo, vhi, vlo)
     if not (in_range(plan.hi, plan.lo) and in_range(plan.total_hi, plan.total_lo)) then
-      return redis.error_reply('RINGSUM_RANGE ' .. i)
+      return refuse('RINGSUM_RANGE ' .. i, h)
     end
   end
   plans[i] = plan
