@@ -39,7 +39,7 @@ local ring_at = tonumber(ARGV[4])
 
 local HEADER, HEADER_FORMAT = 41, '>c1I4I4i8I4i8i8I4'
 local PAIR = 16
-local EMPTY = string.rep('\0', 8)
+local EMPTY = '\0\0\0\0\0\0\0\0'
 local TWO31, TWO32 = 2147483648, 4294967296
 local READ = 4096 -- bytes of a log read at a time, a multiple of PAIR
 local MAX_STRING = 536870912 -- Redis's longest string (proto-max-bulk-len): 33 million pairs
