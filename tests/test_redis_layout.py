@@ -213,3 +213,20 @@ def test_a_window_changed_under_written_data_resizes_the_ring(pair: Callable[...
         longer.assert_same("k")
     found = layout.header(longer.redis._connect().get(layout.string_key("k")))
     assert (found.form, found.cells) == (b"R", 21)
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+def test_the_record_script_refuses_a_call_that_does_not_match_its_header(pair: Callable[..., Pair]) -> None:
+    """KEYS and ARGV by position, with the count of metric keys (lua/record.lua): a call
+    that names more or fewer is refused, not read some other way."""
+    storage = pair("10s").redis
+    value = layout.packed_value(1)
+    ttl = storage._ttl_ms
+    for keys, args in (
+        ([layout.string_key("a"), layout.string_key("b")], [ttl, "", "1", "", value]),  # a key too many
+        ([layout.string_key("a")], [ttl, "", "1", "index", value]),  # the index named, not given
+        ([layout.string_key("a")], [ttl, "", "1", "", value, value]),  # a value too many
+    ):
+        with pytest.raises(redis.exceptions.ResponseError, match="RINGSUM_CALL"):
+            storage._run_prepared("record", [(keys, args)])
+    assert storage.keys().metrics == []

@@ -22,11 +22,12 @@
 
 local ttl, packed_marker = ARGV[5], ARGV[6]
 local count = tonumber(ARGV[7])
-local index = ARGV[8] == 'index' and KEYS[count + 1] or nil
-local marker = packed_marker ~= '' and KEYS[#KEYS] or nil
-if #KEYS ~= count + (index and 1 or 0) + (marker and 1 or 0) or #ARGV ~= 8 + count then
+local indexed, marked = ARGV[8] == 'index', packed_marker ~= ''
+if #KEYS ~= count + (indexed and 1 or 0) + (marked and 1 or 0) or #ARGV ~= 8 + count then
   return redis.error_reply('RINGSUM_CALL record.lua takes n keys, the index if named, the marker if given')
 end
+local index = indexed and KEYS[count + 1] or nil
+local marker = marked and KEYS[#KEYS] or nil
 
 local now = now_us()
 local slot = floor_div(now, slot_us)
