@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import churn, durability, edge, footprint, hostile, http_load, idempotency, listing, scrape
+from . import churn, durability, edge, footprint, hostile, http_load, idempotency, listing, redis_footprint, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -178,6 +178,8 @@ def _rows(results: dict) -> list[Row]:
             )
         )
     rows += _footprint_rows(results)
+    if "redis_footprint" in results:
+        rows += redis_footprint.rows(results["redis_footprint"])
     if redis := results.get("redis"):
         for method in ("post", "get"):
             ratio = redis["redis"][method] / redis["memory"][method]
@@ -314,8 +316,8 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,churn,listing,"
-        "durability,idempotency,scrape",
+        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,redis_footprint,"
+        "churn,listing,durability,idempotency,scrape",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
@@ -332,6 +334,10 @@ def main() -> int:
         "redis": ("redis", lambda: http_load.redis_vs_memory(rounds, seconds)),
         "hostile": ("hostile", lambda: hostile.run(args.quick)),
         "footprint": ("footprint", footprint.measure_all),
+        "redis_footprint": (
+            "redis_footprint",
+            lambda: redis_footprint.measure(busy_keys=20 if args.quick else 200, runs=1 if args.quick else 3),
+        ),
         "churn": ("churn", lambda: churn.churn_with_and_without_policy(5 if args.quick else 20)),
         "listing": (
             "listing",

@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import pytest
+import redis
 import requests
 from serving import ROOT, START_TIMEOUT_S, Server, app_env, free_port, wait_until_answering
 
@@ -147,6 +148,21 @@ def _redis_workers(redis_url: str) -> Callable[[str], None]:
     return run
 
 
+def _redis_upgrade(line: str, redis_url: str) -> None:
+    """A key as ringsum 0.2 left it (layout 1: a hash and a sorted set), upgraded."""
+    client = redis.Redis.from_url(redis_url)
+    slot = int(client.time()[0])
+    client.set("ringsum:layout", 1)
+    client.hset("ringsum:{shared}:h", mapping={"total": 5, str(slot): 5})
+    client.zadd("ringsum:{shared}:z", {str(slot): slot})
+    command = shlex.split(line.replace("redis://127.0.0.1:6379/0", redis_url))
+    env = dict(token.split("=", 1) for token in command if "=" in token)
+    program = [sys.executable if part.endswith("python") else part for part in command if "=" not in part]
+    done = subprocess.run(program, cwd=ROOT, env=app_env(env), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "1 keys converted" in done.stdout, done.stderr
+    assert client.get("ringsum:layout") == b"2" and client.exists("ringsum:{shared}:w")
+
+
 OTHER_COMMANDS = {
     "make run": lambda _, __: _first_screen_make_run(),
     "make test": lambda _, __: _make_test(),
@@ -154,6 +170,7 @@ OTHER_COMMANDS = {
     'RINGSUM_STORAGE_URI=redis://127.0.0.1:6379/0 make run ARGS="--workers 4"': lambda line, redis: _redis_workers(
         redis
     )(line),
+    "RINGSUM_STORAGE_URI=redis://127.0.0.1:6379/0 .venv/bin/python -m ringsum.storage.upgrade": _redis_upgrade,
 }
 
 
