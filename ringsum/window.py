@@ -11,6 +11,7 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from collections.abc import Iterator
+from itertools import accumulate, pairwise
 from itertools import count as counting
 
 from .units import ceil_div
@@ -230,18 +231,19 @@ class PackedRollingSum(RollingSum):
         return self._flat.sum_from(now_us // self._slot_us - ceil_div(window_us, self._slot_us))
 
     def series(self, now_us: int, step_us: int) -> tuple[int, list[int]]:
-        """As RollingSum.series, a slice of the ring per step: the ring's values
-        become Python ints only as sums."""
+        """As RollingSum.series, from running sums of the ring's slots (built in C):
+        two lookups a step instead of a loop over every entry."""
         self.evict(now_us)
         step_slots, first, current = self._steps(now_us, step_us)
-        oldest = self._flat.oldest
-        held = self._flat.in_order()
-        sums = []
-        for step in range(first, current + 1):  # the current step takes later slots too
-            start, stop = (max(edge * step_slots - oldest, 0) for edge in (step, step + 1))
-            part = held[start:stop] if step < current else held[start:]
-            sums.append(sum_of(part))
-        return first * step_us, sums
+        ring = self._flat
+        held = ring.in_order().tolist()
+        if len(held) != ring.count:
+            held = [0 if value == EMPTY else value for value in held]
+        running = list(accumulate(held, initial=0))  # running[i]: the sum of the i oldest slots
+        # Where each step starts among the slots held; the current one takes later slots too.
+        edges = [min(max(step * step_slots - ring.oldest, 0), len(held)) for step in range(first + 1, current + 1)]
+        edges = [0, *edges, len(held)]
+        return first * step_us, [running[end] - running[start] for start, end in pairwise(edges)]
 
     def _pairs(self) -> Iterator[tuple[int, int]]:
         return self._flat.pairs()
