@@ -8,6 +8,7 @@ entries, evictions, sweep time) is read once per scrape, never per request.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from time import perf_counter
@@ -28,6 +29,7 @@ from prometheus_client.registry import Collector
 from . import state
 from .state import metrics, storage
 from .storage import Storage, StorageError
+from .version import __version__
 from .wire import REFUSAL_REASONS
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"
 _STORAGE_ERRORS = {503: "unavailable", 507: "key_limit"}
 _UNMATCHED = "unmatched"  # 404s and 405s have no url rule; one label keeps raw paths out
 _STARTED = "ringsum.started"  # environ key: perf_counter() when the app got the request
+_HEALTHY = json.dumps({"status": "ok", "version": __version__}).encode()
 
 
 class StorageCollector(Collector):
@@ -75,6 +78,16 @@ class StorageCollector(Collector):
             yield GaugeMetricFamily(
                 "ringsum_sweep_duration_seconds", "Duration of the last background sweep.", value=stats.sweep_seconds
             )
+
+
+class BuildInfoCollector(Collector):
+    """``ringsum_build_info{version="0.3.0"} 1``: which ringsum answers, as Prometheus's
+    own exporters say it (a constant 1 whose labels are the information)."""
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("ringsum_build_info", "The ringsum version serving; always 1.", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
 
 
 class Metrics:
@@ -126,6 +139,7 @@ class Metrics:
         for reason in REFUSAL_REASONS:  # every reason reads 0 from the start: alerts never see "no data"
             self.edge_refusals.labels(reason)
         self.registry.register(StorageCollector(storage, self.storage_errors))
+        self.registry.register(BuildInfoCollector())
         self._children: dict[tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -196,7 +210,7 @@ def init_app(app: Flask) -> None:
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    return Response(b'{"status": "ok"}', mimetype="application/json")
+    return Response(_HEALTHY, mimetype="application/json")
 
 
 @bp.get("/readyz")

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ringsum import create_app, state
 from ringsum.state import close_app
 from ringsum.storage import StorageUnavailable
+from ringsum.version import __version__
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -50,7 +51,7 @@ def test_healthz(client) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.mimetype == "application/json"
-    assert response.get_json() == {"status": "ok"}
+    assert response.get_json() == {"status": "ok", "version": __version__}
 
 
 def test_readyz_when_storage_answers(client) -> None:
