@@ -16,6 +16,7 @@ from .config import ConfigError, Settings, settings_help
 from .storage import DataDirError, shown_uri, storage_class
 from .storage.datadir import DataDir
 from .units import format_duration
+from .version import __version__
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -25,6 +26,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # The one --version: the `ringsum` command and `python -m ringsum` are this parser too.
+    parser.add_argument("--version", action="version", version=f"ringsum {__version__}")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     parser.add_argument("--workers", type=int, default=1, help="server processes (more than 1 needs Redis storage)")

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .access_log import AccessLogMode, LogFormat, TrustedProxies
 from .keys import is_prefix
@@ -50,6 +51,7 @@ class Settings:
     trusted_proxies: TrustedProxies
     export: tuple[str, ...]  # key prefixes whose sums /metrics exports ("" = every key); () = none
     export_max_keys: int
+    cors_origins: tuple[str, ...]  # empty: no cross-origin access
 
     @property
     def slot_us(self) -> int:
@@ -166,6 +168,31 @@ def _data_dir(text: str) -> str | None:
     if text and os.path.exists(text) and not os.path.isdir(text):
         raise ValueError(text)
     return text or None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """Origins as browsers send them in ``Origin``: lower-case scheme and host, the port
+    only when it is not the scheme's default, no path."""
+    origins = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        parts = urlsplit(item)
+        if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
+            raise _Refused(f"{item!r} is not an origin: write scheme://host[:port], such as https://app.example.com")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise _Refused(
+                f"{item!r} has a path: an origin is scheme://host[:port] only, such as https://app.example.com"
+            )
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port  # hostname is lower-cased
+        shown_host = f"[{host}]" if ":" in host else host
+        origins.append(f"{scheme}://{shown_host}" + (f":{port}" if port and port != _DEFAULT_PORTS[scheme] else ""))
+    return tuple(dict.fromkeys(origins))
+
+
+def _origins_text(origins: tuple[str, ...]) -> str:
+    return ",".join(origins)
 
 
 _YEAR_US = 366 * 86_400_000_000
@@ -342,6 +369,16 @@ SETTINGS: tuple[Setting, ...] = (
         "a whole number of keys, at least 1",
         "ringsum_window_sum series at most, the first keys in key order; ringsum_window_sum_keys_dropped "
         "counts the rest",
+    ),
+    Setting(
+        "RINGSUM_CORS_ORIGINS",
+        "cors_origins",
+        "",
+        _origins,
+        "comma-separated origins, such as https://app.example.com,http://localhost:3000",
+        "origins (scheme://host[:port], comma-separated) whose pages may call the API from a browser (CORS); "
+        "unset = none",
+        _origins_text,
     ),
 )
 

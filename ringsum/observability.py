@@ -10,6 +10,7 @@ per request. Under ``--workers N`` the instruments are shared by the workers
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ from .storage import (
     StorageIncompatible,
     StorageUnavailable,
 )
+from .version import __version__
 from .wire import REFUSAL_REASONS
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ STORAGE_ERROR_CAUSES: dict[type[StorageError], str] = {
 }
 _UNMATCHED = "unmatched"  # 404s and 405s have no url rule; one label keeps raw paths out
 _STARTED = "ringsum.started"  # environ key: perf_counter() when the app got the request
+_HEALTHY = json.dumps({"status": "ok", "version": __version__}).encode()
 
 
 def storage_error_cause(error: StorageError) -> str | None:
@@ -147,6 +150,16 @@ def _ready(answered: bool) -> Metric:
     )
 
 
+class BuildInfoCollector(Collector):
+    """``ringsum_build_info{version="0.3.0"} 1``: which ringsum answers, as Prometheus's
+    own exporters say it (a constant 1 whose labels are the information)."""
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("ringsum_build_info", "The ringsum version serving; always 1.", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+
 class Metrics:
     """One app's instruments, fed by its request hooks, and the registry a scrape reads."""
 
@@ -216,6 +229,7 @@ class Metrics:
             self.scrape_registry.register(collector)
             self.scrape_registry.register(shared_metrics.SharedCollector(shared))
             self.sync_evictions = _EvictionsMirror(storage, self.registry).sync
+        self.scrape_registry.register(BuildInfoCollector())  # read in the worker that answers
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         children = self._children.get((route, method, status))
@@ -307,7 +321,7 @@ def init_app(app: Flask) -> None:
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    return Response(b'{"status": "ok"}', mimetype="application/json")
+    return Response(_HEALTHY, mimetype="application/json")
 
 
 @bp.get("/readyz")

@@ -25,6 +25,10 @@ worker has lived 30 s: a crash loop costs little CPU and never stops the service
 starts serving again as soon as whatever killed it is fixed. Only a worker that cannot
 start at all (a refused setting, the data dir held by another process) stops the
 supervisor: retrying could not help.
+
+Under systemd (``Type=notify``), the supervisor says READY=1 once a worker has beaten
+(the app is built and the loop serves the port), RELOADING=1 and READY=1 again around
+a SIGHUP, and STOPPING=1 on SIGTERM/SIGINT (``ringsum.sd_notify``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from .config import Settings
 from .edge import Edge, EdgeLimits
 from .heartbeat import Heartbeats
 from .observability import refusal_counter
+from .sd_notify import Notifier
 from .state import close_app, is_ringsum
 from .units import format_duration
 
@@ -60,6 +65,7 @@ HANDOVER_WAIT_S = STOP_GRACE_S + 20.0  # how long a new worker waits for the dat
 EXIT_START_FAILED = 3  # a worker could not start; the supervisor gives up with it
 HEARTBEAT_INTERVAL_S = 0.25  # how often a worker's loop beats (and checks its supervisor is there)
 _CHECK_INTERVAL_S = 0.5  # how often the supervisor looks for silent workers, at most
+_READY_CHECK_INTERVAL_S = 0.02  # how often it looks for a first heartbeat while systemd waits for READY=1
 _BACKOFF_FIRST_S = 0.1  # the delay before restarting after the second quick death in a row
 _BACKOFF_MAX_S = 10.0
 _LIVED_LONG_S = 30.0  # a worker that lived this long was no crash loop: the delay starts over
@@ -194,10 +200,20 @@ def _run_loop(main: object) -> None:
 class Supervisor:
     """Keeps ``options.workers`` workers serving on ``sock`` until told to stop."""
 
-    def __init__(self, build_app: AppFactory, sock: socket.socket, options: ServeOptions) -> None:
+    def __init__(
+        self,
+        build_app: AppFactory,
+        sock: socket.socket,
+        options: ServeOptions,
+        notifier: Notifier | None = None,
+        status: str = "",
+    ) -> None:
         self.build_app = build_app
         self.sock = sock
         self.options = options
+        self.notifier = notifier or Notifier(None)
+        self.status = status  # what `systemctl status` shows once serving
+        self.awaiting_ready = self.notifier.enabled  # READY=1 is due at the next heartbeat
         self.workers: dict[int, int] = {}  # pid -> slot
         self.born: dict[int, float] = {}  # pid -> when it was forked (monotonic)
         self.restarts: dict[int, float] = {}  # slot -> when its next worker is due (monotonic)
@@ -231,24 +247,36 @@ class Supervisor:
             received = signal.sigtimedwait(_SIGNALS, self._wait_s())
             signum = received.si_signo if received else None
             if signum in (signal.SIGTERM, signal.SIGINT):
+                self.notifier.notify("STOPPING=1", "STATUS=stopping")
                 break
             if signum == signal.SIGHUP:
+                self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
                 self._reload()
+                self.awaiting_ready = self.notifier.enabled
             failed = self._reap()
             if failed is not None:
                 status = failed
                 break
             self._kill_silent()
             self._start_due()
+            self._say_ready()
         self._stop_all()
         return status
 
     def _wait_s(self) -> float:
-        """How long to wait for a signal: until the next look for silent workers, or
-        until the next restart that is due sooner."""
+        """How long to wait for a signal: until the next look for silent workers (or for
+        a first heartbeat, while systemd waits for it), or until the next restart that
+        is due sooner."""
+        interval = _READY_CHECK_INTERVAL_S if self.awaiting_ready else _CHECK_INTERVAL_S
         if not self.restarts:
-            return _CHECK_INTERVAL_S
-        return max(0.0, min(_CHECK_INTERVAL_S, min(self.restarts.values()) - time.monotonic()))
+            return interval
+        return max(0.0, min(interval, min(self.restarts.values()) - time.monotonic()))
+
+    def _say_ready(self) -> None:
+        """READY=1 once a worker has beaten: its app is built and its loop serves the port."""
+        if self.awaiting_ready and any(self.heartbeats.silent_for(slot) is not None for slot in self.workers.values()):
+            self.notifier.notify("READY=1", f"STATUS={self.status}")
+            self.awaiting_ready = False
 
     def _spawn(self, slot: int) -> None:
         parent = os.getpid()
@@ -421,11 +449,13 @@ def run(settings: Settings, host: str, port: int, workers: int, threads: int, de
 def serve(build_app: AppFactory, options: ServeOptions, describe: Describe | None = None) -> int:
     """Bind the port and keep workers serving ``build_app()`` on it until SIGTERM/SIGINT;
     the exit status. (The benchmarks serve their baselines through here too.)"""
+    notifier = Notifier.from_environment()  # the supervisor's alone: no worker inherits it
     try:
         sock = listen(options.host, options.port)
     except OSError as error:
         print(f"ringsum: cannot listen on {options.host}:{options.port}: {error.strerror or error}", file=sys.stderr)
         return 1
+    status = describe(sock.getsockname()) if describe is not None else "serving"
     if describe is not None:
-        log.info(describe(sock.getsockname()))
-    return Supervisor(build_app, sock, options).run()
+        log.info(status)
+    return Supervisor(build_app, sock, options, notifier, status).run()

@@ -12,6 +12,7 @@ from ringsum import create_app, state
 from ringsum.observability import STORAGE_ERROR_CAUSES
 from ringsum.state import close_app
 from ringsum.storage import StorageIncompatible, StorageUnavailable
+from ringsum.version import __version__
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 CAUSES = sorted(STORAGE_ERROR_CAUSES.values())
@@ -57,7 +58,7 @@ def test_healthz(client) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.mimetype == "application/json"
-    assert response.get_json() == {"status": "ok"}
+    assert response.get_json() == {"status": "ok", "version": __version__}
 
 
 def test_readyz_when_storage_answers(client) -> None:

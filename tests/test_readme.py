@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import redis
@@ -96,18 +97,25 @@ def assert_output(command: str, output: str, expected: str | None) -> None:
         assert json.loads(output) == wanted, f"{command}\n{output!r}"
 
 
-def test_every_curl_in_the_readme_answers_as_shown() -> None:
+def test_every_curl_in_the_readme_answers_as_shown(tmp_path: Path) -> None:
+    """Followed in order, as a reader does: one data dir throughout (the reader's
+    ``./data``), so what one server recorded, the next one starts with; and one server at
+    a time, the README's own ``make run`` stopped before a block starts another, and
+    started again for a later block that starts none."""
     blocks = [block for block in readme_blocks() if block.curls]
     assert sum(len(block.curls) for block in blocks) >= 15  # the parser found the README's examples
-    with contextlib.ExitStack() as shared:
+    data = {"RINGSUM_DATA_DIR": str(tmp_path / "data")}
+    with contextlib.ExitStack() as default_server:
         default: Server | None = None
         for block in blocks:
             with contextlib.ExitStack() as own:
                 if block.server_line is not None:
-                    server = own.enter_context(make_run(block.server_line))
+                    default_server.close()  # "stop the server started above first"
+                    default = None
+                    server = own.enter_context(make_run(block.server_line, data))
                 else:
                     if default is None:
-                        default = shared.enter_context(make_run("make run"))
+                        default = default_server.enter_context(make_run("make run", data))
                     server = default
                 for command, expected in block.curls:
                     assert_output(command, run_curl(command, server), expected)
@@ -118,7 +126,7 @@ def test_every_curl_in_the_readme_answers_as_shown() -> None:
 
 def _first_screen_make_run() -> None:
     with make_run("make run") as server:
-        assert requests.get(f"{server.url}/healthz", timeout=10).json() == {"status": "ok"}
+        assert requests.get(f"{server.url}/healthz", timeout=10).json()["status"] == "ok"
 
 
 def _make_test() -> None:

@@ -240,7 +240,7 @@ def test_redis_stopped_is_a_503_and_serving_resumes_when_it_is_back(own_redis: R
         assert_unavailable(requests.post(f"{url}/metric/a", json={"value": 3}))
         assert_unavailable(requests.get(f"{url}/metric/a/sum"))
         assert_unavailable(requests.get(f"{url}/readyz"))
-        assert requests.get(f"{url}/healthz").json() == {"status": "ok"}
+        assert requests.get(f"{url}/healthz").json()["status"] == "ok"
 
         own_redis.start()  # an empty Redis on the same port, as after a crash
         assert requests.post(f"{url}/metric/a", json={"value": 4}).status_code == 200
