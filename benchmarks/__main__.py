@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import churn, durability, edge, footprint, hostile, http_load, idempotency, listing
+from . import attacks, churn, durability, edge, footprint, hostile, http_load, idempotency, listing
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -196,6 +196,8 @@ def _rows(results: dict) -> list[Row]:
         rows += durability.rows(results["durability"])
     if keyed := results.get("idempotency"):
         rows.extend(idempotency.rows(keyed))
+    if hostile_table := results.get("attacks"):
+        rows.extend(attacks.rows(hostile_table))
     return rows
 
 
@@ -313,7 +315,7 @@ def main() -> int:
         "--only",
         default="",
         help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,churn,listing,"
-        "durability,idempotency",
+        "durability,idempotency,attacks",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
@@ -341,6 +343,7 @@ def main() -> int:
         ),
         "durability": ("durability", lambda: durability.durability(rounds, seconds, args.quick)),
         "idempotency": ("idempotency", lambda: idempotency.costs(rounds, seconds)),
+        "attacks": ("attacks", lambda: attacks.run(1 if args.quick else 3, args.quick)),
     }
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)
     results: dict = {
