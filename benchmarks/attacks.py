@@ -387,7 +387,7 @@ def stalled_bodies(server: Server, rounds: int = 3, count: int = 200) -> dict:
     head = b"POST /metric/stalled HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % MIB
     body = b"value=" + b"1" * (MIB - 7)  # one byte short
     start = server.worker_rss_bytes()
-    found: dict[str, Any] = {"start_mib": start / MIB, "rounds": []}
+    found: dict[str, Any] = {"start_mib": start / MIB, "rounds": [], "bodies": count}
     for _ in range(rounds):
         with rss_peak(server) as peak:
             sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(count)]
@@ -632,14 +632,17 @@ def reload_rows(runs: int, quick: bool) -> dict:
 # -- row 1: nothing smuggled, directly or through the shipped proxy configs ------------------------
 
 HIDDEN = b"POST /metric/%s HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\nvalue=9"
+# HOST becomes the proxy's own address: Caddy answers a Host it has no site for with an
+# empty 200 of its own, and the attack would never reach ringsum.
 SMUGGLING_HEADS = {
-    "upgrade_h2c": b"POST /metric/outer HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+    "upgrade_h2c": b"POST /metric/outer HTTP/1.1\r\nHost: HOST\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
     b"Content-Length: %d\r\n\r\n",
-    "upgrade_websocket": b"GET /metric/outer/sum HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: %d\r\n\r\n",
-    "upgrade_websocket_post": b"POST /metric/outer HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\n"
+    "upgrade_websocket": b"GET /metric/outer/sum HTTP/1.1\r\nHost: HOST\r\nConnection: Upgrade\r\n"
+    b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Content-Length: %d\r\n\r\n",
+    "upgrade_websocket_post": b"POST /metric/outer HTTP/1.1\r\nHost: HOST\r\nConnection: keep-alive, Upgrade\r\n"
     b"Upgrade: websocket\r\nContent-Length: %d\r\n\r\n",
-    "connect": b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\nContent-Length: %d\r\n\r\n",
+    "connect": b"CONNECT HOST HTTP/1.1\r\nHost: HOST\r\nContent-Length: %d\r\n\r\n",
 }
 
 
@@ -734,10 +737,24 @@ def _whole_answer(received: bytes) -> bool:
     return length is None or len(body) >= int(length.group(1))
 
 
+def _attack_requests_seen(server: Server) -> float:
+    """Requests ringsum saw that a legit client here never sends: any POST, any answer but
+    200, any refusal at the edge (a lower bound on the attack requests that reached it: a
+    GET that nginx stripped of its Upgrade is answered 200 like a legit one)."""
+    seen = 0.0
+    for line in requests.get(f"{server.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("ringsum_edge_refusals_total{") or (
+            line.startswith("ringsum_http_requests_total{") and ('method="POST"' in line or 'status="200"' not in line)
+        ):
+            seen += float(line.rsplit(" ", 1)[1])
+    return seen
+
+
 def smuggling_run(server: Server, url: str, key: str, tries: int) -> dict:
     """``tries`` of each smuggling head through ``url`` while 4 legit clients read their own
     keys (own.0-3 hold 1-4) there: requests smuggled, answers not theirs."""
     port = int(url.rsplit(":", 1)[1])
+    host = url.removeprefix("http://").encode()
     stop = threading.Event()
     answered, wrong, failed = [0], [], [0]
 
@@ -756,6 +773,7 @@ def smuggling_run(server: Server, url: str, key: str, tries: int) -> dict:
                 else:
                     wrong.append(f"{index}: {answer.status_code} {answer.text[:60]}")
 
+    seen_before = _attack_requests_seen(server)
     clients = _threads(4, legit)
     statuses: dict[str, dict[str, int]] = {}
     doubled = 0
@@ -763,7 +781,7 @@ def smuggling_run(server: Server, url: str, key: str, tries: int) -> dict:
         for name, head in SMUGGLING_HEADS.items():
             seen = []
             for _ in range(tries):
-                status, answers = smuggle_once(port, head, HIDDEN % key.encode())
+                status, answers = smuggle_once(port, head.replace(b"HOST", host), HIDDEN % key.encode())
                 seen.append(status)
                 doubled += answers > 1
             statuses[name] = _counted(seen)
@@ -773,7 +791,9 @@ def smuggling_run(server: Server, url: str, key: str, tries: int) -> dict:
         for client in clients:
             client.join(30)
     return {
+        "tries": tries,
         "smuggled": server.total(key) // 9,
+        "reached_ringsum": _attack_requests_seen(server) - seen_before,
         "wrong": len(wrong),
         "wrong_examples": wrong[:5],
         "legit_answered": answered[0],
@@ -915,7 +935,7 @@ def rows(found: dict) -> list[Row]:
         probe_max = [max(round_["max_ms"] for round_ in run["rounds"]) for run in runs]
         shown.append(
             _memory_row(
-                "2: 3 rounds of 200 stalled 1 MiB bodies: worker RSS",
+                f"2: {len(runs[0]['rounds'])} rounds of {runs[0]['bodies']} stalled 1 MiB bodies: worker RSS",
                 runs,
                 f"; after each round {per_round} MiB; held bodies answered {_statuses(statuses)};"
                 f" a probe meanwhile: max {spread(probe_max)} ms",
@@ -924,7 +944,7 @@ def rows(found: dict) -> list[Row]:
     if runs := found.get("row2_finished_clients"):
         shown.append(
             _memory_row(
-                "2: 10,000 keep-alive clients (500 held at a time, then closed): worker RSS",
+                f"2: {runs[0]['clients']:,} keep-alive clients (500 held at a time, then closed): worker RSS",
                 runs,
                 f"; {sum(run['answered'] for run in runs):,} of {sum(run['clients'] for run in runs):,} answered",
             )
@@ -977,16 +997,21 @@ def rows(found: dict) -> list[Row]:
         runs = found.get(f"row1_smuggling_{kind}")
         if runs is None:
             continue
-        figure = f"1: smuggling (Upgrade h2c/websocket, CONNECT; 30 tries each), {kind}: smuggled / answers not theirs"
         if isinstance(runs, str):
-            shown.append((figure, runs, "0 / 0", None))
+            shown.append((f"1: smuggling, {kind}", runs, "0 / 0", None))
             continue
+        figure = (
+            f"1: smuggling (Upgrade h2c/websocket, CONNECT; {runs[0]['tries']} tries each, body 5 ms after the head),"
+            f" {kind}: smuggled / answers not theirs"
+        )
         smuggled = sum(run["smuggled"] for run in runs)
         wrong = sum(run["wrong"] for run in runs)
         shown.append(
             (
                 figure,
-                f"{smuggled} / {wrong} in {len(runs)} runs (4 legit clients: {spread([run['legit_answered'] for run in runs], 0)}"
+                f"{smuggled} / {wrong} in {len(runs)} runs (attack requests ringsum saw:"
+                f" {spread([run['reached_ringsum'] for run in runs], 0)} of {4 * runs[0]['tries']} a run;"
+                f" 4 legit clients: {spread([run['legit_answered'] for run in runs], 0)}"
                 f" own answers a run, {sum(run['legit_failed'] for run in runs)} failed)",
                 "0 / 0",
                 smuggled == 0 and wrong == 0,
