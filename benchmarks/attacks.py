@@ -898,7 +898,8 @@ def rows(found: dict) -> list[Row]:
                 f"{spread([a['bytes_in_median'] / KIB for a in attackers])} KiB (largest "
                 f"{max(a['bytes_in_max'] for a in attackers) / KIB:.0f} KiB) / {spread([a['ms_median'] for a in attackers], 2)}"
                 f" ms (longest {max(a['ms_max'] for a in attackers):.0f} ms); {sum(a['tries'] for a in attackers)} tries,"
-                f" answers {_statuses(statuses)}",
+                f" answers {_statuses(statuses)}; worker RSS start {spread([run['start_mib'] for run in runs])},"
+                f" peak {spread([run['peak_mib'] for run in runs])}, after {spread([run['after_mib'] for run in runs])} MiB",
                 "431 after ~40 KiB",
                 None,
             )
@@ -1010,7 +1011,7 @@ def rows(found: dict) -> list[Row]:
             (
                 figure,
                 f"{smuggled} / {wrong} in {len(runs)} runs (attack requests ringsum saw:"
-                f" {spread([run['reached_ringsum'] for run in runs], 0)} of {4 * runs[0]['tries']} a run;"
+                f" {spread([run['reached_ringsum'] for run in runs], 0)} of {len(SMUGGLING_HEADS) * runs[0]['tries']} a run;"
                 f" 4 legit clients: {spread([run['legit_answered'] for run in runs], 0)}"
                 f" own answers a run, {sum(run['legit_failed'] for run in runs)} failed)",
                 "0 / 0",
