@@ -17,7 +17,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import churn, durability, edge, footprint, hostile, http_load, idempotency, listing, redis_footprint, scrape
+from . import (
+    attacks,
+    churn,
+    durability,
+    edge,
+    footprint,
+    hostile,
+    http_load,
+    idempotency,
+    listing,
+    redis_footprint,
+    scrape,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -200,6 +212,8 @@ def _rows(results: dict) -> list[Row]:
         rows.extend(idempotency.rows(keyed))
     if scraped := results.get("scrape"):
         rows.extend(scrape.rows(scraped))
+    if hostile_table := results.get("attacks"):
+        rows.extend(attacks.rows(hostile_table))
     return rows
 
 
@@ -336,7 +350,7 @@ def main() -> int:
         "--only",
         default="",
         help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,redis_footprint,"
-        "churn,listing,durability,idempotency,scrape",
+        "churn,listing,durability,idempotency,scrape,attacks",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
@@ -372,6 +386,7 @@ def main() -> int:
             "scrape",
             lambda: {"memory": scrape.memory_scrapes(), "redis": scrape.redis_scrapes(), "hook": scrape.hook_cost()},
         ),
+        "attacks": ("attacks", lambda: attacks.run(1 if args.quick else 3, args.quick)),
     }
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)
     results: dict = {
