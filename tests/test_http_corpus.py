@@ -37,7 +37,7 @@ WHOLE_BODY = "ringsum.whole_body"
 MAX_BODY = 1024 * 1024
 HEAD_SPLITS = 200  # every byte boundary of a head up to this long
 RANDOM_SPLITS = 20  # points past the head, when the stream is longer than its head
-LOOP_TURNS = 20  # turns of the loop after feeding, for callbacks the edge scheduled
+LOOP_TURNS = 200  # enough for the longest pipeline of the corpus at one request a turn
 SMUGGLED = "smuggled"  # keys of requests no server may run
 CANARY = "canary"  # a key recorded before the cases run, that only a hidden DELETE removes
 # Headers SPEC §4 wants single: a request carrying one twice is refused, never run.
