@@ -1,12 +1,13 @@
 # `make run` and `make test` work on a fresh machine with only Python 3.11+: they create
 # .venv first. `make run` installs the runtime requirements only; test, lint and bench
-# add the development set (pytest, schemathesis, playwright, ruff, ...).
+# add the development set (pytest, schemathesis, playwright, ruff, ...). `make install`
+# builds what `make run` needs and starts nothing: what deploy/ringsum.service runs.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint format bench clean
+.PHONY: install run test lint format bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,11 @@ $(VENV)/.runtime: requirements.txt | $(PY)
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(PIP) -r requirements-dev.txt
 	touch $@
+
+# Bytecode compiled now: a service whose code directory is read-only (ProtectSystem=strict)
+# cannot write the caches itself, and would compile ringsum at every start.
+install: $(VENV)/.runtime
+	$(PY) -m compileall -q ringsum
 
 run: $(VENV)/.runtime
 	$(PY) app.py $(ARGS)

@@ -17,7 +17,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import churn, durability, edge, footprint, hostile, http_load, idempotency, listing
+from . import (
+    attacks,
+    churn,
+    durability,
+    edge,
+    footprint,
+    hostile,
+    http_load,
+    idempotency,
+    listing,
+    redis_footprint,
+    scrape,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, bool | None]  # figure, measured, target, met
@@ -178,6 +190,8 @@ def _rows(results: dict) -> list[Row]:
             )
         )
     rows += _footprint_rows(results)
+    if "redis_footprint" in results:
+        rows += redis_footprint.rows(results["redis_footprint"])
     if redis := results.get("redis"):
         for method in ("post", "get"):
             ratio = redis["redis"][method] / redis["memory"][method]
@@ -196,6 +210,10 @@ def _rows(results: dict) -> list[Row]:
         rows += durability.rows(results["durability"])
     if keyed := results.get("idempotency"):
         rows.extend(idempotency.rows(keyed))
+    if scraped := results.get("scrape"):
+        rows.extend(scrape.rows(scraped))
+    if hostile_table := results.get("attacks"):
+        rows.extend(attacks.rows(hostile_table))
     return rows
 
 
@@ -205,15 +223,34 @@ def _footprint_rows(results: dict) -> list[Row]:
         short, long = sizes["per_key"], sizes["per_key_200_chars"]
         rows.append(
             (
-                "100,000 live keys, one entry each: RSS per key, 9-char / 200-char keys",
+                "sparse key: 100,000 live keys, one entry each: RSS per key, 9-char / 200-char keys",
                 f"{short['bytes_per_key']:,.0f} / {long['bytes_per_key']:,.0f} B "
                 f"({short['tracked_objects_per_key']:.0f} GC-tracked objects per key)",
                 "<= 400 B (9-char keys)",
                 short["bytes_per_key"] <= 400,
             )
         )
+        if "per_busy_key_traced" in sizes:
+            rss_100, rss_1000 = sizes["per_busy_key_rss_100"], sizes["per_busy_key_rss_1000"]
+            traced = sizes["per_busy_key_traced"]["bytes_per_key"]
+            rows.append(
+                (
+                    "busy key (3,601 ticks held): RSS per key over 1,000 / 100 keys (traced, 100 keys)",
+                    f"{rss_1000['bytes_per_key'] / 1024:,.1f} / {rss_100['bytes_per_key'] / 1024:,.1f} KiB "
+                    f"({traced / 1024:,.1f} KiB)",
+                    "<= 48 KiB RSS over 1,000 keys, ~30 KiB traced (was 286 / 280 KiB (284))",
+                    rss_1000["bytes_per_key"] <= 48 * 1024,
+                )
+            )
         tick, exact = sizes["per_entry_tick"]["bytes_per_entry"], sizes["per_entry_exact"]["bytes_per_entry"]
-        rows.append(("RSS per entry, tick / exact mode", f"{tick:.1f} / {exact:.1f} B", "(reported; was 49 B)", None))
+        rows.append(
+            (
+                "RSS per entry, tick (300 keys of 3,600 ticks: rings) / exact mode (one key of 1M values)",
+                f"{tick:.1f} / {exact:.1f} B",
+                "(reported; was 49 / 49 B)",
+                None,
+            )
+        )
         speed = sizes["add_total_ns"]
         rows.append(
             (
@@ -312,8 +349,8 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,churn,listing,"
-        "durability,idempotency",
+        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,redis_footprint,"
+        "churn,listing,durability,idempotency,scrape,attacks",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
@@ -330,6 +367,10 @@ def main() -> int:
         "redis": ("redis", lambda: http_load.redis_vs_memory(rounds, seconds)),
         "hostile": ("hostile", lambda: hostile.run(args.quick)),
         "footprint": ("footprint", footprint.measure_all),
+        "redis_footprint": (
+            "redis_footprint",
+            lambda: redis_footprint.measure(busy_keys=20 if args.quick else 200, runs=1 if args.quick else 3),
+        ),
         "churn": ("churn", lambda: churn.churn_with_and_without_policy(5 if args.quick else 20)),
         "listing": (
             "listing",
@@ -341,6 +382,11 @@ def main() -> int:
         ),
         "durability": ("durability", lambda: durability.durability(rounds, seconds, args.quick)),
         "idempotency": ("idempotency", lambda: idempotency.costs(rounds, seconds)),
+        "scrape": (
+            "scrape",
+            lambda: {"memory": scrape.memory_scrapes(), "redis": scrape.redis_scrapes(), "hook": scrape.hook_cost()},
+        ),
+        "attacks": ("attacks", lambda: attacks.run(1 if args.quick else 3, args.quick)),
     }
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)
     results: dict = {

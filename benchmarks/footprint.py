@@ -1,7 +1,8 @@
-"""Item 5: what a key and an entry cost in memory storage, and what add + total cost.
+"""What a key and an entry cost in memory storage, and what add + total cost.
 
-``python -m benchmarks.footprint keys --key-length 9`` or ``entries {tick,exact}``
-prints one JSON line; each figure runs in its own process so RSS belongs to it alone.
+``python -m benchmarks.footprint keys --key-length 9``, ``busy --keys 1000 [--traced]``
+or ``entries {tick,exact}`` prints one JSON line; each figure runs in its own process
+so RSS belongs to it alone.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import subprocess
 import sys
 import time
 import timeit
+import tracemalloc
 
 from .harness import ROOT
 from .memory_bound import HOUR_US, START_US, rss_bytes
 
 KEYS = 100_000
+BUSY_TICKS = 3601  # a key posted to every second of a one-hour window in 1 s ticks
 
 
 def bytes_per_key(key_length: int, keys: int = KEYS) -> dict:
@@ -34,6 +37,32 @@ def bytes_per_key(key_length: int, keys: int = KEYS) -> dict:
     held, tracked = rss_bytes() - before, len(gc.get_objects()) - tracked
     storage.close()
     return {"bytes_per_key": held / keys, "tracked_objects_per_key": tracked / keys}
+
+
+def bytes_per_busy_key(keys: int, traced: bool = False) -> dict:
+    """Bytes per key fed a value in every tick of a 1 h window (1 s ticks: 3,601 held),
+    through MemoryStorage.record_many, one batch per tick. Values vary (1,000 to 100,999,
+    as real sums do), so none is one of CPython's shared small ints. RSS growth, or with
+    ``traced`` the bytes tracemalloc sees allocated (slower, so run on fewer keys)."""
+    from ringsum.storage import StorageOptions
+    from ringsum.storage.memory import MemoryStorage
+
+    now = [START_US]
+    options = StorageOptions(window_us=HOUR_US, resolution_us=1_000_000, max_keys=keys + 1)
+    storage = MemoryStorage(options, clock=lambda: now[0])
+    names = [f"busy.{index:05d}" for index in range(keys)]
+    gc.collect()
+    if traced:
+        tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0] if traced else rss_bytes()
+    for tick in range(BUSY_TICKS):
+        now[0] = START_US + tick * 1_000_000 + 123_456
+        storage.record_many([(name, 1000 + (tick * 7919 + index) % 100_000) for index, name in enumerate(names)])
+    gc.collect()
+    held = (tracemalloc.get_traced_memory()[0] if traced else rss_bytes()) - before
+    entries = storage.stats().entries
+    storage.close()
+    return {"bytes_per_key": held / keys, "entries_per_key": entries / keys, "keys": keys, "traced": traced}
 
 
 def bytes_per_entry(design: str, entries: int = 1_000_000) -> dict:
@@ -83,6 +112,9 @@ def measure_all() -> dict:
     runs = {
         "per_key": ["keys", "--key-length", "9"],
         "per_key_200_chars": ["keys", "--key-length", "200"],
+        "per_busy_key_rss_100": ["busy", "--keys", "100"],
+        "per_busy_key_rss_1000": ["busy", "--keys", "1000"],
+        "per_busy_key_traced": ["busy", "--keys", "100", "--traced"],
         "per_entry_tick": ["entries", "tick"],
         "per_entry_exact": ["entries", "exact"],
         "add_total_ns": ["speed"],
@@ -105,11 +137,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("keys").add_argument("--key-length", type=int, default=9)
+    busy = commands.add_parser("busy")
+    busy.add_argument("--keys", type=int, default=1000)
+    busy.add_argument("--traced", action="store_true")
     commands.add_parser("entries").add_argument("design", choices=["tick", "exact"])
     commands.add_parser("speed")
     args = parser.parse_args()
     if args.command == "keys":
         print(json.dumps(bytes_per_key(args.key_length)))
+    elif args.command == "busy":
+        print(json.dumps(bytes_per_busy_key(args.keys, args.traced)))
     elif args.command == "entries":
         print(json.dumps(bytes_per_entry(args.design)))
     else:

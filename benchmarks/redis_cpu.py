@@ -18,7 +18,7 @@ from .http_load import POST_BODY, redis_server
 from .processes import descendants
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -38,11 +38,11 @@ def main(seconds: float = 5) -> None:
         for name, env, workers in (("memory", {}, 1), ("redis --workers 2", {"RINGSUM_STORAGE_URI": uri}, 2)):
             with ringsum_server(workers=workers, env=env) as server:
                 pids = [server.process.pid, *descendants(server.process.pid), redis_pid]
-                before = {pid: _cpu_seconds(pid) for pid in pids}
+                before = {pid: cpu_seconds(pid) for pid in pids}
                 load = wrk(f"{server.url}/metric/post", seconds=seconds, body=POST_BODY)
                 requests = load.requests_per_s * seconds
-                app_us = sum(_cpu_seconds(pid) - before[pid] for pid in pids[:-1]) / requests * 1e6
-                redis_us = (_cpu_seconds(redis_pid) - before[redis_pid]) / requests * 1e6
+                app_us = sum(cpu_seconds(pid) - before[pid] for pid in pids[:-1]) / requests * 1e6
+                redis_us = (cpu_seconds(redis_pid) - before[redis_pid]) / requests * 1e6
                 print(
                     f"{name:>18}: {load.requests_per_s:7,.0f} POST/s; CPU per request: app {app_us:4.0f} µs, redis-server {redis_us:3.0f} µs"
                 )

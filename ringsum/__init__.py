@@ -41,7 +41,7 @@ def create_app(
     one); ringsum.storage.DataDirError when it cannot have it."""
     from flask import Flask
 
-    from . import api, auth, dashboard, observability, state
+    from . import api, auth, cors, dashboard, observability, state
     from .body_limit import BodyLimitedRequest
     from .problems import register_problem_handlers
 
@@ -61,6 +61,7 @@ def create_app(
 
     register_problem_handlers(app)
     observability.init_app(app)  # first: its timer starts before any other hook runs
+    cors.init_app(app)  # before the token's check: a browser's preflight carries no token
     auth.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(dashboard.bp)

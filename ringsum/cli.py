@@ -7,17 +7,18 @@ Everything here runs before Flask and the edge are loaded, so a refused setting 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from . import load_settings
+from .access_log import configure_logging
 from .clock import now_us
 from .config import ConfigError, Settings, settings_help
 from .storage import DataDirError, inventory, shown_uri, storage_class
 from .storage.datadir import DataDir
 from .storage.repair import repair
 from .units import format_duration
+from .version import __version__
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,6 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # The one --version: the `ringsum` command and `python -m ringsum` are this parser too.
+    parser.add_argument("--version", action="version", version=f"ringsum {__version__}")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     parser.add_argument("--workers", type=int, default=1, help="server processes (more than 1 needs Redis storage)")
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"ringsum: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format)
     if storage_class(settings.storage_uri).uses_data_dir and settings.data_dir is not None:
         try:  # refused here, in one line, before the port is taken or anything announced
             held = DataDir(settings.data_dir)

@@ -14,7 +14,10 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+from .access_log import AccessLogMode, LogFormat, TrustedProxies
+from .keys import is_prefix
 from .storage.base import FsyncMode, StorageOptions
 from .units import format_duration, parse_duration_us, parse_size
 
@@ -40,8 +43,15 @@ class Settings:
     checkpoint_us: int
     read_timeout_us: int
     idle_timeout_us: int
+    worker_timeout_us: int  # 0: a silent worker is never killed
     redis_timeout_us: int
     max_idempotency_keys: int
+    access_log: AccessLogMode
+    log_format: LogFormat
+    trusted_proxies: TrustedProxies
+    export: tuple[str, ...]  # key prefixes whose sums /metrics exports ("" = every key); () = none
+    export_max_keys: int
+    cors_origins: tuple[str, ...]  # empty: no cross-origin access
 
     @property
     def slot_us(self) -> int:
@@ -100,6 +110,13 @@ def _duration(low_us: int, high_us: int) -> Callable[[str], int]:
     return parse
 
 
+def _worker_timeout(text: str) -> int:
+    micros = parse_duration_us(text)
+    if micros and not 1_000_000 <= micros <= 86_400_000_000:
+        raise ValueError(text)
+    return micros
+
+
 def _whole_number(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -114,8 +131,33 @@ def _body_size(text: str) -> int:
     return size
 
 
+def _export_prefixes(text: str) -> tuple[str, ...]:
+    """``api.,orders.`` or ``*``, as the fewest prefixes that cover the same keys (a
+    prefix inside another's keys is dropped), sorted: each key is exported once."""
+    if not text:
+        return ()
+    written = [prefix.strip() for prefix in text.split(",")]
+    if "*" in written:
+        return ("",)
+    if not all(prefix and is_prefix(prefix) for prefix in written):
+        raise ValueError(text)
+    kept: list[str] = []
+    for prefix in sorted(set(written)):  # a prefix sorts right before the prefixes it covers
+        if not kept or not prefix.startswith(kept[-1]):
+            kept.append(prefix)
+    return tuple(kept)
+
+
+def _export_text(prefixes: tuple[str, ...]) -> str:
+    return "*" if prefixes == ("",) else ",".join(prefixes)
+
+
 def _duration_text(micros: int) -> str:
     return format_duration(micros) if micros else "0"
+
+
+def _enum_text(value: Any) -> str:
+    return str(value.value)
 
 
 def _unset_as_empty(value: str | None) -> str:
@@ -126,6 +168,31 @@ def _data_dir(text: str) -> str | None:
     if text and os.path.exists(text) and not os.path.isdir(text):
         raise ValueError(text)
     return text or None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """Origins as browsers send them in ``Origin``: lower-case scheme and host, the port
+    only when it is not the scheme's default, no path."""
+    origins = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        parts = urlsplit(item)
+        if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
+            raise _Refused(f"{item!r} is not an origin: write scheme://host[:port], such as https://app.example.com")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise _Refused(
+                f"{item!r} has a path: an origin is scheme://host[:port] only, such as https://app.example.com"
+            )
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port  # hostname is lower-cased
+        shown_host = f"[{host}]" if ":" in host else host
+        origins.append(f"{scheme}://{shown_host}" + (f":{port}" if port and port != _DEFAULT_PORTS[scheme] else ""))
+    return tuple(dict.fromkeys(origins))
+
+
+def _origins_text(origins: tuple[str, ...]) -> str:
+    return ",".join(origins)
 
 
 _YEAR_US = 366 * 86_400_000_000
@@ -229,6 +296,16 @@ SETTINGS: tuple[Setting, ...] = (
         _duration_text,
     ),
     Setting(
+        "RINGSUM_WORKER_TIMEOUT",
+        "worker_timeout_us",
+        "30s",
+        _worker_timeout,
+        "a duration from 1s to 1d, such as 30s, or 0 to never replace a silent worker",
+        "a serving worker whose event loop is silent this long (hung, stopped, or one request running "
+        "on the loop this long) is killed and replaced; start-up is not counted; 0 = never",
+        _duration_text,
+    ),
+    Setting(
         "RINGSUM_REDIS_TIMEOUT",
         "redis_timeout_us",
         "1s",
@@ -245,6 +322,63 @@ SETTINGS: tuple[Setting, ...] = (
         "a whole number of idempotency keys, at least 1",
         "memory storage: Idempotency-Key values remembered at once (about 340 B each, each for the window "
         "and one tick); a write with one more is a 507",
+    ),
+    Setting(
+        "RINGSUM_ACCESS_LOG",
+        "access_log",
+        "text",
+        AccessLogMode,
+        "off, text or json",
+        "one line per request answered or refused, on standard output: text (the Common Log Format plus "
+        "the seconds taken), json (one object a line), or off",
+        _enum_text,
+    ),
+    Setting(
+        "RINGSUM_LOG_FORMAT",
+        "log_format",
+        "text",
+        LogFormat,
+        "text or json",
+        "every other log line (standard error): text, or json (one object a line: time, level, logger, message)",
+        _enum_text,
+    ),
+    Setting(
+        "RINGSUM_TRUSTED_PROXIES",
+        "trusted_proxies",
+        "",
+        TrustedProxies.parse,
+        "comma-separated IP addresses or networks, such as 127.0.0.1,10.0.0.0/8",
+        "proxies whose X-Forwarded-For names the client in the access log; from anyone else it is ignored",
+    ),
+    Setting(
+        "RINGSUM_EXPORT",
+        "export",
+        "",
+        _export_prefixes,
+        "comma-separated key prefixes such as api.,orders. (each 1-200 characters of A-Z a-z 0-9 _ . : -), "
+        "or * for every key, or empty for none",
+        "key prefixes (api.,orders.) or * whose window sums /metrics exports as ringsum_window_sum{key=...}, "
+        "one series per live key; empty = none",
+        _export_text,
+    ),
+    Setting(
+        "RINGSUM_EXPORT_MAX_KEYS",
+        "export_max_keys",
+        "1000",
+        _whole_number,
+        "a whole number of keys, at least 1",
+        "ringsum_window_sum series at most, the first keys in key order; ringsum_window_sum_keys_dropped "
+        "counts the rest",
+    ),
+    Setting(
+        "RINGSUM_CORS_ORIGINS",
+        "cors_origins",
+        "",
+        _origins,
+        "comma-separated origins, such as https://app.example.com,http://localhost:3000",
+        "origins (scheme://host[:port], comma-separated) whose pages may call the API from a browser (CORS); "
+        "unset = none",
+        _origins_text,
     ),
 )
 

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from . import pending
+from .access_log import AccessLog
 from .http1 import Refused, Request, RequestReader
 from .pending import Pending
 from .wire import PROBLEM_MIMETYPE, WHOLE_BODY, problem_json, title
@@ -45,12 +46,15 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Answer = tuple[bytes, list[tuple[str, str]], bytes]  # status line, headers, whole body
 RefusalHook = Callable[[str], None]  # told the reason label of every refusal (metrics)
 
-REQUESTS_PER_TURN = 4  # pipelined requests answered per read before other connections get a turn
+REQUESTS_PER_TURN = 1  # pipelined requests answered per turn of the loop before other connections get theirs
+# (measured, 10 connections pipelining 20,000 health checks: a legit client's p50 11-12 ms
+# with 4 a turn, 2.8-3.5 ms with 1, the flood answered as fast)
 DRAIN_LINGER_S = 1.0  # at a stop, a connection idle this long is closed; a busier one answers once more
 DRAIN_PARTIAL_S = 0.25  # at a stop, a request still arriving this long after it is refused (503)
 _REAP_INTERVAL_S = 0.25
 _DRAIN_REAP_INTERVAL_S = 0.05
 _MIN_BUFFERED = 64 * 1024 * 1024
+_TRIM_AFTER = 8 * 1024 * 1024  # buffered request bytes at a peak after which the heap is trimmed
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 _RESTARTING = Refused(503, "restarting", "the server is restarting: send the request again")
@@ -70,6 +74,14 @@ class EdgeLimits:
     max_body: int
     read_timeout_s: float  # first byte of a request to its last
     idle_timeout_s: float  # a kept-alive connection with nothing under way, or answers left unread
+
+
+def trim_the_heap() -> None:
+    """Give the heap's free pages back to the OS (glibc's ``malloc_trim``): after a burst of
+    large bodies, free space below a live allocation is otherwise kept (measured: a worker
+    +11 MiB after 200 stalled 1 MiB bodies closed, +0.1 MiB after a trim)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def return_large_buffers_to_the_os() -> None:
@@ -113,18 +125,21 @@ class Edge:
         threads: int = 1,
         max_connections: int = 10_000,
         on_refusal: RefusalHook | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.limits = limits
         self.max_connections = max_connections
         self.max_buffered = max(_MIN_BUFFERED, 4 * limits.max_body)
         self.buffered = 0  # request bytes held by every connection together
+        self.buffered_peak = 0  # the most held since the heap was last trimmed
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="ringsum-request") if threads > 1 else None
         self.connections: set[Connection] = set()
         self.held: list[tuple[Connection, Request, Answer, Pending]] = []  # answers waiting for the disk
         self.draining = False
         self.drain_started = 0.0
         self.on_refusal = on_refusal
+        self.access_log = access_log
         self.refusals = RefusalLog()
         self.date = b""
         self.refresh_date()
@@ -204,12 +219,19 @@ class Edge:
         reaper.cancel()
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+        if self.access_log is not None:
+            self.access_log.flush()
 
     async def _reap_forever(self) -> None:
         """Answer 408 to requests past their deadline; close idle sockets past theirs."""
         while True:
             await asyncio.sleep(_DRAIN_REAP_INTERVAL_S if self.draining else _REAP_INTERVAL_S)
             self.refresh_date()
+            if self.access_log is not None:
+                self.access_log.flush()
+            if self.buffered_peak > _TRIM_AFTER and self.buffered < _TRIM_AFTER // 8:
+                trim_the_heap()  # a burst of large bodies is over
+                self.buffered_peak = self.buffered
             now = time.monotonic()
             for connection in list(self.connections):
                 connection.check_deadline(now)
@@ -229,6 +251,7 @@ class Connection(asyncio.Protocol):
         "peer",
         "reader",
         "reading_since",
+        "started",
         "transport",
         "turn_pending",
         "writable",
@@ -248,6 +271,7 @@ class Connection(asyncio.Protocol):
         self.reading_since: float | None = None  # bytes of a request not yet whole arrived since
         self.blocked_since: float | None = None  # the client stopped reading its answers at
         self.last_active = time.monotonic()
+        self.started = 0.0  # perf_counter() when the request being answered was whole
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -345,10 +369,14 @@ class Connection(asyncio.Protocol):
 
     def _count_held(self) -> None:
         held = self.reader.held
-        self.edge.buffered += held - self.held
+        edge = self.edge
+        edge.buffered += held - self.held
         self.held = held
+        if edge.buffered > edge.buffered_peak:
+            edge.buffered_peak = edge.buffered
 
     def _run(self, request: Request) -> None:
+        self.started = time.perf_counter()
         environ = self._environ(request)
         pool = self.edge.pool
         if pool is None:
@@ -446,8 +474,29 @@ class Connection(asyncio.Protocol):
             return
         transport.write(b"".join(head) + body)
         self.last_active = time.monotonic()
+        access_log = self.edge.access_log
+        if access_log is not None:
+            self._log_access(access_log, request, int(status[:3]), len(body))
         if not keep_alive:
             self.close()
+
+    def _log_access(self, access_log: AccessLog, request: Request, status: int, size: int) -> None:
+        forwarded = None
+        if access_log.trusted.networks:
+            forwarded = next(
+                (value.decode("latin-1") for name, value in request.headers if name == b"x-forwarded-for"), None
+            )
+        target = request.target.decode("latin-1")
+        access_log.answered(
+            self.peer[0],
+            forwarded,
+            f"{request.method} {target} {request.version}",
+            request.method,
+            target,
+            status,
+            size,
+            time.perf_counter() - self.started,
+        )
 
     def refuse(self, refusal: Refused) -> None:
         """Answer what the edge cannot take, then close: what follows on this socket can
@@ -462,6 +511,8 @@ class Connection(asyncio.Protocol):
             self.abort()
             return
         body = problem_json(refusal.status, refusal.detail)
+        if self.edge.access_log is not None:
+            self.edge.access_log.answered(self.peer[0], None, "-", "-", "-", refusal.status, len(body), 0.0)
         retry = b"Retry-After: 1\r\n" if refusal.status == 503 else b""
         transport.write(
             b"HTTP/1.1 %d %s\r\nServer: ringsum\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"

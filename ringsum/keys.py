@@ -1,15 +1,28 @@
-"""What a metric key is made of: the one rule for keys in paths and batches, and for
-the prefixes that list them."""
+"""What a metric key is made of: the one rule for keys in paths and batches, for the
+prefixes that list them, and for the prefixes of RINGSUM_EXPORT (so the settings, read
+before Flask is loaded, use it too: the problem for a bad one is imported when needed)."""
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from .problems import bad_request
+if TYPE_CHECKING:
+    from .problems import Problem
 
 KEY_CHARACTER = "[A-Za-z0-9_.:-]"  # the one definition of what a key is made of
 _KEY = re.compile(KEY_CHARACTER + "{1,200}")
 _PREFIX = re.compile(KEY_CHARACTER + "{0,200}")
+
+
+def bad_request(detail: str) -> Problem:
+    from .problems import bad_request  # Flask: loaded by the app already whenever this runs
+
+    return bad_request(detail)
+
+
+def is_prefix(text: str) -> bool:
+    return _PREFIX.fullmatch(text) is not None
 
 
 def is_key(text: str) -> bool:

@@ -8,6 +8,7 @@ from http import HTTPStatus
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from .observability import count_storage_error
 from .storage import (
     IdempotencyKeyReused,
     KeyLimitReached,
@@ -76,10 +77,12 @@ def _from_http_exception(error: HTTPException) -> Response:
 
 
 def _from_key_limit(error: KeyLimitReached) -> Response:
+    count_storage_error(error)
     return problem_response(507, f"{error}; wait for keys to age out, delete some, or raise the limit")
 
 
 def _from_marker_limit(error: MarkerLimitReached) -> Response:
+    count_storage_error(error)
     return problem_response(
         507,
         f"{error}, each for the window: retry later, send this write without the Idempotency-Key header, "
@@ -100,10 +103,12 @@ def _from_sum_out_of_range(error: SumOutOfRange) -> Response:
 
 
 def _from_incompatible(error: StorageIncompatible) -> Response:
+    count_storage_error(error)
     return problem_response(503, str(error), {"Retry-After": "60"})
 
 
 def _from_unavailable(error: StorageUnavailable) -> Response:
+    count_storage_error(error)
     return problem_response(503, f"storage is unreachable ({error}); retry shortly", {"Retry-After": "1"})
 
 

@@ -34,20 +34,45 @@ def require(program: str) -> str:
     return path
 
 
-def nginx_config(port: int, upstream_port: int, prefix: Path) -> str:
-    """deploy/nginx.conf on plain HTTP at ``port``, inside the http block a real nginx.conf has."""
-    shipped = (DEPLOY / "nginx.conf").read_text()
-    server = re.sub(r"listen 443 ssl[^;]*;", f"listen 127.0.0.1:{port};", shipped)
-    server = re.sub(r"\n\s*ssl_certificate[^\n]*", "", server)
-    server = server.replace("127.0.0.1:5000", f"127.0.0.1:{upstream_port}")
+NGINX_CERTIFICATE = "/etc/ssl/certs/ringsum.example.com.pem"
+NGINX_CERTIFICATE_KEY = "/etc/ssl/private/ringsum.example.com.key"
+
+
+def nginx_http_block(site: str, prefix: Path) -> str:
+    """``site`` (server and upstream blocks) inside the http block a real nginx.conf has,
+    with every file nginx writes kept under ``prefix``."""
     temp = "\n".join(
         f"    {kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     return (
         f"daemon off;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n"
         f"events {{ worker_connections 1024; }}\n"
-        f"http {{\n    access_log off;\n{temp}\n{server}\n}}\n"
+        f"http {{\n    access_log off;\n{temp}\n{site}\n}}\n"
     )
+
+
+def nginx_config(
+    port: int,
+    upstream_port: int,
+    prefix: Path,
+    *,
+    http_port: int | None = None,
+    tls: tuple[Path, Path] | None = None,
+) -> str:
+    """deploy/nginx.conf with its addresses swapped: its HTTPS server on ``port`` (plain
+    HTTP, unless ``tls`` gives a certificate and its key), its redirecting plain-HTTP
+    server on ``http_port`` (a free port when not given), IPv4 loopback only."""
+    site = (DEPLOY / "nginx.conf").read_text()
+    site = re.sub(r"\n[ \t]*listen \[::\][^;\n]*;", "", site)
+    site = re.sub(r"\n([ \t]*)listen 80;", rf"\n\1listen 127.0.0.1:{http_port or free_port()};", site)
+    if tls is None:
+        site = re.sub(r"\n([ \t]*)listen 443 ssl[^;\n]*;", rf"\n\1listen 127.0.0.1:{port};", site)
+        site = re.sub(r"\n[ \t]*ssl_certificate[^\n]*", "", site)
+    else:
+        site = re.sub(r"\n([ \t]*)listen 443 (ssl[^;\n]*);", rf"\n\1listen 127.0.0.1:{port} \2;", site)
+        site = site.replace(NGINX_CERTIFICATE, str(tls[0])).replace(NGINX_CERTIFICATE_KEY, str(tls[1]))
+    site = site.replace("127.0.0.1:5000", f"127.0.0.1:{upstream_port}")
+    return nginx_http_block(site, prefix)
 
 
 def caddy_config(port: int, upstream_port: int) -> str:
@@ -55,32 +80,39 @@ def caddy_config(port: int, upstream_port: int) -> str:
     shipped = (DEPLOY / "Caddyfile").read_text()
     site = re.sub(r"^ringsum\.example\.com \{", f"http://127.0.0.1:{port} {{", shipped, flags=re.MULTILINE)
     site = site.replace("127.0.0.1:5000", f"127.0.0.1:{upstream_port}")
-    return "{\n\tadmin off\n\tauto_https off\n}\n" + site
+    test_options = "\tadmin off\n\tauto_https off\n"
+    if re.search(r"^\{$", site, flags=re.MULTILINE):  # the shipped global options block: add to it
+        return re.sub(r"^\{\n", "{\n" + test_options, site, count=1, flags=re.MULTILINE)
+    return "{\n" + test_options + "}\n" + site
 
 
 @contextlib.contextmanager
-def proxy(kind: str, upstream_port: int) -> Iterator[str]:
-    """``kind`` ("nginx" or "caddy") in front of 127.0.0.1:``upstream_port``: its base URL."""
+def proxy(
+    kind: str, upstream_port: int, *, http_port: int | None = None, tls: tuple[Path, Path] | None = None
+) -> Iterator[str]:
+    """``kind`` ("nginx" or "caddy") in front of 127.0.0.1:``upstream_port``: its base URL
+    (https:// when nginx is given ``tls``; ``http_port`` is nginx's redirecting port)."""
     program = require(kind)
     port = free_port()
     with tempfile.TemporaryDirectory(prefix=f"ringsum-{kind}-") as folder:
         prefix = Path(folder)
+        prefix.chmod(0o755)  # nginx's workers (nobody, when started as root) keep large bodies in its temp paths
         env = {**os.environ, "HOME": folder, "XDG_DATA_HOME": folder, "XDG_CONFIG_HOME": folder}
         if kind == "nginx":
             config = prefix / "nginx.conf"
-            config.write_text(nginx_config(port, upstream_port, prefix))
+            config.write_text(nginx_config(port, upstream_port, prefix, http_port=http_port, tls=tls))
             command = [program, "-p", folder, "-c", str(config)]
         else:
             config = prefix / "Caddyfile"
             config.write_text(caddy_config(port, upstream_port))
             command = [program, "run", "--config", str(config), "--adapter", "caddyfile"]
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 20
             while True:
                 with contextlib.suppress(requests.RequestException):
-                    requests.get(f"{url}/healthz", timeout=2)
+                    requests.get(f"{url}/healthz", timeout=2, verify=False)  # any answer: it listens
                     break
                 if process.poll() is not None or time.monotonic() > deadline:
                     output = process.stdout.read().decode(errors="replace") if process.stdout else ""

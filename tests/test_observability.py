@@ -9,10 +9,14 @@ from freezegun import freeze_time
 from prometheus_client.parser import text_string_to_metric_families
 
 from ringsum import create_app, state
+from ringsum.observability import STORAGE_ERROR_CAUSES
 from ringsum.state import close_app
-from ringsum.storage import StorageUnavailable
+from ringsum.storage import StorageIncompatible, StorageUnavailable
+from ringsum.version import __version__
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+CAUSES = sorted(STORAGE_ERROR_CAUSES.values())
+NO_ERRORS = dict.fromkeys(CAUSES, 0)
 
 
 def scrape(client, headers=None) -> dict[str, dict[tuple, float]]:
@@ -30,6 +34,10 @@ def scrape(client, headers=None) -> dict[str, dict[tuple, float]]:
 def requests_counted(samples, route: str, method: str, status: int) -> float:
     labels = (("method", method), ("route", route), ("status", str(status)))
     return samples.get("ringsum_http_requests_total", {}).get(labels, 0)
+
+
+def errors_by_cause(samples) -> dict[str, float]:
+    return {dict(labels)["error"]: value for labels, value in samples["ringsum_storage_errors_total"].items()}
 
 
 def make_storage_unreachable(monkeypatch, app) -> None:
@@ -50,7 +58,7 @@ def test_healthz(client) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.mimetype == "application/json"
-    assert response.get_json() == {"status": "ok"}
+    assert response.get_json() == {"status": "ok", "version": __version__}
 
 
 def test_readyz_when_storage_answers(client) -> None:
@@ -116,7 +124,11 @@ def test_counters_after_a_known_sequence_of_requests(client) -> None:
     )
     assert samples["ringsum_keys"][()] == 3
     assert samples["ringsum_entries"][()] >= 3
-    assert not samples.get("ringsum_storage_errors_total")
+    # Every cause reads 0 from the start, so an alert on it never sees "no data".
+    assert samples["ringsum_storage_errors_total"] == {(("error", cause),): 0 for cause in CAUSES}
+    assert samples["ringsum_ready"][()] == 1
+    assert samples["ringsum_workers"][()] == 1
+    assert "ringsum_window_sum" not in samples  # RINGSUM_EXPORT is empty by default
 
 
 def test_each_app_counts_only_its_own_requests(make_app) -> None:
@@ -170,8 +182,27 @@ def test_key_limit_refusals_count_as_storage_errors() -> None:
         samples = scrape(client)
     finally:
         close_app(app)
-    assert samples["ringsum_storage_errors_total"] == {(("error", "key_limit"),): 2}
+    assert errors_by_cause(samples) == {**NO_ERRORS, "key_limit": 2}
     assert samples["ringsum_values_recorded_total"][()] == 1
+    assert samples["ringsum_max_keys"][()] == 1
+
+
+def test_the_idempotency_marker_limit_counts_as_marker_limit_not_key_limit(make_memory_app) -> None:
+    """Both are 507s: the label is the refusal's cause, not its status."""
+    client = make_memory_app(RINGSUM_MAX_IDEMPOTENCY_KEYS="1").test_client()
+    assert client.post("/metric/a", json={"value": 1}, headers={"Idempotency-Key": "one"}).status_code == 200
+    assert client.post("/metric/a", json={"value": 1}, headers={"Idempotency-Key": "two"}).status_code == 507
+    assert errors_by_cause(scrape(client)) == {**NO_ERRORS, "marker_limit": 1}
+
+
+def test_a_layout_written_by_a_newer_ringsum_counts_as_incompatible(memory_app, monkeypatch) -> None:
+    def incompatible(*_, **__):
+        raise StorageIncompatible("holds ringsum's data in key layout 99")
+
+    monkeypatch.setattr(state.storage(memory_app), "total", incompatible)
+    client = memory_app.test_client()
+    assert client.get("/metric/a/sum").status_code == 503
+    assert errors_by_cause(scrape(client)) == {**NO_ERRORS, "incompatible": 1}
 
 
 def test_unreachable_storage_counts_as_storage_errors_and_metrics_still_serve(memory_app, monkeypatch) -> None:
@@ -182,6 +213,51 @@ def test_unreachable_storage_counts_as_storage_errors_and_metrics_still_serve(me
     assert client.get("/readyz").status_code == 503
     samples = scrape(client)  # the storage gauges are left out, the rest still serves
     assert "ringsum_keys" not in samples
+    assert samples["ringsum_ready"][()] == 0
     assert samples["ringsum_storage_errors_total"][(("error", "unavailable"),)] >= 3
     assert requests_counted(samples, "/metric/<key>", "POST", 503) == 1
     assert samples["ringsum_values_recorded_total"][()] == 0
+
+
+def test_the_storage_and_its_limits_are_on_metrics(backend, make_app) -> None:
+    samples = scrape(make_app(RINGSUM_MAX_KEYS="500").test_client())
+    [(labels, value)] = samples["ringsum_storage_info"].items()
+    scheme = {"memory": "memory", "redis": "redis", "cluster": "redis+cluster"}[backend]
+    assert dict(labels) == {"backend": scheme, "journal": "off"} and value == 1  # the test apps keep no data dir
+    if backend == "memory":
+        assert samples["ringsum_max_keys"][()] == 500
+    else:  # Redis is bounded by its maxmemory, not by RINGSUM_MAX_KEYS
+        assert "ringsum_max_keys" not in samples
+
+
+def test_the_journal_label_is_the_fsync_mode_of_a_data_dir(make_memory_app, tmp_path) -> None:
+    client = make_memory_app(RINGSUM_DATA_DIR=str(tmp_path), RINGSUM_FSYNC="always").test_client()
+    [labels] = scrape(client)["ringsum_storage_info"]
+    assert dict(labels) == {"backend": "memory", "journal": "always"}
+
+
+def test_shared_metrics_count_evictions_once_and_keep_every_family(make_memory_app, tmp_path, monkeypatch) -> None:
+    """In process, the mode --workers N runs each worker in: values in the shared
+    directory, the storage's per-process evictions mirrored there, the same families."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    app = make_memory_app()
+    client = app.test_client()
+    with freeze_time(NOW) as clock:
+        for second in range(3):
+            clock.move_to(NOW + timedelta(seconds=second))
+            client.post("/metric/visits", json={"value": 1})
+        clock.move_to(NOW + timedelta(hours=1, seconds=2))
+        assert client.get("/metric/visits/sum").get_json() == {"value": 1}
+        state.storage(app).sweep()
+        samples = scrape(client)
+    assert sorted(path.name.split("_")[0] for path in tmp_path.glob("*.db")) == ["counter", "gauge", "histogram"]
+    assert samples["ringsum_evictions_total"][()] == 2
+    assert requests_counted(samples, "/metric/<key>", "POST", 200) == 3
+    assert (
+        samples["ringsum_http_request_duration_seconds_count"][
+            (("method", "POST"), ("route", "/metric/<key>"), ("status", "200"))
+        ]
+        == 3
+    )
+    assert samples["ringsum_storage_errors_total"] == {(("error", cause),): 0 for cause in CAUSES}
+    assert samples["ringsum_workers"][()] == 1 and samples["ringsum_keys"][()] == 1

@@ -19,8 +19,10 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+import redis
 import requests
 from serving import ROOT, START_TIMEOUT_S, Server, app_env, free_port, wait_until_answering
 
@@ -95,18 +97,25 @@ def assert_output(command: str, output: str, expected: str | None) -> None:
         assert json.loads(output) == wanted, f"{command}\n{output!r}"
 
 
-def test_every_curl_in_the_readme_answers_as_shown() -> None:
+def test_every_curl_in_the_readme_answers_as_shown(tmp_path: Path) -> None:
+    """Followed in order, as a reader does: one data dir throughout (the reader's
+    ``./data``), so what one server recorded, the next one starts with; and one server at
+    a time, the README's own ``make run`` stopped before a block starts another, and
+    started again for a later block that starts none."""
     blocks = [block for block in readme_blocks() if block.curls]
     assert sum(len(block.curls) for block in blocks) >= 15  # the parser found the README's examples
-    with contextlib.ExitStack() as shared:
+    data = {"RINGSUM_DATA_DIR": str(tmp_path / "data")}
+    with contextlib.ExitStack() as default_server:
         default: Server | None = None
         for block in blocks:
             with contextlib.ExitStack() as own:
                 if block.server_line is not None:
-                    server = own.enter_context(make_run(block.server_line))
+                    default_server.close()  # "stop the server started above first"
+                    default = None
+                    server = own.enter_context(make_run(block.server_line, data))
                 else:
                     if default is None:
-                        default = shared.enter_context(make_run("make run"))
+                        default = default_server.enter_context(make_run("make run", data))
                     server = default
                 for command, expected in block.curls:
                     assert_output(command, run_curl(command, server), expected)
@@ -117,7 +126,7 @@ def test_every_curl_in_the_readme_answers_as_shown() -> None:
 
 def _first_screen_make_run() -> None:
     with make_run("make run") as server:
-        assert requests.get(f"{server.url}/healthz", timeout=10).json() == {"status": "ok"}
+        assert requests.get(f"{server.url}/healthz", timeout=10).json()["status"] == "ok"
 
 
 def _make_test() -> None:
@@ -147,6 +156,21 @@ def _redis_workers(redis_url: str) -> Callable[[str], None]:
     return run
 
 
+def _redis_upgrade(line: str, redis_url: str) -> None:
+    """A key as ringsum 0.2 left it (layout 1: a hash and a sorted set), upgraded."""
+    client = redis.Redis.from_url(redis_url)
+    slot = int(client.time()[0])
+    client.set("ringsum:layout", 1)
+    client.hset("ringsum:{shared}:h", mapping={"total": 5, str(slot): 5})
+    client.zadd("ringsum:{shared}:z", {str(slot): slot})
+    command = shlex.split(line.replace("redis://127.0.0.1:6379/0", redis_url))
+    env = dict(token.split("=", 1) for token in command if "=" in token)
+    program = [sys.executable if part.endswith("python") else part for part in command if "=" not in part]
+    done = subprocess.run(program, cwd=ROOT, env=app_env(env), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "1 keys converted" in done.stdout, done.stderr
+    assert client.get("ringsum:layout") == b"2" and client.exists("ringsum:{shared}:w")
+
+
 OTHER_COMMANDS = {
     "make run": lambda _, __: _first_screen_make_run(),
     "make test": lambda _, __: _make_test(),
@@ -154,6 +178,7 @@ OTHER_COMMANDS = {
     'RINGSUM_STORAGE_URI=redis://127.0.0.1:6379/0 make run ARGS="--workers 4"': lambda line, redis: _redis_workers(
         redis
     )(line),
+    "RINGSUM_STORAGE_URI=redis://127.0.0.1:6379/0 .venv/bin/python -m ringsum.storage.upgrade": _redis_upgrade,
 }
 
 

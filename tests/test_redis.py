@@ -30,6 +30,7 @@ from serving import ROOT, app_env, serving
 from ringsum import create_app, load_settings
 from ringsum.state import close_app
 from ringsum.storage import open_storage
+from ringsum.storage import redis_layout as layout
 from ringsum.storage.memory import MemoryStorage
 from ringsum.storage.redis import LAYOUT_KEY, RedisStorage
 
@@ -80,23 +81,29 @@ def owner(nodes: list[redis.Redis], name: str) -> redis.Redis:
 # -- what Redis stores -------------------------------------------------------------
 
 
-def test_a_keys_structures_share_its_hash_tag_and_expire_after_window_plus_one_tick(
+def test_a_key_is_one_string_under_its_hash_tag_expiring_after_window_plus_one_tick(
     make_app: Callable[..., Flask], redis_nodes: list[redis.Redis]
 ) -> None:
     client = make_app(RINGSUM_WINDOW="90s", RINGSUM_RESOLUTION="500ms").test_client()
-    assert client.post("/metric/visits", json={"value": 3}).status_code == 200
-    assert all_keys(redis_nodes) == {"ringsum:{visits}:h", "ringsum:{visits}:z", "ringsum:index", LAYOUT_KEY}
-    node = owner(redis_nodes, "ringsum:{visits}:h")
-    assert owner(redis_nodes, "ringsum:{visits}:z") is node, "both structures live on the node of the tag"
-    for name in ("ringsum:{visits}:h", "ringsum:{visits}:z"):
-        assert 89_000 < node.pttl(name) <= 90_501  # 90 s + one 500 ms tick (+1 ms rounding)
+    with freeze_time("2026-01-01 12:00:00") as clock:
+        assert client.post("/metric/visits", json={"value": 3}, headers={"Idempotency-Key": "once"}).status_code == 200
+        names = all_keys(redis_nodes)
+        assert {"ringsum:{visits}:w", "ringsum:index", LAYOUT_KEY} <= names
+        node = owner(redis_nodes, "ringsum:{visits}:w")
+        marker = next(name for name in names if name.startswith("ringsum:{visits}:i:") or name.startswith("ringsum:i:"))
+        if len(redis_nodes) > 1:  # Cluster: the marker sits on the key's slot, with it
+            assert owner(redis_nodes, marker) is node
+        assert node.type("ringsum:{visits}:w") == b"string"
+        assert 89_000 < node.pttl("ringsum:{visits}:w") <= 90_501  # 90 s + one 500 ms tick (+1 ms rounding)
 
-    # Every write sets the TTL again, so a key in use never expires.
-    node.pexpire("ringsum:{visits}:h", 1000)
-    node.pexpire("ringsum:{visits}:z", 1000)
-    assert client.post("/metric/visits", json={"value": 4}).status_code == 200
-    assert all(89_000 < node.pttl(name) <= 90_501 for name in ("ringsum:{visits}:h", "ringsum:{visits}:z"))
-    assert client.get("/metric/visits/sum").get_json() == {"value": 7}
+        # Every write sets the TTL again, so a key in use never expires.
+        node.pexpire("ringsum:{visits}:w", 1000)
+        clock.tick(0.5)
+        assert client.post("/metric/visits", json={"value": 4}).status_code == 200
+        assert 89_000 < node.pttl("ringsum:{visits}:w") <= 90_501
+        assert client.get("/metric/visits/sum").get_json() == {"value": 7}
+        string = node.get("ringsum:{visits}:w")
+        assert list(layout.entries(string)) == [(3_534_537_600, 3), (3_534_537_601, 4)]  # 500 ms slots
 
 
 def test_exact_mode_keys_expire_after_the_window(
@@ -104,8 +111,8 @@ def test_exact_mode_keys_expire_after_the_window(
 ) -> None:
     client = make_app(RINGSUM_WINDOW="90s", RINGSUM_RESOLUTION="0").test_client()
     client.post("/metric/visits", json={"value": 3})
-    node = owner(redis_nodes, "ringsum:{visits}:h")
-    assert 89_000 < node.pttl("ringsum:{visits}:h") <= 90_002
+    node = owner(redis_nodes, "ringsum:{visits}:w")
+    assert 89_000 < node.pttl("ringsum:{visits}:w") <= 90_002
 
 
 @pytest.mark.parametrize("backend", ["redis"])
@@ -115,7 +122,7 @@ def test_idle_keys_vanish_from_redis_without_any_request(
     """Real time: a 1 s window, and nothing touches the key after the write."""
     client = make_app(RINGSUM_WINDOW="1s", RINGSUM_RESOLUTION="100ms").test_client()
     client.post("/metric/brief", json={"value": 1})
-    assert all_keys(redis_nodes) == {"ringsum:{brief}:h", "ringsum:{brief}:z", "ringsum:index", LAYOUT_KEY}
+    assert all_keys(redis_nodes) == {"ringsum:{brief}:w", "ringsum:index", LAYOUT_KEY}
     deadline = time.monotonic() + 10
     while all_keys(redis_nodes) != {"ringsum:index", LAYOUT_KEY} and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -202,8 +209,8 @@ def test_without_a_test_clock_the_redis_server_clock_counts(storage_uri: str, re
             assert writer.test_client().post("/metric/skewed", json={"value": 5}).status_code == 200
             clock.move_to("2001-01-01 14:00:00")
             assert reader.test_client().get("/metric/skewed/sum").get_json() == {"value": 5}
-        node = owner(redis_nodes, "ringsum:{skewed}:h")
-        (slot,) = (int(field) for field in node.hkeys("ringsum:{skewed}:h") if field != b"total")
+        node = owner(redis_nodes, "ringsum:{skewed}:w")
+        ((slot, _),) = layout.entries(node.get("ringsum:{skewed}:w"))
         assert abs(slot - node.time()[0]) <= 2  # the 1 s tick of the Redis server's TIME
     finally:
         close_app(writer)
@@ -233,7 +240,7 @@ def test_redis_stopped_is_a_503_and_serving_resumes_when_it_is_back(own_redis: R
         assert_unavailable(requests.post(f"{url}/metric/a", json={"value": 3}))
         assert_unavailable(requests.get(f"{url}/metric/a/sum"))
         assert_unavailable(requests.get(f"{url}/readyz"))
-        assert requests.get(f"{url}/healthz").json() == {"status": "ok"}
+        assert requests.get(f"{url}/healthz").json()["status"] == "ok"
 
         own_redis.start()  # an empty Redis on the same port, as after a crash
         assert requests.post(f"{url}/metric/a", json={"value": 4}).status_code == 200
@@ -466,10 +473,15 @@ OPERATIONS = st.lists(
 )
 
 
-@pytest.mark.parametrize(("window", "resolution"), [("10s", "1s"), ("10s", "0"), ("9s", "1500ms"), ("700ms", "7ms")])
+@pytest.mark.parametrize(
+    ("window", "resolution", "ring_at"),
+    [("10s", "1s", None), ("10s", "1s", 4), ("10s", "0", None), ("9s", "1500ms", None), ("700ms", "7ms", None)],
+)
 def test_redis_storage_answers_as_memory_storage_on_any_history(
-    redis_server: RedisServer, window: str, resolution: str
+    redis_server: RedisServer, window: str, resolution: str, ring_at: int | None
 ) -> None:
+    """``ring_at``: the slots a key holds before it turns from a log into a ring (and back
+    at a quarter of it), when not the default (1 slot here for 10 s of 1 s ticks)."""
     redis_server.flushall()
     config = load_settings(
         {"RINGSUM_STORAGE_URI": redis_server.url, "RINGSUM_WINDOW": window, "RINGSUM_RESOLUTION": resolution}
@@ -477,6 +489,8 @@ def test_redis_storage_answers_as_memory_storage_on_any_history(
     now = [T0]
     on_redis = open_storage(config.storage_uri, config.storage_options(), clock=lambda: now[0])
     assert isinstance(on_redis, RedisStorage)
+    if ring_at is not None:
+        on_redis._ring_at = ring_at
 
     @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(start=st.integers(0, 10**9), operations=OPERATIONS)
@@ -520,11 +534,11 @@ def test_the_key_layout_is_recorded_and_a_newer_one_refused(make_app, redis_node
     client = make_app().test_client()
     assert client.post("/metric/k", json={"value": 1}).status_code == 200
     holder = owner(redis_nodes, LAYOUT_KEY)
-    assert holder.get(LAYOUT_KEY) == b"1"
+    assert holder.get(LAYOUT_KEY) == b"2"
 
-    holder.set(LAYOUT_KEY, "2")
+    holder.set(LAYOUT_KEY, "3")
     newer = make_app().test_client()  # a ringsum started after the newer one wrote
     response = newer.post("/metric/k", json={"value": 5})
     assert response.status_code == 503 and response.mimetype == "application/problem+json"
-    assert "key layout '2'" in response.get_json()["detail"] and "newer ringsum" in response.get_json()["detail"]
+    assert "key layout '3'" in response.get_json()["detail"] and "newer ringsum" in response.get_json()["detail"]
     assert client.get("/metric/k/sum").get_json() == {"value": 1}  # nothing recorded

@@ -4,17 +4,18 @@ through HTTP with a frozen clock, in exact mode and tick mode."""
 from __future__ import annotations
 
 import sys
+import tracemalloc
 from collections import deque
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from freezegun import freeze_time
 from helpers import total
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from ringsum.units import parse_duration_us
-from ringsum.window import SMALL_FLAT, RollingSum
+from ringsum.window import SMALL_FLAT, PackedRollingSum, RollingSum, pack_at
 
 MAX = 2**53 - 1
 HOUR_US = 3_600_000_000
@@ -219,7 +220,7 @@ def test_window_setting_defaults_to_one_hour_in_one_second_ticks(make_app) -> No
         assert total(client) == 0
 
 
-# -- the container: a list while few, a deque past SMALL_FLAT -------------------
+# -- the containers: a list while few, a deque past SMALL_FLAT, a ring once dense --------
 
 
 def test_a_key_with_one_entry_costs_a_few_hundred_bytes_not_a_deque_block() -> None:
@@ -232,31 +233,236 @@ def test_a_key_with_one_entry_costs_a_few_hundred_bytes_not_a_deque_block() -> N
     assert list(rolling.entries()) == [(START_US, 3)]
 
 
+def test_a_busy_key_of_an_hour_in_seconds_costs_its_ring_not_a_deque_of_ints() -> None:
+    """3,601 ticks with values past CPython's shared small ints: ~290 KB as ints in a
+    deque, 8 bytes a tick packed (SPEC §7: at most 48 KiB)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        rolling = RollingSum(window_us=HOUR_US, resolution_us=1_000_000)
+        for tick in range(3601):
+            now = START_US + tick * 1_000_000
+            rolling.evict(now)
+            rolling.add(1_000 + tick, now)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kind(rolling) == "ring" and len(rolling) == 3601
+    assert 3601 * 8 < held <= 30 * 1024
+    assert rolling.total(now) == sum(range(1_000, 4_601))
+
+
+def kind(rolling: RollingSum) -> str:
+    """The container a key's entries are in: list, deque or ring."""
+    return "ring" if type(rolling) is PackedRollingSum else type(rolling._flat).__name__
+
+
 @pytest.mark.parametrize("resolution_us", [0, 1_000])
-def test_sums_stay_exact_as_entries_grow_past_the_list_and_age_out_of_the_deque(resolution_us: int) -> None:
+def test_each_container_in_turn_as_a_key_fills_and_empties_with_sums_exact(resolution_us: int) -> None:
     slot_us = resolution_us or 1
-    window_us = 100 * slot_us  # 100 live slots: well past SMALL_FLAT ints
+    span = 1000  # a ring once 170 entries are live, a deque again under 43
+    window_us = span * slot_us
+    assert (pack_at(span), SMALL_FLAT) == (170, 64)
     rolling, model = RollingSum(window_us, resolution_us), NaiveWindow(window_us, resolution_us)
-    for step in range(250):
-        now = START_US + step * slot_us
-        rolling.evict(now)
-        rolling.add(step, now)
-        model.values.append((now, step))
+    seen = []
+
+    def check(now: int) -> None:
         assert rolling.total(now) == model.total(now)
         assert rolling.total(now, 7 * slot_us) == model.total(now, 7 * slot_us)
-        assert len(rolling) == min(step + 1, 101)
-        assert isinstance(rolling._flat, deque) == (step + 1 > SMALL_FLAT // 2)
-    assert [value for _, value in rolling.entries()] == list(range(149, 250))
-    now += window_us + slot_us
-    assert rolling.evict(now) == 101
-    assert (rolling.total(now), len(rolling)) == (0, 0)
+        assert len(rolling) == len({t // slot_us for t, _ in model.live(now)})
+        if kind(rolling) not in seen[-1:]:
+            seen.append(kind(rolling))
+
+    now = START_US
+    for step in range(1300):  # one value a slot: list, deque at 33 entries, ring at 170
+        now = START_US + step * slot_us
+        rolling.evict(now)
+        rolling.add(10_000 + step, now)
+        model.values.append((now, 10_000 + step))
+        assert kind(rolling) == ("list" if step < 32 else "deque" if step + 1 < 170 else "ring")
+        if step % 7 == 0:
+            check(now)
+    assert [value for _, value in rolling.entries()] == [10_000 + step for step in range(299, 1300)]
+    for gap in (950, 40, 1, 1):  # 51 entries left: still a ring; 11: a list; then 10, 9
+        now += gap * slot_us
+        check(now)
+    assert seen == ["list", "deque", "ring", "list"]
+    assert rolling.expired(now + window_us)
+    assert rolling.evict(now + window_us) == 9 and not rolling
+
+
+def test_a_ring_thinned_out_goes_back_to_a_deque() -> None:
+    rolling = RollingSum(window_us=1000, resolution_us=1)
+    for t in range(START_US, START_US + 1001):
+        rolling.add(t - START_US, t)
+    assert kind(rolling) == "ring"
+    assert rolling.evict(START_US + 2000) == 1000  # one left
+    assert kind(rolling) == "list" and list(rolling.entries()) == [(START_US + 1000, 1000)]
+    rolling = RollingSum(window_us=1000, resolution_us=1)
+    for t in range(START_US, START_US + 1001):
+        rolling.add(1, t)
+    assert rolling.evict(START_US + 1000 + 958) == 958  # 43 left: a ring still
+    assert kind(rolling) == "ring"
+    assert rolling.evict(START_US + 1000 + 959) == 1  # 42: a deque (84 ints)
+    assert kind(rolling) == "deque" and rolling.total(START_US + 1959) == 42
+
+
+def test_a_subtotal_past_int64_leaves_the_ring_and_never_wraps() -> None:
+    rolling = RollingSum(window_us=100, resolution_us=1)
+    for t in range(START_US, START_US + 30):
+        rolling.add(1, t)
+    assert kind(rolling) == "ring"
+    now = START_US + 29
+    rolling.add(2**62, now)
+    rolling.add(2**62 - 30, now)  # the newest tick holds 2**63 - 29: still fits
+    assert kind(rolling) == "ring"
+    rolling.add(2**62, now)  # past 2**63 - 1: Python ints from here
+    assert kind(rolling) == "list"  # 30 entries
+    assert rolling.total(now) == 29 + 1 + 3 * 2**62 - 30
+    assert list(rolling.entries())[-1] == (now, 1 + 3 * 2**62 - 30)
+    assert rolling.total(now, 1) == 1 + 1 + 3 * 2**62 - 30  # the last two ticks
+    # A subtotal of exactly -2**63 is what marks an empty slot: it stays in ints too.
+    rolling = RollingSum(window_us=10, resolution_us=1)
+    for t in range(START_US, START_US + 6):
+        rolling.add(5, t)
+    assert kind(rolling) == "ring"
+    rolling.add(-(2**63) - 5, START_US + 5)
+    assert kind(rolling) == "list" and rolling.total(START_US + 5) == 25 - 2**63
+    assert len(rolling) == 6
+
+
+def test_a_ring_added_to_far_apart_without_evict_keeps_one_window() -> None:
+    """RollingSum alone (restoring, or Redis entries) may add without evicting first:
+    a ring then makes room itself."""
+    rolling = RollingSum(window_us=10, resolution_us=1)
+    for t in range(START_US, START_US + 11):
+        rolling.add(1, t)
+    assert kind(rolling) == "ring" and len(rolling) == 11
+    rolling.add(7, START_US + 15)  # slots 0-4 leave: 15 - 10
+    assert rolling.total(START_US + 15) == 6 + 7 and len(rolling) == 7
+    rolling.add(9, START_US + 1_000)  # everything left
+    assert rolling.total(START_US + 1_000) == 9 and list(rolling.entries()) == [(START_US + 1_000, 9)]
 
 
 def test_evicting_from_the_list_drops_only_the_entries_that_left() -> None:
-    rolling = RollingSum(window_us=10, resolution_us=1)
+    rolling = RollingSum(window_us=100, resolution_us=1)
     for t in range(START_US, START_US + 5):
         rolling.add(1, t)
     assert type(rolling._flat) is list
-    assert rolling.evict(START_US + 12) == 2  # slots 0 and 1 are more than 10 behind
+    assert rolling.evict(START_US + 102) == 2  # slots 0 and 1 are more than 100 behind
     assert [t for t, _ in rolling.entries()] == [START_US + 2, START_US + 3, START_US + 4]
-    assert rolling.total(START_US + 12) == 3
+    assert rolling.total(START_US + 102) == 3
+
+
+# -- both containers and every switch, against a model of the rules with the clock stepping back
+
+
+class Ledger:
+    """Today's rules in the plainest form: (slot, subtotal) entries, oldest first; an
+    add merges into the newest entry when its slot is not later (so a clock that
+    stepped back books into the newest tick); reads first drop what left the window."""
+
+    def __init__(self, window_us: int, resolution_us: int) -> None:
+        self.slot_us = resolution_us or 1
+        self.span = window_us // self.slot_us
+        self.entries: list[list[int]] = []
+
+    def evict(self, now: int) -> int:
+        kept = [entry for entry in self.entries if entry[0] >= now // self.slot_us - self.span]
+        dropped, self.entries = len(self.entries) - len(kept), kept
+        return dropped
+
+    def add(self, value: int, now: int) -> bool:
+        slot = now // self.slot_us
+        if self.entries and self.entries[-1][0] >= slot:
+            self.entries[-1][1] += value
+            return False
+        self.entries.append([slot, value])
+        return True
+
+    def total(self, now: int, window_us: int | None = None) -> int:
+        self.evict(now)
+        ticks = self.span if window_us is None else -(-window_us // self.slot_us)
+        return sum(v for slot, v in self.entries if slot >= now // self.slot_us - ticks)
+
+    def series(self, now: int, step_us: int) -> tuple[int, list[int]]:
+        self.evict(now)
+        step_slots = step_us // self.slot_us
+        current = now // self.slot_us // step_slots
+        count = -(-self.span // step_slots) + 1
+        sums = [0] * count
+        for slot, v in self.entries:
+            sums[min(slot // step_slots, current) - current + count - 1] += v
+        return (current - count + 1) * step_us, sums
+
+
+VALUES = st.one_of(
+    st.integers(-1000, 1000),
+    st.integers(-MAX, MAX),
+    st.integers(-(2**64), 2**64),  # past int64: a ring must hand such a tick back to ints
+    st.sampled_from([-(2**63), 2**63 - 1, 2**62]),
+)
+
+
+@st.composite
+def ring_windows(draw: st.DrawFn) -> tuple[int, int]:
+    """Spans of 1 to 60 slots (a ring from pack_at(span) = 4 to 14 live entries), or
+    up to 400 (70 entries: a deque first, past SMALL_FLAT ints)."""
+    resolution = draw(st.sampled_from([0, 1, 7, 1_000_000]))
+    return (resolution or 1) * draw(st.integers(1, 60) | st.integers(61, 400)), resolution
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), window=ring_windows(), start=st.integers(0, 2 * 10**15))
+def test_every_container_and_switch_gives_the_answers_of_the_plain_rules(
+    data: st.DataObject, window: tuple[int, int], start: int
+) -> None:
+    """Bursts of one value a slot fill a key until it packs; gaps thin it out until it
+    unpacks; the clock steps back and far ahead; subtotals overflow int64. After every
+    operation the answers are those of the Ledger; as the storage does, each add is
+    preceded by an evict at the same time."""
+    window_us, resolution_us = window
+    slot_us = resolution_us or 1
+    span = window_us // slot_us
+    rolling, model = RollingSum(window_us, resolution_us), Ledger(window_us, resolution_us)
+    steps = st.one_of(
+        st.integers(0, slot_us - 1),
+        st.sampled_from([slot_us, window_us, window_us + slot_us, 2 * window_us]),
+        st.integers(-window_us, 3 * window_us),  # a clock that steps back, too
+    )
+    burst = st.tuples(st.just("burst"), st.integers(1, span + 1), st.integers(1, 3), VALUES)
+    operation = st.one_of(
+        st.tuples(st.just("add"), VALUES),
+        burst,
+        burst,  # twice as likely: it is what packs a key
+        st.tuples(st.just("step"), steps),
+        st.tuples(st.just("read"), st.integers(1, window_us), st.sampled_from([k * slot_us for k in (1, 2, 5)])),
+    )
+    now, held = start + 10 * window_us, kind(rolling)
+    for name, *args in data.draw(st.lists(operation, min_size=2, max_size=40)):
+        if name == "step":
+            now = max(0, now + args[0])
+            continue
+        adds = [(args[0], now)] if name == "add" else []
+        if name == "burst":  # a value every ``every`` slots, ``slots`` of them
+            slots, every, value = args
+            adds = [(value, now + k * every * slot_us) for k in range(slots)]
+            now = adds[-1][1]
+        for value, at in adds:
+            assert rolling.evict(at) == model.evict(at)
+            if kind(rolling) != held:
+                event(f"{held} -> {kind(rolling)} as entries left")
+            assert rolling.add(value, at) == model.add(value, at)
+            if kind(rolling) != held:
+                event(f"{held} -> {kind(rolling)} on an add")
+            held = kind(rolling)
+        sub_window, step_us = args[-2:] if name == "read" else (window_us, slot_us)
+        assert rolling.total(now) == model.total(now)
+        assert len(rolling) == len(model.entries)
+        assert rolling.total(now, sub_window) == model.total(now, sub_window)
+        assert rolling.series(now, step_us) == model.series(now, step_us)
+        assert list(rolling.entries()) == [(slot * slot_us, v) for slot, v in model.entries]
+        assert rolling.expired(now) == (not model.entries)
+        if kind(rolling) != held:
+            event(f"{held} -> {kind(rolling)} as entries left")
+        held = kind(rolling)

@@ -2,9 +2,12 @@
 
 Every operation is one Lua script (``lua/*.lua``), so it is atomic and one round
 trip; the scripts read the Redis server's clock (``TIME``), so app hosts whose
-clocks disagree still agree on the window. A metric key ``K`` lives in
-``ringsum:{K}:h`` and ``ringsum:{K}:z``: the ``{K}`` hash tag keeps both on one
-Cluster slot, and a TTL of window + one tick lets idle keys vanish without a sweep.
+clocks disagree still agree on the window. A metric key ``K`` lives in one string,
+``ringsum:{K}:w`` (key layout 2, ``redis_layout.py``): a log of ``(slot, subtotal)``
+pairs while it holds few slots, a ring of int64 subtotals once busy. The ``{K}`` hash
+tag keeps it on the Cluster slot of its markers, and a TTL of window + one tick lets
+idle keys vanish without a sweep. Redis holding layout 1 (``ringsum:{K}:h`` and
+``:z``) is refused with the command that converts it (``upgrade.py``).
 
 Listing reads ``ringsum:index``, a sorted set of key names in byte order (all scored
 0, read with ZRANGE BYLEX). A key joins it when a record creates it: inside the record
@@ -49,6 +52,7 @@ from redis.retry import Retry
 
 from ..units import ceil_div
 from ..window import RollingSum
+from . import redis_layout as layout
 from .base import (
     Clock,
     IdempotencyKeyReused,
@@ -66,15 +70,19 @@ from .base import (
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "ringsum:"
-# The key layout (described in the module docstring), recorded in Redis itself so that a
-# newer layout is refused rather than misread; see _check_layout.
-LAYOUT_KEY, LAYOUT_VERSION = f"{NAMESPACE}layout", 1
-_HASH, _SLOTS, _MARKER = "}:h", "}:z", "}:i:"
+# The key layout (described in redis_layout.py), recorded in Redis itself so that
+# another layout is refused rather than misread; see _check_layout.
+NAMESPACE, LAYOUT_KEY, LAYOUT_VERSION = layout.NAMESPACE, layout.LAYOUT_KEY, layout.LAYOUT_VERSION
+UPGRADE_COMMAND = "python -m ringsum.storage.upgrade"
+_MARKER = "}:i:"
 _SCRIPTS = Path(__file__).with_name("lua")
-_SCRIPT_NAMES = ("record", "totals", "entries", "claim")
+_SCRIPT_NAMES = ("record", "totals", "entries", "claim", "upgrade")
 INDEX = "ringsum:index"
-_CENSUS_STEP = 2000  # Redis keys SCAN looks at per node per /metrics scrape (2 per metric key)
+_CENSUS_STEP = 2000  # Redis keys SCAN looks at per node per /metrics scrape (1 per metric key)
+# A key in tick mode becomes a ring of span + 1 cells (8 bytes each) once it holds more
+# slots than this share of them, and a log of 16-byte pairs again at a quarter of it:
+# chosen by measuring MEMORY USAGE (docs/footprint.md).
+RING_SHARE = 8
 _PRUNE_BUDGET = 5000  # index members of expired keys one listing may look past
 _WARN_EVERY_S = 10.0
 
@@ -91,12 +99,12 @@ _UNAVAILABLE = (
 NOT_RUN = (NoScriptError, AskError, TryAgainError)
 
 
-def hash_key(key: str) -> str:
-    return f"{NAMESPACE}{{{key}{_HASH}"
-
-
-def slots_key(key: str) -> str:
-    return f"{NAMESPACE}{{{key}{_SLOTS}"
+def ring_threshold(options: StorageOptions) -> int:
+    """Slots a key holds at most before it becomes a ring; 0 in exact mode (never: a
+    ring of one cell per microsecond of the window makes no sense)."""
+    if not options.resolution_us:
+        return 0
+    return max(1, (options.window_us // options.slot_us + 1) // RING_SHARE)
 
 
 def marker_key(marker_id: str, tag: str | None = None) -> str:
@@ -119,8 +127,14 @@ def _unpacked(marker_id: str, packed: bytes) -> Marker:
     return Marker(marker_id, packed[:32], int(packed[32:35]), packed[35:])
 
 
-def _redis_keys(keys: Sequence[str]) -> list[str]:
-    return [name for key in keys for name in (hash_key(key), slots_key(key))]
+def _in_int64(values: dict[str, int]) -> dict[str, int]:
+    """``values``, or SumOutOfRange when one (a batch's sum for a key) cannot be an int64:
+    refused before any script runs, so nothing at all is recorded."""
+    if any(not -layout.INT64_MAX <= value <= layout.INT64_MAX for value in values.values()):
+        raise SumOutOfRange(
+            "this would take a sum past what Redis adds exactly (±9.2e18, int64); nothing was recorded at all"
+        )
+    return values
 
 
 # -- URIs ----------------------------------------------------------------------------
@@ -153,7 +167,7 @@ def client_options(timeout_s: float) -> dict[str, Any]:
     return {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
-        "client_name": "ringsum",
+        "client_name": f"ringsum/layout{LAYOUT_VERSION}",  # told apart by the upgrade (upgrade.py)
         "retry": Retry(NoBackoff(), 0),
     }
 
@@ -164,8 +178,10 @@ def client_options(timeout_s: float) -> dict[str, Any]:
 class RedisStorage(Storage):
     """The storage interface on one Redis; see the module docstring."""
 
-    # How much of a batch a RINGSUM_RANGE refusal left unrecorded (one script: all of it).
+    # How much of a batch a refusal by the record script left unrecorded (one script: all of it).
     _UNRECORDED_ON_RANGE = "at all"
+    # On a single Redis the record script joins the keys it creates to the listing index.
+    _INDEX_IN_SCRIPT = True
 
     @classmethod
     def open(cls, uri: str, options: StorageOptions, *, clock: Clock | None = None, lock_timeout_s: float = 0) -> Self:
@@ -184,7 +200,10 @@ class RedisStorage(Storage):
     def shown_uri(cls, uri: str) -> str:
         return redacted(uri)
 
-    def __init__(self, uri: str, options: StorageOptions, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, uri: str, options: StorageOptions, *, clock: Clock | None = None, check_layout: bool = True
+    ) -> None:
+        """``check_layout=False`` is for the upgrade alone, which reads the layout it converts."""
         self.check_uri(uri)
         self._uri = uri
         self._timeout_s = options.redis_timeout_us / 1_000_000
@@ -192,6 +211,7 @@ class RedisStorage(Storage):
         self._resolution_us = options.resolution_us
         self._slot_us = options.slot_us
         self._span = options.window_us // options.slot_us
+        self._ring_at = ring_threshold(options)
         # Window + one tick, in whole ms rounded up, and 1 ms more: PEXPIRE counts from
         # the server's millisecond, which may be up to 1 ms before the recording µs.
         self._ttl_ms = str(ceil_div(options.window_us + options.slot_us, 1000) + 1)
@@ -200,6 +220,8 @@ class RedisStorage(Storage):
         self._client: redis.Redis | RedisCluster | None = None
         self._scripts: dict[str, Script] = {}
         self._warned_at = -_WARN_EVERY_S
+        self._checks_layout = check_layout
+        self._refusal_logged = False
         # The census behind stats(): nodes still to scan this pass (name -> cursor),
         # counts so far, and those of the last complete pass.
         self._census_lock = threading.Lock()
@@ -212,14 +234,14 @@ class RedisStorage(Storage):
     # -- the storage interface -------------------------------------------------
 
     def record(self, key: str, value: int, marker: Marker | None = None) -> Marker | None:
-        return self._record({key: value}, marker)
+        return self._record(_in_int64({key: value}), marker)
 
     def record_many(self, events: Sequence[tuple[str, int]], marker: Marker | None = None) -> Marker | None:
         """One script: atomic (per hash slot on Cluster, see RedisClusterStorage)."""
         summed: dict[str, int] = defaultdict(int)
         for key, value in events:
             summed[key] += value  # same key, same moment: the slot merges them anyway
-        return self._record(summed, marker)
+        return self._record(_in_int64(summed), marker)
 
     def total(self, key: str, window_us: int | None = None) -> int:
         if window_us is not None and ceil_div(window_us, self._slot_us) < self._span:
@@ -259,7 +281,7 @@ class RedisStorage(Storage):
 
     def delete(self, key: str) -> None:
         with self._errors():
-            self._connect().delete(hash_key(key), slots_key(key))
+            self._connect().delete(layout.string_key(key))
         self._unindex([key])
 
     def ping(self) -> None:
@@ -309,21 +331,33 @@ class RedisStorage(Storage):
     # -- operations ------------------------------------------------------------
 
     def _record(self, values: dict[str, int], marker: Marker | None) -> Marker | None:
-        """Record ``values``; with a marker, see Storage.record. Returns the marker held
-        when every script found it (nothing was recorded), else None."""
+        """Record ``values`` (each within int64); with a marker, see Storage.record.
+        Returns the marker held when every script found it (nothing was recorded), else None."""
         packed = _packed(marker) if marker is not None else ""
         parts = self._partition(list(values))
-        calls = [(part, [self._ttl_ms, packed, *(str(values[key]) for key in part)]) for part in parts]
+        index = "index" if self._INDEX_IN_SCRIPT else ""
+        calls = [
+            (
+                [*map(layout.string_key, part), *([INDEX] if index else []), *self._marker_keys(part, marker)],
+                [self._ttl_ms, packed, str(len(part)), index, *(layout.packed_value(values[key]) for key in part)],
+            )
+            for part in parts
+        ]
         try:
-            results = self._run("record", calls, [self._record_keys(part, marker) for part in parts])
+            results = self._run_prepared("record", calls)
         except ResponseError as error:
-            if not str(error).startswith("RINGSUM_RANGE"):
-                raise
-            raise SumOutOfRange(
-                "this would take a sum past what Redis adds exactly (±9.2e18, int64); "
-                f"nothing was recorded {self._UNRECORDED_ON_RANGE}"
-            ) from None
-        written = [(part, result) for (part, _), result in zip(calls, results, strict=True) if isinstance(result, list)]
+            if str(error).startswith("RINGSUM_RANGE"):
+                raise SumOutOfRange(
+                    "this would take a sum past what Redis adds exactly (±9.2e18, int64); "
+                    f"nothing was recorded {self._UNRECORDED_ON_RANGE}"
+                ) from None
+            if str(error).startswith("RINGSUM_FULL"):
+                raise KeyLimitReached(
+                    "a key holds as many values in its window as one Redis string can (exact mode: about "
+                    f"33 million); nothing was recorded {self._UNRECORDED_ON_RANGE}"
+                ) from None
+            raise
+        written = [(part, result) for part, result in zip(parts, results, strict=True) if isinstance(result, list)]
         self._count_evictions(sum(evicted for _, (evicted, *_) in written))
         created = [part[position - 1] for part, (_, *positions) in written for position in positions]
         if created:
@@ -335,10 +369,9 @@ class RedisStorage(Storage):
             raise IdempotencyKeyReused(marker.id)
         return held[0] if not written else None  # some slots written now: a partial Cluster batch completed
 
-    def _record_keys(self, part: list[str], marker: Marker | None) -> list[str]:
-        """The Redis keys a record script takes after the metric keys: the listing
-        index, which the script joins new keys to, and the marker's key."""
-        return [INDEX] if marker is None else [INDEX, marker_key(marker.id)]
+    def _marker_keys(self, part: list[str], marker: Marker | None) -> list[str]:
+        """The marker's key, last of a record script's KEYS, when there is a marker."""
+        return [] if marker is None else [marker_key(marker.id)]
 
     def _created(self, keys: list[str]) -> None:
         """Keys a record just created; the script put them in the index already."""
@@ -350,18 +383,18 @@ class RedisStorage(Storage):
         evicted = 0
         for (part, _), (dropped, *values) in zip(calls, self._run("totals", calls), strict=True):
             evicted += dropped
-            totals.update((key, int(value)) for key, value in zip(part, values, strict=True) if value != b"")
+            totals.update((key, layout.total(value)) for key, value in zip(part, values, strict=True) if value)
         self._count_evictions(evicted)
         return totals
 
     def _entries(self, key: str) -> tuple[int, RollingSum]:
         """Now (µs, by the script's clock) and the key's live entries as a RollingSum,
         so sub-window sums and series are computed by the very code memory uses."""
-        (dropped, now, *pairs) = self._run("entries", [([key], [])])[0]
+        (dropped, now, string) = self._run("entries", [([key], [])])[0]
         self._count_evictions(dropped)
         rolling = RollingSum(self._window_us, self._resolution_us)
-        for slot, subtotal in zip(pairs[::2], pairs[1::2], strict=True):
-            rolling.add(int(subtotal), int(slot) * self._slot_us)
+        for slot, subtotal in layout.entries(string):
+            rolling.add(subtotal, slot * self._slot_us)
         return int(now), rolling
 
     def _unindex(self, keys: list[str]) -> None:
@@ -373,7 +406,7 @@ class RedisStorage(Storage):
             client.zrem(INDEX, *keys)
             pipe = client.pipeline(transaction=False)
             for key in keys:
-                pipe.exists(slots_key(key))
+                pipe.exists(layout.string_key(key))
             recreated = [key for key, held in zip(keys, pipe.execute(), strict=True) if held]
             if recreated:
                 client.zadd(INDEX, dict.fromkeys(recreated, 0))
@@ -381,16 +414,15 @@ class RedisStorage(Storage):
     def _census(self, node: redis.Redis, cursor: int) -> tuple[int, int, int]:
         """One SCAN step on one node: the next cursor (0: done), the keys it found and
         their entries. Keys found join the index if they are not in it (ZADD NX)."""
-        cursor, found = node.scan(cursor, match=f"{NAMESPACE}{{*{_SLOTS}", count=_CENSUS_STEP)
+        cursor, found = node.scan(cursor, match=f"{NAMESPACE}{{*{layout.STRING_SUFFIX}", count=_CENSUS_STEP)
         names = list(dict.fromkeys(found))
         if not names:
             return cursor, 0, 0
         pipe = node.pipeline(transaction=False)
         for name in names:
-            pipe.zcard(name)
-        entries = sum(pipe.execute())
-        start, end = len(NAMESPACE) + 1, -len(_SLOTS)
-        self._connect().zadd(INDEX, {name[start:end].decode(): 0 for name in names}, nx=True)
+            pipe.getrange(name, *layout.COUNT_RANGE)
+        entries = sum(map(layout.slots_held, pipe.execute()))
+        self._connect().zadd(INDEX, dict.fromkeys(map(layout.metric_key, names), 0), nx=True)
         return cursor, len(names), entries
 
     def _count_evictions(self, count: int) -> None:
@@ -400,23 +432,24 @@ class RedisStorage(Storage):
 
     # -- running scripts -------------------------------------------------------
 
-    def _run(
-        self, name: str, calls: list[tuple[list[str], list[Any]]], more_keys: Sequence[Sequence[str]] | None = None
-    ) -> list[Any]:
-        """Run script ``name`` once per ``(metric keys, extra ARGV)`` call, with a call's
-        ``more_keys`` after its KEYS; returns the results in order. Calls bound for one
-        node go in one round trip."""
-        more = more_keys or [()] * len(calls)
-        return self._run_prepared(
-            name, [([*_redis_keys(keys), *extra], tail) for (keys, tail), extra in zip(calls, more, strict=True)]
-        )
+    def _run(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run script ``name`` once per ``(metric keys, extra ARGV)`` call, with the
+        keys' strings as its KEYS; returns the results in order."""
+        return self._run_prepared(name, [(list(map(layout.string_key, keys)), tail) for keys, tail in calls])
 
     def _run_prepared(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Run script ``name`` once per ``(Redis keys, extra ARGV)`` call."""
+        """Run script ``name`` once per ``(Redis keys, extra ARGV)`` call, after the
+        ARGV every script takes first (common.lua). Calls bound for one node go in one
+        round trip."""
         with self._errors():
             client = self._connect()
             script = self._scripts[name]
-            head = [str(self._slot_us), str(self._span), str(self._clock()) if self._clock else ""]
+            head = [
+                str(self._slot_us),
+                str(self._span),
+                str(self._clock()) if self._clock else "",
+                str(self._ring_at),
+            ]
             prepared = [(keys, head + tail) for keys, tail in calls]
             return self._execute(client, script, prepared)
 
@@ -460,7 +493,8 @@ class RedisStorage(Storage):
         with self._lock:
             if self._client is None:
                 client = self._new_client()
-                self._check_layout(client)
+                if self._checks_layout:
+                    self._check_layout(client)
                 self._scripts = {name: client.register_script(_script_text(name)) for name in _SCRIPT_NAMES}
                 self._client = client
             return self._client
@@ -471,15 +505,26 @@ class RedisStorage(Storage):
 
     def _check_layout(self, client: redis.Redis | RedisCluster) -> None:
         """Mark the keyspace with the key layout this ringsum writes (on first connection,
-        one round trip), or refuse one written by a newer ringsum instead of misreading it."""
+        one round trip), or refuse another instead of misreading it: an older one with
+        the command that upgrades it, a newer one written by a newer ringsum. The log
+        says so once; every request answers a 503 that says so."""
         found = client.set(LAYOUT_KEY, LAYOUT_VERSION, nx=True, get=True)
         if found is None or found == str(LAYOUT_VERSION).encode():
             return
+        shown = found.decode(errors="replace")
+        if shown.isdigit() and int(shown) < LAYOUT_VERSION:
+            advice = (
+                f"this ringsum uses layout {LAYOUT_VERSION}: stop every ringsum using this Redis, then run "
+                f"`{UPGRADE_COMMAND}` with their RINGSUM_* settings"
+            )
+        else:
+            advice = f"this ringsum knows layout {LAYOUT_VERSION}: run a newer ringsum against it"
         error = StorageIncompatible(
-            f"Redis at {redacted(self._uri)} holds ringsum's data in key layout {found.decode(errors='replace')!r} "
-            f"({LAYOUT_KEY}), and this ringsum knows layout {LAYOUT_VERSION}: run a newer ringsum against it"
+            f"Redis at {redacted(self._uri)} holds ringsum's data in key layout {shown!r} ({LAYOUT_KEY}), and {advice}"
         )
-        log.error("%s", error)
+        if not self._refusal_logged:
+            self._refusal_logged = True
+            log.error("%s", error)
         raise error
 
     @contextmanager

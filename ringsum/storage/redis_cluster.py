@@ -56,6 +56,7 @@ class RedisClusterStorage(RedisStorage):
     """The storage interface on Redis Cluster; see the module docstring."""
 
     _UNRECORDED_ON_RANGE = "for that key (other keys of the batch may be)"
+    _INDEX_IN_SCRIPT = False  # the index lives in another slot: keys a record creates join it in _created
 
     @classmethod
     def check_uri(cls, uri: str) -> None:
@@ -90,9 +91,8 @@ class RedisClusterStorage(RedisStorage):
                 self._unclaim(marker)  # type: ignore[arg-type]
             raise
 
-    def _record_keys(self, part: list[str], marker: Marker | None) -> list[str]:
-        """Only the marker's key, on the slot of the part's first metric key: the index
-        lives in another slot."""
+    def _marker_keys(self, part: list[str], marker: Marker | None) -> list[str]:
+        """The marker's key on the slot of the part's first metric key."""
         return [] if marker is None else [marker_key(marker.id, part[0])]
 
     def _created(self, keys: list[str]) -> None:

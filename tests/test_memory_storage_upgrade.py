@@ -1,0 +1,52 @@
+"""An upgrade reads what an older ringsum wrote: data dirs of format 1 from commit f671476
+(tests/fixtures/make_datadir_v1.py made them), restored to the answers a storage that
+never stopped gives, then checkpointed and restored again by this version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from fixtures.make_datadir_v1 import GUARDED, GUARDED_LATER, readings
+
+from ringsum.config import read_settings
+from ringsum.storage.memory import MemoryStorage
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def open_storage(data_dir: Path, settings: dict[str, str], clock: list[int]) -> MemoryStorage:
+    environ = {**settings, "RINGSUM_DATA_DIR": str(data_dir), "RINGSUM_FSYNC": "no"}
+    return MemoryStorage(read_settings(environ, environ={}).storage_options(), clock=lambda: clock[0])
+
+
+def as_json(found: list[dict]) -> list[dict]:
+    return json.loads(json.dumps(found))  # tuples to lists, as expected.json holds them
+
+
+@pytest.mark.parametrize("refolded", [False, True], ids=["as-written", "after-a-checkpoint"])
+@pytest.mark.parametrize("mode", ["tick", "exact"])
+def test_a_format_1_data_dir_is_restored_with_the_sums_it_held(tmp_path, mode: str, refolded: bool) -> None:
+    fixture = FIXTURES / f"datadir-v1-{mode}"
+    expected = json.loads((fixture / "expected.json").read_text())
+    data_dir = shutil.copytree(fixture, tmp_path / "data", ignore=shutil.ignore_patterns("expected.json"))
+    end_us = expected["end_us"]
+    clock = [end_us]
+    storage = open_storage(data_dir, expected["settings"], clock)
+    if refolded:
+        try:
+            # The retries of the writes the markers guard are answered from them, not counted.
+            assert storage.record("guarded", 11, GUARDED) == GUARDED
+            assert storage.record("guarded.later", 3, GUARDED_LATER) == GUARDED_LATER
+            storage.delete("gone")  # a write, so that the checkpoint has a log to fold
+            storage.checkpoint()  # this version folds the old files into a snapshot of its own
+            assert not (data_dir / "journal-0000000002.log").exists()
+        finally:
+            storage.close()
+        storage = open_storage(data_dir, expected["settings"], clock)
+    try:
+        assert as_json(readings(storage, clock, end_us)) == expected["readings"]
+    finally:
+        storage.close()
