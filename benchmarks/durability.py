@@ -174,13 +174,20 @@ def durability(rounds: int, seconds: float, quick: bool = False) -> dict:
     }
 
 
+def _ratio_range(cost: dict, name: str) -> str:
+    """The run-by-run ratios of ``name`` to no data dir (runs alternate, so run i of each
+    faced the same moment of the machine's load), as a range."""
+    ratios = [mode / none for mode, none in zip(cost[name]["runs"]["post"], cost["none"]["runs"]["post"], strict=True)]
+    return f"runs {min(ratios):.2f}-{max(ratios):.2f}x"
+
+
 def rows(results: dict) -> list[tuple[str, str, str, bool | None]]:
     cost, found = results["post_cost"], []
     ratio = cost["everysec"]["post"] / cost["none"]["post"]
     found.append(
         (
-            "POST req/s: default data dir (fsync everysec) / no data dir",
-            f"{cost['everysec']['post']:,.0f} / {cost['none']['post']:,.0f} = {ratio:.2f}x",
+            "POST req/s: default data dir (fsync everysec) / no data dir (medians)",
+            f"{cost['everysec']['post']:,.0f} / {cost['none']['post']:,.0f} = {ratio:.2f}x ({_ratio_range(cost, 'everysec')})",
             ">= 0.95x",
             ratio >= 0.95,
         )
@@ -197,8 +204,16 @@ def rows(results: dict) -> list[tuple[str, str, str, bool | None]]:
     always = cost["always"]["post"] / cost["none"]["post"]
     found.append(
         (
-            "POST req/s: RINGSUM_FSYNC=always / no data dir",
-            f"{cost['always']['post']:,.0f} / {cost['none']['post']:,.0f} = {always:.2f}x",
+            "POST req/s: RINGSUM_FSYNC=always (group commit) / no data dir (medians)",
+            f"{cost['always']['post']:,.0f} / {cost['none']['post']:,.0f} = {always:.2f}x ({_ratio_range(cost, 'always')})",
+            ">= 0.8x",
+            always >= 0.8,
+        )
+    )
+    found.append(
+        (
+            "POST server CPU µs/request: none / everysec / always (medians)",
+            " / ".join(f"{cost[name]['post_cpu_us']:,.0f}" for name in ("none", "everysec", "always")),
             "(reported)",
             None,
         )

@@ -12,9 +12,11 @@ import sys
 
 from . import load_settings
 from .access_log import configure_logging
+from .clock import now_us
 from .config import ConfigError, Settings, settings_help
-from .storage import DataDirError, shown_uri, storage_class
+from .storage import DataDirError, inventory, shown_uri, storage_class
 from .storage.datadir import DataDir
+from .storage.repair import repair
 from .units import format_duration
 from .version import __version__
 
@@ -36,6 +38,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="request threads per process (default 1: each request runs on the loop that read it; "
         "more run requests on a pool, measured slower even for Redis)",
+    )
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="memory storage: start from a data dir that is not whole (a log segment missing or emptied, "
+        "the snapshot missing beside later segments), accepting the loss, which is logged; "
+        "without it such a start is refused",
     )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
@@ -88,10 +97,20 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format)
     if storage_class(settings.storage_uri).uses_data_dir and settings.data_dir is not None:
         try:  # refused here, in one line, before the port is taken or anything announced
-            DataDir(settings.data_dir).release()
+            held = DataDir(settings.data_dir)
+            if args.repair:
+                repair(held, settings.storage_options(), now_us())
+            else:
+                inventory.check(held)
         except DataDirError as error:
             print(f"ringsum: {error}", file=sys.stderr)
             return 1
+        except OSError as error:
+            print(f"ringsum: cannot read the data dir {held.path}: {error}", file=sys.stderr)
+            return 1
+        # Held for as long as this process serves: of two servers started at once on one
+        # data dir, exactly one gets here; its workers share the lock (DataDir.hand_down).
+        held.hand_down()
     from .server import run  # Flask, the edge and the app: only for settings that are accepted
 
     threads = args.threads or 1

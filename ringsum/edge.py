@@ -34,13 +34,16 @@ from functools import partial
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from . import pending
 from .access_log import AccessLog
 from .http1 import Refused, Request, RequestReader
+from .pending import Pending
 from .wire import PROBLEM_MIMETYPE, WHOLE_BODY, problem_json, title
 
 log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Answer = tuple[bytes, list[tuple[str, str]], bytes]  # status line, headers, whole body
 RefusalHook = Callable[[str], None]  # told the reason label of every refusal (metrics)
 
 REQUESTS_PER_TURN = 1  # pipelined requests answered per turn of the loop before other connections get theirs
@@ -132,6 +135,7 @@ class Edge:
         self.buffered_peak = 0  # the most held since the heap was last trimmed
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="ringsum-request") if threads > 1 else None
         self.connections: set[Connection] = set()
+        self.held: list[tuple[Connection, Request, Answer, Pending]] = []  # answers waiting for the disk
         self.draining = False
         self.drain_started = 0.0
         self.on_refusal = on_refusal
@@ -171,6 +175,26 @@ class Edge:
 
     def refresh_date(self) -> None:
         self.date = formatdate(usegmt=True).encode()
+
+    def hold(self, connection: Connection, request: Request, answer: Answer, held: Pending) -> None:
+        """Keep an answer until what it acknowledges is on the disk. The first one held
+        in a turn of the loop schedules the release after every request of that turn."""
+        if not self.held:
+            asyncio.get_running_loop().call_soon(self.release_held)
+        self.held.append((connection, request, answer, held))
+
+    def release_held(self) -> None:
+        """Group commit: one fsync (of everything written so far) for all the answers
+        held this turn, then they leave. It runs on the loop, outside the storage's
+        lock; a pool thread waiting at the same time shares it."""
+        releasing, self.held = self.held, []
+        for connection, request, answer, held in releasing:
+            error: Exception | None = None
+            try:
+                held.wait()  # the first one fsyncs everything written; the others find it done
+            except Exception as failed:  # NotDurable: this answer is not an acknowledgement
+                error = failed
+            connection.held_done(request, answer, error)
 
     async def serve(self, sock: socket.socket, stopping: asyncio.Event, grace_s: float = 10.0) -> None:
         """Accept on ``sock`` until ``stopping`` is set; then answer what is under way,
@@ -356,17 +380,37 @@ class Connection(asyncio.Protocol):
         environ = self._environ(request)
         pool = self.edge.pool
         if pool is None:
-            self._write_response(request, *_call_app(self.edge.app, environ))
+            self._answer(request, *_call_app_held(self.edge.app, environ))
             return
         self.in_app = True
-        future = asyncio.get_running_loop().run_in_executor(pool, _call_app, self.edge.app, environ)
+        future = asyncio.get_running_loop().run_in_executor(pool, _call_app_held, self.edge.app, environ)
         future.add_done_callback(partial(self._app_done, request))
 
     def _app_done(self, request: Request, done: asyncio.Future) -> None:
         self.in_app = False
         if self.closing or self.transport is None:
             return
-        self._write_response(request, *done.result())
+        self._answer(request, *done.result())
+        self._take_turn()
+
+    def _answer(self, request: Request, answer: Answer, held: Pending | None) -> None:
+        """Write ``answer`` now, or at the end of this turn of the loop once what it
+        acknowledges is on the disk (see Edge.release_held); this connection's next
+        request waits its turn, in order."""
+        if held is None:
+            self._write_response(request, *answer)
+            return
+        self.in_app = True
+        self.edge.hold(self, request, answer, held)
+
+    def held_done(self, request: Request, answer: Answer, error: Exception | None) -> None:
+        self.in_app = False
+        if self.closing or self.transport is None:
+            return
+        if error is not None:  # the write could not be made durable: it is not acknowledged
+            body = problem_json(503, f"{error}; retry shortly")
+            answer = (b"503 Service Unavailable", [("Content-Type", PROBLEM_MIMETYPE), ("Retry-After", "1")], body)
+        self._write_response(request, *answer)
         self._take_turn()
 
     def _environ(self, request: Request) -> dict[str, Any]:
@@ -547,7 +591,17 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-def _call_app(app: WSGIApp, environ: dict[str, Any]) -> tuple[bytes, list[tuple[str, str]], bytes]:
+def _call_app_held(app: WSGIApp, environ: dict[str, Any]) -> tuple[Answer, Pending | None]:
+    """Run the app, collecting what its answer must wait for before it leaves."""
+    pending.collect()
+    try:
+        answer = _call_app(app, environ)
+    finally:
+        held = pending.collected()
+    return answer, held
+
+
+def _call_app(app: WSGIApp, environ: dict[str, Any]) -> Answer:
     """Run the WSGI app to completion: its status line, headers and whole body."""
     started: list[Any] = []
 

@@ -125,6 +125,19 @@ class StorageCollector(Collector):
             yield GaugeMetricFamily(
                 "ringsum_idempotency_keys", "Idempotency keys remembered.", value=stats.idempotency_keys
             )
+        if stats.durable is not None:
+            yield GaugeMetricFamily(
+                "ringsum_data_dir_durable",
+                "1 while writes are trusted to the data dir; 0 while they are refused (503): a failed fsync, "
+                "a data dir deleted or replaced, a log that cannot be written.",
+                value=int(stats.durable),
+            )
+        if stats.damaged_files is not None:
+            yield GaugeMetricFamily(
+                "ringsum_data_dir_damaged_files",
+                "Damaged files found at a start and kept aside in the data dir (*.damaged), until removed by hand.",
+                value=stats.damaged_files,
+            )
         if stats.sweep_seconds is not None:
             yield GaugeMetricFamily(
                 "ringsum_sweep_duration_seconds", "Duration of the last background sweep.", value=stats.sweep_seconds

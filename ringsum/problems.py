@@ -13,6 +13,7 @@ from .storage import (
     IdempotencyKeyReused,
     KeyLimitReached,
     MarkerLimitReached,
+    NotDurable,
     StorageIncompatible,
     StorageUnavailable,
     SumOutOfRange,
@@ -111,6 +112,10 @@ def _from_unavailable(error: StorageUnavailable) -> Response:
     return problem_response(503, f"storage is unreachable ({error}); retry shortly", {"Retry-After": "1"})
 
 
+def _from_not_durable(error: NotDurable) -> Response:
+    return problem_response(503, f"{error}; retry shortly", {"Retry-After": "1"})
+
+
 def _from_unexpected(error: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.path)
     return problem_response(500, _DETAILS[500])
@@ -124,5 +129,6 @@ def register_problem_handlers(app: Flask) -> None:
     app.register_error_handler(IdempotencyKeyReused, _from_reused_idempotency_key)
     app.register_error_handler(StorageUnavailable, _from_unavailable)
     app.register_error_handler(StorageIncompatible, _from_incompatible)
+    app.register_error_handler(NotDurable, _from_not_durable)
     app.register_error_handler(SumOutOfRange, _from_sum_out_of_range)
     app.register_error_handler(Exception, _from_unexpected)

@@ -3,16 +3,19 @@
 The supervisor binds the port itself, without SO_REUSEPORT, so a second server on a
 port in use is refused with one line whoever holds it. It forks the workers, which
 inherit the socket: connections that arrive while a worker restarts wait in the
-backlog instead of being refused. SIGHUP replaces each worker in turn (the old one
-stops and releases the data dir, then the new one takes it and reads it back);
-SIGTERM/SIGINT stop everything cleanly. A worker whose supervisor dies, however it
-died, stops too: nothing orphaned keeps serving.
+backlog instead of being refused. The start line ("serving") is said once a worker has
+beaten its heartbeat (below): its app is built (memory storage: the data dir held and
+read back) and its loop serves the port, so a start refused on the way never claims to
+serve. SIGHUP replaces each worker in turn (the old one stops, then the new one reads
+the data dir back); SIGTERM/SIGINT stop everything cleanly. A worker whose supervisor
+dies, however it died, stops too: nothing orphaned keeps serving.
 
 A worker that dies is replaced. So is one that stops answering: each worker's event
 loop beats a heartbeat (``ringsum.heartbeat``) four times a second, and one silent for
-longer than ``RINGSUM_WORKER_TIMEOUT`` is SIGKILLed, with one warning line. Its death
-releases the data dir's lock, and its replacement reads back everything it had
-acknowledged (every acknowledged write was in the log before its answer). Only a worker
+longer than ``RINGSUM_WORKER_TIMEOUT`` is SIGKILLed, with one warning line. Its
+replacement takes the data dir over (``python app.py`` holds its lock throughout, for
+whichever worker serves) and reads back everything it had acknowledged (every
+acknowledged write was in the log before its answer). Only a worker
 that has beaten once is held to the timeout: building the app and restoring a large data
 dir take as long as they take (the wait for a predecessor's data dir is bounded by
 HANDOVER_WAIT_S), at the price of not replacing a worker stopped before it ever served.
@@ -207,10 +210,14 @@ class Supervisor:
         options: ServeOptions,
         notifier: Notifier | None = None,
         status: str = "",
+        announce: Callable[[], None] | None = None,
     ) -> None:
         self.build_app = build_app
         self.sock = sock
         self.options = options
+        # The start line, said once a worker has beaten: never before the data dir is held
+        # and read back, so a start refused on the way says no "serving".
+        self.announce = announce
         self.notifier = notifier or Notifier(None)
         self.status = status  # what `systemctl status` shows once serving
         self.awaiting_ready = self.notifier.enabled  # READY=1 is due at the next heartbeat
@@ -267,14 +274,23 @@ class Supervisor:
         """How long to wait for a signal: until the next look for silent workers (or for
         a first heartbeat, while systemd waits for it), or until the next restart that
         is due sooner."""
-        interval = _READY_CHECK_INTERVAL_S if self.awaiting_ready else _CHECK_INTERVAL_S
+        waiting = self.awaiting_ready or self.announce is not None
+        interval = _READY_CHECK_INTERVAL_S if waiting else _CHECK_INTERVAL_S
         if not self.restarts:
             return interval
         return max(0.0, min(interval, min(self.restarts.values()) - time.monotonic()))
 
     def _say_ready(self) -> None:
-        """READY=1 once a worker has beaten: its app is built and its loop serves the port."""
-        if self.awaiting_ready and any(self.heartbeats.silent_for(slot) is not None for slot in self.workers.values()):
+        """The start line, and READY=1, once a worker has beaten: its app is built and
+        its loop serves the port."""
+        if self.announce is None and not self.awaiting_ready:
+            return
+        if not any(self.heartbeats.silent_for(slot) is not None for slot in self.workers.values()):
+            return
+        if self.announce is not None:
+            self.announce()
+            self.announce = None
+        if self.awaiting_ready:
             self.notifier.notify("READY=1", f"STATUS={self.status}")
             self.awaiting_ready = False
 
@@ -456,6 +472,5 @@ def serve(build_app: AppFactory, options: ServeOptions, describe: Describe | Non
         print(f"ringsum: cannot listen on {options.host}:{options.port}: {error.strerror or error}", file=sys.stderr)
         return 1
     status = describe(sock.getsockname()) if describe is not None else "serving"
-    if describe is not None:
-        log.info(status)
-    return Supervisor(build_app, sock, options, notifier, status).run()
+    announce = None if describe is None else functools.partial(log.info, status)
+    return Supervisor(build_app, sock, options, notifier, status, announce).run()

@@ -4,7 +4,6 @@ the check that an answer is the problem it should be."""
 
 from __future__ import annotations
 
-import os
 from http import HTTPStatus
 from typing import Any
 
@@ -47,9 +46,12 @@ def crash(storage: MemoryStorage) -> None:
     """What kill -9 leaves behind: the log as written so far, nothing flushed or closed
     on the way out, and the lock let go (by the kernel, when the process dies)."""
     storage._stopping.set()
-    storage._journal._stopping.set()
-    os.close(storage._journal._fd)
-    storage._data_dir.release()
+    persistence = storage._persistence
+    persistence._stopping.set()
+    for thread in persistence._threads:
+        thread.join()
+    persistence._journal.close(sync=False)
+    persistence._data_dir.release()
 
 
 def total(client: Any, key: str = "k") -> int:

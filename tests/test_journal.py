@@ -13,10 +13,11 @@ from zlib import crc32
 
 import pytest
 
-from ringsum.storage import DataDirInUse, Marker, UnsupportedDataFormat
+from ringsum.storage import DataDirInUse, Marker, UnsupportedDataFormat, file_header
 from ringsum.storage import journal as log
 from ringsum.storage.datadir import DataDir
-from ringsum.storage.journal import BATCH, DELETE, SINGLE, FsyncMode, Journal, Record, read_segment
+from ringsum.storage.journal import BATCH, DELETE, SINGLE, Record, read_segment
+from ringsum.storage.journal_writer import FsyncMode, Journal
 from ringsum.storage.snapshot import read_snapshot, write_snapshot
 
 T = 1_780_000_000_123_456
@@ -33,7 +34,7 @@ RECORDS = [
 
 def segment_file(path: Path, frames: list[bytes]) -> bytes:
     """A segment as the journal writes it: header, then the frames."""
-    data = log.HEADER.pack(log.MAGIC, log.FORMAT_VERSION) + b"".join(frames)
+    data = file_header.pack(log.MAGIC, 1) + b"".join(frames)
     path.write_bytes(data)
     return data
 
@@ -62,7 +63,7 @@ def test_a_torn_last_record_costs_only_that_record_at_every_byte_offset(tmp_path
 def test_a_cut_inside_the_header_reads_as_damaged_and_empty(tmp_path) -> None:
     path = tmp_path / "s.log"
     whole = segment_file(path, [RECORDS[0][0]])
-    for cut in range(1, log.HEADER.size):
+    for cut in range(1, file_header.SIZE):
         path.write_bytes(whole[:cut])
         assert read_segment(path).records == [] and read_segment(path).damage is not None
     path.write_bytes(b"")
@@ -84,7 +85,7 @@ def test_garbage_appended_keeps_every_whole_record_before_it(tmp_path, garbage: 
 def test_a_checksum_mismatch_stops_the_replay_at_that_record(tmp_path) -> None:
     path = tmp_path / "s.log"
     whole = bytearray(segment_file(path, [frame for frame, _ in RECORDS]))
-    second = log.HEADER.size + len(RECORDS[0][0])
+    second = file_header.SIZE + len(RECORDS[0][0])
     whole[second + log.FRAME.size + 12] ^= 0x01  # one bit of the second record's value
     path.write_bytes(bytes(whole))
     segment = read_segment(path)
@@ -94,13 +95,14 @@ def test_a_checksum_mismatch_stops_the_replay_at_that_record(tmp_path) -> None:
 
 def test_a_newer_format_version_is_refused_naming_the_file(tmp_path) -> None:
     path = tmp_path / "journal-0000000001.log"
-    path.write_bytes(log.HEADER.pack(log.MAGIC, log.FORMAT_VERSION + 1) + RECORDS[0][0])
+    newer = file_header.FORMAT_VERSION + 1
+    path.write_bytes(file_header.START.pack(log.MAGIC, newer) + RECORDS[0][0])
     with pytest.raises(UnsupportedDataFormat) as refused:
         read_segment(path)
-    assert str(path) in str(refused.value) and f"version {log.FORMAT_VERSION + 1}" in str(refused.value)
+    assert str(path) in str(refused.value) and f"version {newer}" in str(refused.value)
     assert len(str(refused.value).splitlines()) == 1
     snapshot = tmp_path / "snapshot"
-    snapshot.write_bytes(log.HEADER.pack(b"RINGSUMS", 7) + bytes(8))
+    snapshot.write_bytes(file_header.START.pack(b"RINGSUMS", 7) + bytes(8))
     with pytest.raises(UnsupportedDataFormat, match="snapshot has format version 7"):
         read_snapshot(snapshot)
 

@@ -14,7 +14,7 @@ from freezegun import freeze_time
 from helpers import ManualClock, memory_storage
 
 from ringsum import state
-from ringsum.storage import DataDirInUse, KeyLimitReached, StorageOptions, StorageUnavailable
+from ringsum.storage import DataDirInUse, KeyLimitReached, StorageOptions, StorageUnavailable, file_header
 from ringsum.storage.checkpoint import save
 from ringsum.storage.datadir import DataDir
 from ringsum.storage.memory import MemoryStorage
@@ -246,7 +246,7 @@ def test_a_write_the_log_cannot_take_is_refused_and_not_applied(tmp_path) -> Non
     clock = ManualClock(START_US)
     storage = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
     storage.record("k", 1)
-    log_fd = storage._journal._fd
+    log_fd = storage._persistence._journal._fd
     saved = os.dup(log_fd)
     full = os.open("/dev/full", os.O_WRONLY)
     try:
@@ -341,9 +341,9 @@ def test_a_damaged_snapshot_is_set_aside_and_its_whole_keys_kept(tmp_path, caplo
         storage = memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path))
     try:
         assert storage.keys().metrics == [("a", 1)]
-        assert (tmp_path / "snapshot.corrupt").read_bytes() == whole[:-30]
+        assert (tmp_path / "snapshot.damaged").read_bytes() == whole[:-30]
         assert [r.levelname for r in caplog.records].count("WARNING") == 1
-        assert "snapshot.corrupt" in caplog.text
+        assert "snapshot.damaged" in caplog.text and storage.stats().damaged_files == 1
     finally:
         storage.close()
     again = memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path))  # no warning the second time
@@ -373,6 +373,43 @@ def test_a_torn_log_tail_is_cut_off_so_new_records_never_follow_garbage(tmp_path
         third.close()
 
 
+def test_damage_inside_a_log_segment_keeps_the_whole_file_aside_and_says_what_is_lost(tmp_path, caplog) -> None:
+    clock = ManualClock(START_US)
+    storage = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
+    for value in (1, 2, 4, 8):
+        storage.record("k", value)
+    storage.close()
+    segment = tmp_path / "journal-0000000001.log"
+    whole = bytearray(segment.read_bytes())
+    header = file_header.SIZE
+    record = (len(whole) - header) // 4  # the four records are alike: damage the second one
+    whole[header + record + 20] ^= 0xFF
+    segment.write_bytes(bytes(whole))
+    with caplog.at_level(logging.INFO):
+        again = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
+    try:
+        assert again.total("k") == 1  # the records after the damaged one, in this segment, are lost
+        assert (tmp_path / "journal-0000000001.log.damaged").read_bytes() == bytes(whole)  # never deleted
+        assert segment.stat().st_size == header + record
+        warning = next(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+        assert "journal-0000000001.log.damaged" in warning and f"lost the {3 * record} bytes" in warning
+        assert "every record after it in this segment" in warning
+        restored_line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("restored"))
+        assert "damaged files kept aside" in restored_line and "journal-0000000001.log.damaged" in restored_line
+        assert again.stats().damaged_files == 1
+        again.record("k", 16)
+    finally:
+        again.close()
+    segment.write_bytes(segment.read_bytes() + b"garbage")  # damaged again: a second copy, the first kept
+    third = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
+    try:
+        assert third.total("k") == 1 + 16  # the 16 is in the next segment: a damaged one never stops a later one
+        assert third.stats().damaged_files == 2
+        assert (tmp_path / "journal-0000000001.log.2.damaged").exists()
+    finally:
+        third.close()
+
+
 def test_leftover_temporary_files_are_removed_at_start(tmp_path) -> None:
     (tmp_path / "snapshot.abc123.tmp").write_bytes(b"half a snapshot")
     memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path)).close()
@@ -381,7 +418,7 @@ def test_leftover_temporary_files_are_removed_at_start(tmp_path) -> None:
 
 def test_a_full_disk_answers_503_and_records_nothing(make_memory_app, tmp_path) -> None:
     app = make_memory_app(RINGSUM_DATA_DIR=str(tmp_path))
-    client, log_fd = app.test_client(), state.storage(app)._journal._fd
+    client, log_fd = app.test_client(), state.storage(app)._persistence._journal._fd
     assert client.post("/metric/k", json={"value": 1}).status_code == 200
     saved, full = os.dup(log_fd), os.open("/dev/full", os.O_WRONLY)
     try:
@@ -392,9 +429,17 @@ def test_a_full_disk_answers_503_and_records_nothing(make_memory_app, tmp_path) 
         assert str(tmp_path) in refused.get_json()["detail"] and "No space left" in refused.get_json()["detail"]
         assert client.post("/metric", json=[{"key": "k", "value": 7}]).status_code == 503
         assert client.get("/metric/k/sum").get_json() == {"value": 1}
+        not_ready = client.get("/readyz")  # a load balancer stops sending writes
+        assert not_ready.status_code == 503 and str(tmp_path) in not_ready.get_json()["detail"]
+        state.storage(app)._persistence._next_retry = 0
+        state.storage(app)._persistence.watch()  # the probe the watch thread tries every second
+        assert client.get("/readyz").status_code == 503
     finally:
         os.dup2(saved, log_fd)
         os.close(full)
         os.close(saved)
+    state.storage(app)._persistence._next_retry = 0
+    state.storage(app)._persistence.watch()
+    assert client.get("/readyz").status_code == 200  # ready again without a write
     assert client.post("/metric/k", json={"value": 2}).status_code == 200
     assert client.get("/metric/k/sum").get_json() == {"value": 3}

@@ -55,10 +55,12 @@ def test_kill_9_of_the_process_group_loses_no_acknowledged_value(tmp_path, resol
         assert "restored 15 keys" in again.output()
 
 
-def test_kill_9_mid_load_from_four_threads_keeps_every_acknowledged_value(tmp_path) -> None:
-    env = {"RINGSUM_DATA_DIR": str(tmp_path / "data")}
+@pytest.mark.parametrize("fsync", ["everysec", "always"])
+def test_kill_9_mid_load_from_eight_threads_keeps_every_acknowledged_value(tmp_path, fsync: str) -> None:
+    """With ``always``, the answers of concurrent writers share fsyncs (group commit)."""
+    env = {"RINGSUM_DATA_DIR": str(tmp_path / "data"), "RINGSUM_FSYNC": fsync}
     server = start_server(env)
-    sent, acknowledged = [0] * 4, [0] * 4
+    sent, acknowledged = [0] * 8, [0] * 8
     stop = threading.Event()
 
     def load(index: int) -> None:
@@ -72,7 +74,7 @@ def test_kill_9_mid_load_from_four_threads_keeps_every_acknowledged_value(tmp_pa
                 if response.status_code == 200:
                     acknowledged[index] += 1
 
-    threads = [threading.Thread(target=load, args=(index,)) for index in range(4)]
+    threads = [threading.Thread(target=load, args=(index,)) for index in range(8)]
     for thread in threads:
         thread.start()
     wait_for(lambda: sum(acknowledged) >= 500, "500 acknowledged posts")
@@ -120,10 +122,13 @@ def test_a_torn_tail_costs_at_most_the_record_it_cut(tmp_path, torn: str) -> Non
     path.write_bytes(path.read_bytes()[:-5])
     with serving({"RINGSUM_DATA_DIR": str(data_dir)}) as server:
         restored = {key: server.total(key) for key in expected}
+        metrics = requests.get(f"{server.url}/metrics", timeout=5).text
         output = server.output()
     assert restored["folded"] == expected["folded"]  # a torn snapshot end still holds every whole key
     assert restored["logged"] in (expected["logged"], expected["logged"] - 1009)  # at most the last post
-    assert "WARNING" in output and "damaged" in output
+    assert "WARNING" in output and f"damaged files kept aside (see the warnings above): {path.name}.damaged" in output
+    assert (data_dir / f"{path.name}.damaged").exists()
+    assert "ringsum_data_dir_damaged_files 1.0" in metrics
 
 
 def test_the_default_data_dir_is_data_in_the_working_directory(tmp_path) -> None:

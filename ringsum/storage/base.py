@@ -25,6 +25,12 @@ class StorageUnavailable(StorageError):
     """The backend cannot be reached right now (-> 503 with Retry-After)."""
 
 
+class NotDurable(StorageUnavailable):
+    """The data dir cannot be trusted with a write right now (an fsync failed, it was
+    deleted, replaced or cannot be written): writes are refused (-> 503 with
+    Retry-After) until the storage has re-established durability on its own."""
+
+
 class StorageIncompatible(StorageUnavailable):
     """The backend holds data in a layout this ringsum does not know (written by a newer
     one): refused rather than misread (-> 503 that says so)."""
@@ -137,6 +143,8 @@ class StorageStats:
     evictions: int | None = None  # window entries aged out since start
     sweep_seconds: float | None = None  # how long the last background sweep took
     idempotency_keys: int | None = None  # markers held (Redis: each one expires by its own TTL)
+    durable: bool | None = None  # memory with a data dir: whether writes are trusted to it right now
+    damaged_files: int | None = None  # memory with a data dir: *.damaged files kept in it
 
 
 class Storage(ABC):

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..window import RollingSum
-from .base import Marker
+from . import file_header
+from .base import DataDirError, Marker
 from .datadir import SNAPSHOT_NAME, DataDir
-from .journal import DELETE, Record, read_segment
+from .inventory import REPAIR_HINT, find_missing, refusal
+from .journal import DELETE, MAGIC, Record, Segment, read_segment
 from .markers import Markers
 from .snapshot import read_snapshot, write_snapshot
 
@@ -38,6 +40,8 @@ class Restored:
     last_sequence: int  # the newest segment read (or the one the snapshot covers)
     differs_from_files: bool  # a damaged snapshot was set aside or keys were cut to max_keys
     markers: list[tuple[int, Marker]] = field(default_factory=list)  # live ones: (expires at µs, marker)
+    damaged: list[str] = field(default_factory=list)  # names of the damaged files kept aside at this start
+    accepted: list[str] = field(default_factory=list)  # what was missing, accepted by --repair
 
 
 def replay(
@@ -74,20 +78,47 @@ def load(
     max_keys: int | None = None,
     upto: int | None = None,
     repair: bool = False,
+    accept_missing: bool = False,
 ) -> Restored:
     """The window the files hold at ``now_us``: the snapshot plus segments up to ``upto``.
-    With ``repair`` (at start, lock held): damaged tails are cut off and a damaged
-    snapshot set aside, one warning each, and segments already folded are deleted."""
+    With ``repair`` (at start, lock held): a data dir that is not whole is refused
+    (inventory.py) unless ``accept_missing`` (``--repair``); damaged tails are cut off
+    and damaged files kept aside, one warning each; segments already folded are deleted.
+    The caller writes a new snapshot when the result ``differs_from_files``."""
     snapshot = read_snapshot(data_dir.snapshot)
-    differs = False
+    accepted: list[str] = []
+    if snapshot.covers is None:
+        problem = f"{data_dir.snapshot} is damaged ({snapshot.damage}): which log segments it holds cannot be known"
+        if not accept_missing:
+            raise DataDirError(f"{problem}, and replaying them could skip values or count them twice; {REPAIR_HINT}")
+        segments = data_dir.segments()
+        snapshot.covers = segments[0][0] - 1 if segments else 0
+        accepted.append(
+            f"{problem}: assumed segment {snapshot.covers}, the one before the oldest there (had a crash left "
+            "folded segments behind, their values count twice)"
+        )
+    missing = find_missing(data_dir, snapshot.covers, snapshot.version) if repair else []
+    if missing and not accept_missing:
+        raise refusal(data_dir, missing)
+    moved = next((item for item in missing if item.covers_instead is not None), None)
+    if moved is not None:
+        snapshot.covers = moved.covers_instead
+        accepted.append(f"{moved.text}: took it as covering segment {snapshot.covers}, the one before the oldest there")
+        missing = find_missing(data_dir, snapshot.covers, snapshot.version)
+    accepted += [item.text for item in missing]
+    set_aside = {item.set_aside for item in missing if item.set_aside is not None}
+    differs, damaged = bool(accepted), []
     if snapshot.damage is not None and repair:
-        aside = data_dir.set_aside(data_dir.snapshot)
+        aside = data_dir.keep_damaged(data_dir.snapshot, copy=True)  # replaced by the caller's new snapshot
+        damaged.append(aside.name)
         log.warning(
-            "snapshot %s is damaged (%s): kept the %d whole keys before the damage, moved it to %s",
+            "snapshot %s is damaged (%s): kept the %d whole keys and %d markers before the damage, lost the "
+            "keys after it (those the log after it does not write again); the file is kept as %s",
             data_dir.snapshot,
             snapshot.damage,
             len(snapshot.keys),
-            aside,
+            len(snapshot.markers),
+            aside.name,
         )
         differs = True
 
@@ -115,16 +146,26 @@ def load(
             if repair:  # folded already; a crash came before the checkpoint deleted it
                 path.unlink(missing_ok=True)
             continue
+        if path in set_aside:  # empty, or another segment under this name: not replayed, kept
+            damaged.append(data_dir.keep_damaged(path, copy=False).name)
+            continue
         segment = read_segment(path)
         if segment.damage is not None and repair:
+            aside = data_dir.keep_damaged(path, copy=True)
+            damaged.append(aside.name)
+            lost = path.stat().st_size - segment.good_size
             log.warning(
-                "log segment %s is damaged (%s): kept its %d whole records before it and cut off the rest",
+                "log segment %s is damaged (%s): %s; the whole file is kept as %s",
                 path,
                 segment.damage,
-                len(segment.records),
+                f"replayed its {len(segment.records)} whole records before byte {segment.good_size}; lost the "
+                f"{lost} bytes from there on (the damaged record and every record after it in this segment; "
+                "later segments are replayed)"
+                if lost
+                else f"replayed all its {len(segment.records)} records; its header is written anew",
+                aside.name,
             )
-            with path.open("r+b") as file:
-                file.truncate(segment.good_size)
+            _cut_back(path, sequence, segment)
         for record in segment.records:
             replay(sums, newest, record, new_sum, markers)
         records += len(segment.records)
@@ -139,7 +180,24 @@ def load(
         log.warning("the data dir holds %d live keys; kept the %d newest (RINGSUM_MAX_KEYS)", len(live), max_keys)
         live, differs = live[-max_keys:], True
     live_markers = [(expires, marker) for expires, marker in markers.items() if expires > now_us]
-    return Restored({key: sums[key] for _, key in live}, records, last, differs, live_markers)
+    kept = {key: sums[key] for _, key in live}
+    return Restored(kept, records, last, differs, live_markers, damaged, accepted)
+
+
+def _cut_back(path: Path, sequence: int, segment: Segment) -> None:
+    """Cut a damaged segment back to its last whole record, so new records never follow
+    garbage; a header that could not be read or failed its checksum is written anew."""
+    good_size = segment.good_size
+    with path.open("r+b") as file:
+        if not good_size or (segment.header is not None and segment.header.damage):
+            if not good_size:
+                file.truncate(0)
+            file.seek(0)
+            file.write(file_header.pack(MAGIC, sequence))
+            good_size = max(good_size, file_header.SIZE)
+        file.truncate(good_size)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def save(
@@ -159,14 +217,29 @@ class _Unlocked(DataDir):
 
     def __init__(self, path: str) -> None:  # no lock taken
         self.path = Path(path).absolute()
-        self._lock_fd = -1
+        self._dir_fd = self._lock_fd = -1
+
+    def expect(self, identity: tuple[int, int] | None) -> None:
+        """Raise DataDirError unless ``path`` is still the directory with ``identity``."""
+        if identity is None:
+            return
+        self.identity = identity
+        gone = self.gone()
+        if gone is not None:
+            raise DataDirError(f"{gone}: not folded")
 
 
-def fold(path: str, upto: int, window_us: int, resolution_us: int, now_us: int) -> int:
+def fold(
+    path: str, upto: int, window_us: int, resolution_us: int, now_us: int, directory_id: tuple[int, int] | None = None
+) -> int:
     """A checkpoint: fold the snapshot and the segments up to ``upto`` into a new
-    snapshot; returns the keys written. Run by the serving process in a child."""
+    snapshot; returns the keys written. Run by the serving process in a child.
+    ``directory_id`` (device, inode): the directory the server holds; a fold finding
+    another one at ``path`` (deleted and made again, replaced) does nothing."""
     data_dir = _Unlocked(path)
+    data_dir.expect(directory_id)
     restored = load(data_dir, window_us, resolution_us, now_us, upto=upto)
+    data_dir.expect(directory_id)
     save(data_dir, max(upto, restored.last_sequence), restored.sums, restored.markers)
     return len(restored.sums)
 
@@ -191,12 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution-us", type=int, required=True)
     parser.add_argument("--now-us", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--directory-id", help="device:inode of the directory the server holds")
     args = parser.parse_args(argv)
     if not die_with_parent(args.parent_pid):
         print(f"checkpoint of {args.data_dir} not run: the server that asked for it is gone", file=sys.stderr)
         return 1
     try:
-        fold(args.data_dir, args.upto, args.window_us, args.resolution_us, args.now_us)
+        directory_id = tuple(map(int, args.directory_id.split(":"))) if args.directory_id else None
+        fold(args.data_dir, args.upto, args.window_us, args.resolution_us, args.now_us, directory_id)
     except Exception as error:
         print(f"checkpoint of {args.data_dir} failed: {error!r}", file=sys.stderr)
         return 1

@@ -7,9 +7,6 @@ part of the data, which is why serving with more than one needs Redis.
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -18,12 +15,11 @@ from typing import Self
 from sortedcontainers import SortedList
 
 from ..clock import now_us
+from ..pending import hold_answer
 from ..window import RollingSum
 from . import journal
 from .base import (
     Clock,
-    DataDirError,
-    FsyncMode,
     KeyLimitReached,
     KeyPage,
     Marker,
@@ -31,11 +27,10 @@ from .base import (
     Storage,
     StorageOptions,
     StorageStats,
-    StorageUnavailable,
 )
-from .checkpoint import load, save
-from .datadir import DataDir
+from .journal_writer import Commit
 from .markers import Markers
+from .persistence import Held, Persistence
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +38,6 @@ SWEEP_INTERVAL_S = 1.0
 SWEEP_SLICE = 500  # expired keys dropped per lock hold, so even a mass expiry never stalls requests for long
 SWEEP_PAUSE_S = 0.001
 LIST_SLICE = 500  # keys a listing reads per lock hold, so a 10,000-key page never stalls writers
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class MemoryStorage(Storage):
@@ -71,28 +65,16 @@ class MemoryStorage(Storage):
         self._lock = threading.Lock()
         self.evictions = 0  # entries aged out, for /metrics
         self.last_sweep_seconds = 0.0
-        self.longest_checkpoint_hold_s = 0.0  # the lock held to rotate the log, for the benchmark
         self._stopping = threading.Event()
-        self._data_dir: DataDir | None = None
-        self._journal: journal.Journal | None = None
-        self._fold: subprocess.Popen[bytes] | None = None
-        self._checkpointer: threading.Thread | None = None
-        self._checkpointing = threading.Lock()
+        self._persistence: Persistence | None = None
         if options.data_dir is not None:
-            self._data_dir = DataDir(options.data_dir, lock_timeout_s)
-            try:
-                self._restore(options.fsync)
-            except OSError as error:  # unreadable or read-only: one line at start, not a traceback
-                self._data_dir.release()
-                raise DataDirError(f"cannot restore from the data dir {self._data_dir.path}: {error}") from error
-            except BaseException:
-                self._data_dir.release()
-                raise
-            self._checkpoint_s = options.checkpoint_us / 1_000_000
-            self._checkpointer = threading.Thread(
-                target=self._checkpoint_forever, name="ringsum-checkpoint", daemon=True
-            )
-            self._checkpointer.start()
+            self._persistence = Persistence(options, self._lock, self._clock, lock_timeout_s)
+            restored = self._persistence.restore(self._max_keys)
+            self._sums = restored.sums
+            self._index.update(self._sums)
+            for expires, marker in restored.markers:  # all of them, even past the cap: none is forgotten early
+                self._markers.restore(marker, expires)
+            self._persistence.start(self._held)
         self._sweeper = threading.Thread(target=self._sweep_forever, name="ringsum-sweeper", daemon=True)
         self._sweeper.start()
 
@@ -100,40 +82,48 @@ class MemoryStorage(Storage):
 
     def record(self, key: str, value: int, marker: Marker | None = None) -> Marker | None:
         now = self._clock()
-        logged = journal.single(now, key, value, marker) if self._journal else None
+        logged = journal.single(now, key, value, marker) if self._persistence else None
         with self._lock:
-            if marker is not None and (held := self._claim(marker, now)) is not None:
-                return held
-            rolling = self._sums.get(key)
-            if rolling is None:
-                self._make_room(1, now)
-            self._log(logged)  # checked first, logged next, applied last: log order is apply order
-            if rolling is None:
-                rolling = self._sums[key] = self._new_sum()
-                self._index.add(key)
-            self._add(key, rolling, value, now)
-            if marker is not None:
-                self._markers.add(marker, now)
-        return None
+            held = self._claim(marker, now) if marker is not None else None
+            if held is not None:
+                commit = self._replayed()
+            else:
+                rolling = self._sums.get(key)
+                if rolling is None:
+                    self._make_room(1, now)
+                commit = self._log(logged)  # checked first, logged next, applied last: log order is apply order
+                if rolling is None:
+                    rolling = self._sums[key] = self._new_sum()
+                    self._index.add(key)
+                self._add(key, rolling, value, now)
+                if marker is not None:
+                    self._markers.add(marker, now)
+        if commit is not None:
+            hold_answer(commit)  # RINGSUM_FSYNC=always: the answer waits for the disk, outside the lock
+        return held
 
     def record_many(self, events: Sequence[tuple[str, int]], marker: Marker | None = None) -> Marker | None:
         now = self._clock()
         # One record, its marker inside: all or nothing on replay too.
-        logged = journal.batch(now, events, marker) if self._journal else None
+        logged = journal.batch(now, events, marker) if self._persistence else None
         with self._lock:
-            if marker is not None and (held := self._claim(marker, now)) is not None:
-                return held
-            new_keys = {key for key, _ in events if key not in self._sums}
-            self._make_room(len(new_keys), now)
-            self._log(logged)
-            for key in new_keys:
-                self._sums[key] = self._new_sum()
-            self._index.update(new_keys)
-            for key, value in events:
-                self._add(key, self._sums[key], value, now)
-            if marker is not None:
-                self._markers.add(marker, now)
-        return None
+            held = self._claim(marker, now) if marker is not None else None
+            if held is not None:
+                commit = self._replayed()
+            else:
+                new_keys = {key for key, _ in events if key not in self._sums}
+                self._make_room(len(new_keys), now)
+                commit = self._log(logged)
+                for key in new_keys:
+                    self._sums[key] = self._new_sum()
+                self._index.update(new_keys)
+                for key, value in events:
+                    self._add(key, self._sums[key], value, now)
+                if marker is not None:
+                    self._markers.add(marker, now)
+        if commit is not None:
+            hold_answer(commit)
+        return held
 
     def total(self, key: str, window_us: int | None = None) -> int:
         now = self._clock()
@@ -163,14 +153,19 @@ class MemoryStorage(Storage):
         return KeyPage(found, None)
 
     def delete(self, key: str) -> None:
-        logged = journal.delete(self._clock(), key) if self._journal else None
+        logged = journal.delete(self._clock(), key) if self._persistence else None
         with self._lock:
-            self._log(logged)
+            commit = self._log(logged)
             if key in self._sums:
                 self._forget(key)
+        if commit is not None:
+            hold_answer(commit)
 
     def ping(self) -> None:
-        """Memory is always there."""
+        """Memory is always there; NotDurable while the data dir cannot be trusted with
+        a write (so /readyz says not ready)."""
+        if self._persistence is not None:
+            self._persistence.check()
 
     def stats(self) -> StorageStats:
         with self._lock:
@@ -181,27 +176,18 @@ class MemoryStorage(Storage):
             evictions=self.evictions,
             sweep_seconds=self.last_sweep_seconds,
             idempotency_keys=len(self._markers),
+            durable=None if self._persistence is None else self._persistence.problem is None,
+            damaged_files=None if self._persistence is None else self._persistence.damaged_files(),
         )
 
     def close(self) -> None:
         """Stop the background threads; fsync the log and let go of the data dir. Quick:
         the log holds every write already, so nothing else is written on the way out."""
         self._stopping.set()
-        for thread in (self._sweeper, self._checkpointer):
-            if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-                fold = self._fold
-                if thread is self._checkpointer and fold is not None:
-                    fold.terminate()  # its temporary file is removed at the next start
-                thread.join()
-        try:
-            if self._journal is not None:
-                with self._lock:
-                    closing, self._journal = self._journal, None
-                    closing.close()
-        finally:
-            if self._data_dir is not None:
-                self._data_dir.release()
-                self._data_dir = None
+        if self._sweeper.is_alive() and self._sweeper is not threading.current_thread():
+            self._sweeper.join()
+        if self._persistence is not None:
+            self._persistence.close()
 
     # -- ageing out ------------------------------------------------------------
 
@@ -316,92 +302,27 @@ class MemoryStorage(Storage):
 
     # -- the data dir ----------------------------------------------------------
 
-    def _log(self, frame: bytes | None) -> None:
-        """Append a write to the log before it is applied. Call with the lock held."""
-        if frame is None:
-            return
-        if self._journal is None:
-            raise StorageUnavailable("the storage is closing; nothing was recorded")
-        self._journal.append(frame)
+    def _log(self, frame: bytes | None) -> Commit | None:
+        """Append a write to the log before it is applied; with ``always``, what its
+        answer waits for. Call with the lock held."""
+        return None if frame is None else self._persistence.log(frame)
 
-    def _restore(self, fsync: FsyncMode) -> None:
-        """Snapshot plus log, replayed at their own times; what aged out while down is
-        dropped. Then a new log segment is opened for this run's writes."""
-        data_dir = self._data_dir
-        started = time.perf_counter()
-        leftovers = data_dir.remove_temporary_files()
-        if leftovers:
-            log.info("removed %s, left by a checkpoint a crash cut short", ", ".join(leftovers))
-        new = not data_dir.snapshot.exists() and not data_dir.segments()
-        restored = load(
-            data_dir, self._window_us, self._resolution_us, self._clock(), max_keys=self._max_keys, repair=True
-        )
-        self._sums = restored.sums
-        self._index.update(self._sums)
-        for expires, marker in restored.markers:  # all of them, even past the cap: none is forgotten early
-            self._markers.restore(marker, expires)
-        if restored.differs_from_files:  # so that later checkpoints fold from what is held
-            save(data_dir, restored.last_sequence, self._sums, restored.markers)
-        self._journal = journal.Journal(data_dir.path, restored.last_sequence + 1, fsync, data_dir.segment)
-        if new:
-            log.info("new data dir %s: nothing to restore (fsync %s)", data_dir.path, fsync.value)
-            return
-        log.info(
-            "restored %d keys and %d entries from %s (%d log records replayed, %d idempotency keys) in %.2fs "
-            "(fsync %s)",
-            len(self._sums),
-            sum(map(len, self._sums.values())),
-            data_dir.path,
-            restored.records,
-            len(self._markers),
-            time.perf_counter() - started,
-            fsync.value,
-        )
+    def _replayed(self) -> Commit | None:
+        """An idempotent retry answered again waits for its first write's record too
+        (it may still be on its way to the disk). Call with the lock held."""
+        return None if self._persistence is None else self._persistence.replayed()
+
+    def _held(self) -> Held:
+        """Every key's entries and the live markers, as a snapshot holds them: what
+        re-establishing durability writes. Called with the lock held."""
+        keys = [(key, list(rolling.entries())) for key, rolling in self._sums.items()]
+        return keys, list(self._markers.items())
 
     def checkpoint(self) -> None:
-        """Fold the log into a new snapshot, so the log stays about one interval long.
+        """Fold the log into a new snapshot (see Persistence.checkpoint)."""
+        if self._persistence is not None:
+            self._persistence.checkpoint()
 
-        Only the rotation to a new log segment holds the lock (a file create); the fold
-        runs in a child process, off this process's lock and GIL.
-        """
-        with self._checkpointing:  # one at a time, whoever asks
-            self._checkpoint()
-
-    def _checkpoint(self) -> None:
-        started = time.perf_counter()
-        with self._lock:
-            if self._journal is None or not self._journal.has_records:
-                return
-            closed = self._journal.rotate()
-            now = self._clock()
-        self.longest_checkpoint_hold_s = max(self.longest_checkpoint_hold_s, time.perf_counter() - started)
-        self._journal.seal_closed()
-        command = [
-            sys.executable,
-            "-m",
-            "ringsum.storage.checkpoint",
-            str(self._data_dir.path),
-            str(closed),
-            f"--window-us={self._window_us}",
-            f"--resolution-us={self._resolution_us}",
-            f"--now-us={now}",
-            f"--parent-pid={os.getpid()}",
-        ]
-        path = os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
-        fold = self._fold = subprocess.Popen(
-            command, env={**os.environ, "PYTHONPATH": path}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        _, error = fold.communicate()
-        self._fold = None
-        if fold.returncode and not self._stopping.is_set():
-            reason = error.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {fold.returncode}"]
-            log.warning("checkpoint failed, the log is kept and folded next time: %s", reason[0])
-
-    def _checkpoint_forever(self) -> None:
-        while not self._stopping.wait(self._checkpoint_s):
-            try:
-                self.checkpoint()
-            except OSError as error:  # a failed checkpoint only leaves a longer log
-                log.warning("checkpoint failed, the log is kept and folded next time: %s", error)
-            except Exception:
-                log.exception("checkpoint failed")
+    @property
+    def longest_checkpoint_hold_s(self) -> float:
+        return 0.0 if self._persistence is None else self._persistence.longest_checkpoint_hold_s

@@ -1,12 +1,13 @@
 """Memory storage snapshots: the live window as of a checkpoint, written atomically.
 
-Binary, framed like the log (see journal.py): a header ``magic | format version |
-covers``, where ``covers`` is the sequence of the last log segment folded in (the
-segments up to it are replayed no more, even if a crash left them behind), then one
-record per key, then one per live idempotency marker (with the time it expires), then
-an end record with the key count, so a cut-short file is told
-apart from a whole one. A damaged snapshot still yields every whole key before the
-damage.
+Binary, framed like the log (see journal.py): a header (file_header.py) whose number
+is ``covers``, the sequence of the last log segment folded in (the segments up to it
+are replayed no more, even if a crash left them behind), then one record per key, then
+one per live idempotency marker (with the time it expires), then an end record with the
+key count, so a cut-short file is told apart from a whole one, and (format 2) covers
+again. A damaged snapshot still yields every whole key before the damage; one whose
+covers cannot be known (header and end both damaged, or disagreeing) says so with
+``covers = None``, and is never guessed at.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zlib import crc32
 
+from . import file_header
 from .base import Marker
-from .journal import FORMAT_VERSION, FRAME, HEADER, check_header, framed, fsync_directory, pack_marker, unpack_marker
+from .journal import FRAME, framed, fsync_directory, pack_marker, unpack_marker
 
 MAGIC = b"RINGSUMS"
-_COVERS = struct.Struct("<Q")
 _KEY_HEAD = struct.Struct("<BHI")  # type, key length, entry count (then key, entries)
-_END = struct.Struct("<BQ")  # type, key count
+_END_V1 = struct.Struct("<BQ")  # type, key count
+_END = struct.Struct("<BQQ")  # type, key count, covers (format 2: as the header says, checked twice)
 _MARKER_HEAD = struct.Struct("<Bq")  # type, expires at µs (then the marker, packed as in the log)
 KEY, KEY_WIDE, END, MARKER = 1, 2, 3, 4  # KEY_WIDE: subtotals past 64 bits, each length-prefixed
 TEMPORARY_SUFFIX = ".tmp"
@@ -62,14 +64,14 @@ def write_snapshot(
     fd, temporary = tempfile.mkstemp(prefix=f"{name}.", suffix=TEMPORARY_SUFFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(HEADER.pack(MAGIC, FORMAT_VERSION) + _COVERS.pack(covers))
+            file.write(file_header.pack(MAGIC, covers))
             count = 0
             for key, entries in keys:
                 file.write(_key_record(key, entries))
                 count += 1
             for expires, marker in markers:
                 file.write(framed(_MARKER_HEAD.pack(MARKER, expires) + pack_marker(marker)))
-            file.write(framed(_END.pack(END, count)))
+            file.write(framed(_END.pack(END, count, covers)))
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, directory / name)
@@ -81,9 +83,11 @@ def write_snapshot(
 
 @dataclass
 class Snapshot:
-    """What a snapshot file holds; ``damage`` says why reading stopped early."""
+    """What a snapshot file holds; ``damage`` says why reading stopped early (or what
+    else is wrong). ``covers`` None: which segments it holds cannot be known."""
 
-    covers: int = 0
+    covers: int | None = 0
+    version: int = 0  # the file's format version (0: no file)
     keys: dict[str, Entries] = field(default_factory=dict)
     markers: list[tuple[int, Marker]] = field(default_factory=list)  # (expires at µs, marker), oldest first
     damage: str | None = None
@@ -96,31 +100,23 @@ def read_snapshot(path: Path) -> Snapshot:
         data = path.read_bytes()
     except FileNotFoundError:
         return Snapshot()
-    problem = check_header(path, data, MAGIC)
-    if problem is not None or len(data) < HEADER.size + _COVERS.size:
-        return Snapshot(damage=problem or "the file header is cut short")
-    snapshot = Snapshot(covers=_COVERS.unpack_from(data, HEADER.size)[0])
-    offset = HEADER.size + _COVERS.size
+    header = file_header.read(path, data, MAGIC, number_in_v1=True)
+    if not header.size:
+        return Snapshot(covers=None, damage=header.damage)
+    snapshot = Snapshot(covers=header.number, version=header.version, damage=header.damage)
+    offset = header.size
     while True:
         if len(data) - offset < FRAME.size:
-            snapshot.damage = f"it is cut short at byte {offset}"
-            return snapshot
+            return _stopped(snapshot, f"it is cut short at byte {offset}")
         length, checksum = FRAME.unpack_from(data, offset)
         body = data[offset + FRAME.size : offset + FRAME.size + length]
         if length > MAX_KEY_BODY or len(body) < length:
-            snapshot.damage = f"it is cut short at byte {offset}"
-            return snapshot
+            return _stopped(snapshot, f"it is cut short at byte {offset}")
         if crc32(body) != checksum:
-            snapshot.damage = f"the record at byte {offset} fails its checksum"
-            return snapshot
+            return _stopped(snapshot, f"the record at byte {offset} fails its checksum")
         try:
             if body[0] == END:
-                _, count = _END.unpack(body)
-                end = offset + FRAME.size + length
-                if count != len(snapshot.keys):
-                    snapshot.damage = f"it ends with {count} keys but holds {len(snapshot.keys)}"
-                elif end != len(data):
-                    snapshot.damage = f"{len(data) - end} unknown bytes follow its end"
+                _end(snapshot, body, header.version, len(data) - (offset + FRAME.size + length))
                 return snapshot
             if body[0] == MARKER:
                 (_, expires), marker = _MARKER_HEAD.unpack_from(body), unpack_marker(body[_MARKER_HEAD.size :])
@@ -129,10 +125,34 @@ def read_snapshot(path: Path) -> Snapshot:
                 continue
             key, entries = _read_key(body)
         except (ValueError, struct.error, IndexError) as error:
-            snapshot.damage = f"the record at byte {offset} is not readable ({error})"
-            return snapshot
+            return _stopped(snapshot, f"the record at byte {offset} is not readable ({error})")
         snapshot.keys[key] = entries
         offset += FRAME.size + length
+
+
+def _stopped(snapshot: Snapshot, damage: str) -> Snapshot:
+    """Reading stopped at ``damage``: what came before it, and the first damage seen."""
+    snapshot.damage = f"{snapshot.damage}, and {damage}" if snapshot.damage else damage
+    return snapshot
+
+
+def _end(snapshot: Snapshot, body: bytes, version: int, after: int) -> None:
+    """Check the end record (key count; format 2: covers, which stands in for a header
+    that failed its checksum); ``after``: bytes that follow it."""
+    if version == 1:
+        _, count = _END_V1.unpack(body)
+    else:
+        _, count, covers = _END.unpack(body)
+        if snapshot.covers is None:
+            snapshot.covers = covers  # the header's damage stays said: the file is rewritten
+        elif covers != snapshot.covers:
+            _stopped(snapshot, f"it says it covers segment {snapshot.covers} at its start and {covers} at its end")
+            snapshot.covers = None
+            return
+    if count != len(snapshot.keys):
+        _stopped(snapshot, f"it ends with {count} keys but holds {len(snapshot.keys)}")
+    elif after:
+        _stopped(snapshot, f"{after} unknown bytes follow its end")
 
 
 def _read_key(body: bytes) -> tuple[str, Entries]:
