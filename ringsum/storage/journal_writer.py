@@ -104,8 +104,12 @@ class Journal:
         return self._name_of(self.sequence)
 
     def segment_unlinked(self) -> bool:
-        """Whether the open segment's file was deleted (written to, it keeps nothing)."""
-        return os.fstat(self._fd).st_nlink == 0
+        """Whether the open segment's file was deleted (written to, it keeps nothing).
+        Under the fsync lock: no fd it may read is closed meanwhile."""
+        with self._sync_lock:
+            if self._stopping:
+                return False
+            return os.fstat(self._fd).st_nlink == 0
 
     # -- appending (under the storage's lock) ----------------------------------------
 
