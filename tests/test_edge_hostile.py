@@ -113,7 +113,10 @@ def test_curl_asking_for_h2c_is_answered_in_http_1_1() -> None:
 
 
 def test_trailers_are_never_merged_into_headers() -> None:
-    chunked = b"POST /metric/trailed HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7\r\nvalue=4\r\n0\r\n"
+    chunked = (
+        b"POST /metric/trailed HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"7\r\nvalue=4\r\n0\r\n"
+    )
     with serving({"RINGSUM_API_TOKEN": "secret"}) as server:
         answer = exchange(server, chunked + b"Authorization: Bearer secret\r\n\r\n")
         assert_problem(answer, 401, "token")  # a token sent as a trailer authenticates nothing
