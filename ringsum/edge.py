@@ -50,7 +50,10 @@ REQUESTS_PER_TURN = 1  # pipelined requests answered per turn of the loop before
 # (measured, 10 connections pipelining 20,000 health checks: a legit client's p50 11-12 ms
 # with 4 a turn, 2.8-3.5 ms with 1, the flood answered as fast)
 DRAIN_LINGER_S = 1.0  # at a stop, a connection idle this long is closed; a busier one answers once more
-DRAIN_PARTIAL_S = 0.25  # at a stop, a request still arriving this long after it is refused (503)
+# At a stop, a request whose head is in has this long for the rest of its body: clients
+# (urllib3, curl) send the head and the body in two writes, and a reload must not 503
+# every request caught between them; one whose head is still arriving is refused at once.
+DRAIN_BODY_S = 0.25
 _REAP_INTERVAL_S = 0.25
 _DRAIN_REAP_INTERVAL_S = 0.05
 _MIN_BUFFERED = 64 * 1024 * 1024
@@ -547,7 +550,7 @@ class Connection(asyncio.Protocol):
             if now - self.reading_since > limits.read_timeout_s:
                 detail = f"the request took longer than {limits.read_timeout_s:g}s to arrive: send it whole"
                 self.refuse(Refused(408, "read_timeout", detail))
-            elif draining and now - self.edge.drain_started > DRAIN_PARTIAL_S:
+            elif draining and (not self.reader.reading_body or now - self.edge.drain_started > DRAIN_BODY_S):
                 self.refuse(_RESTARTING)
         elif now - self.last_active > (DRAIN_LINGER_S if draining else limits.idle_timeout_s):
             self.close()
@@ -567,14 +570,17 @@ class Connection(asyncio.Protocol):
 
     def drain(self) -> None:
         """At a stop or reload: a request being answered gets ``Connection: close``; a
-        request still arriving gets DRAIN_PARTIAL_S to be whole (a client's head and body
-        often come in two reads), then a 503 the client may retry; an idle connection is
-        closed once idle for DRAIN_LINGER_S, so a request already on its way is answered
-        rather than reset. The reaper enforces both."""
+        request whose head is still arriving is refused at once with a 503 the client may
+        retry (a stop waits only for requests already being answered), one whose head is
+        in gets DRAIN_BODY_S for its body; an idle connection is closed once idle for
+        DRAIN_LINGER_S, so a request already on its way is answered rather than reset.
+        The reaper enforces the deadlines."""
         if self.closing or self.in_app or self.turn_pending:
             return
         if not self.writable:
             self.abort()
+        elif self.reading_since is not None and not self.reader.reading_body:
+            self.refuse(_RESTARTING)
         elif self.reading_since is None and time.monotonic() - self.last_active > DRAIN_LINGER_S:
             self.close()
 

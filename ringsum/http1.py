@@ -112,13 +112,17 @@ class _Head:
         self.expects_continue = False
 
 
+# A 400, not RFC 9112's 505: no input, however malformed, gets a 5xx (docs/api.md#errors).
+_WRONG_VERSION = Refused(400, "version", "only HTTP/1.1 and HTTP/1.0 are served: send HTTP/1.1")
+
+
 def _parse_request_line(line: bytes) -> _Head:
     parsed = _REQUEST_LINE.fullmatch(line)
     if parsed is None:
         raise _request_line_refusal(line)
     method, target, major, minor = parsed.groups()
     if major != b"1" or minor not in (b"0", b"1"):
-        raise Refused(505, "version", "only HTTP/1.1 and HTTP/1.0 are served: send HTTP/1.1")
+        raise _WRONG_VERSION
     if len(target) > MAX_URL_BYTES:
         raise _URL_TOO_LONG
     if method == b"CONNECT":
@@ -149,7 +153,7 @@ def _request_line_refusal(line: bytes) -> Refused:
     if not _TARGET.fullmatch(target):
         return _malformed("the target must be visible ASCII: percent-encode the rest")
     if re.fullmatch(rb"HTTP/[0-9]\.[0-9]", version):
-        return Refused(505, "version", "only HTTP/1.1 and HTTP/1.0 are served: send HTTP/1.1")
+        return _WRONG_VERSION
     return _malformed("the protocol must be HTTP/1.1 or HTTP/1.0")
 
 
@@ -316,6 +320,11 @@ class RequestReader:
     def mid_request(self) -> bool:
         """Bytes of a request that is not complete yet (or not framed yet) are held."""
         return bool(self._buffer) or self._head is not None
+
+    @property
+    def reading_body(self) -> bool:
+        """The head of the request being read is whole: only its body is still arriving."""
+        return self._head is not None
 
     def take_continue(self) -> bool:
         """True, once, when the head just read asked for ``100 Continue`` and none of
