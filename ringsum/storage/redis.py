@@ -38,6 +38,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
+from redis.connection import parse_url
 from redis.exceptions import (
     AskError,
     ClusterError,
@@ -67,6 +68,7 @@ from .base import (
     StorageUnavailable,
     SumOutOfRange,
 )
+from .breaker import Breakers, NodeStalled, guarded
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,7 @@ class RedisStorage(Storage):
         self.check_uri(uri)
         self._uri = uri
         self._timeout_s = options.redis_timeout_us / 1_000_000
+        self._breakers = Breakers(self._timeout_s)  # a node that timed out fails at once (breaker.py)
         self._window_us = options.window_us
         self._resolution_us = options.resolution_us
         self._slot_us = options.slot_us
@@ -323,6 +326,7 @@ class RedisStorage(Storage):
         return keys, entries
 
     def close(self) -> None:
+        self._breakers.stop()
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
@@ -500,8 +504,10 @@ class RedisStorage(Storage):
             return self._client
 
     def _new_client(self) -> redis.Redis:
-        """A client that has not connected yet."""
-        return redis.Redis.from_url(self._uri, **client_options(self._timeout_s))
+        """A client that has not connected yet, its connections behind the breaker."""
+        base = parse_url(self._uri).get("connection_class", redis.Connection)  # TLS, a socket path
+        connection_class = guarded(base, self._breakers)
+        return redis.Redis.from_url(self._uri, **client_options(self._timeout_s), connection_class=connection_class)
 
     def _check_layout(self, client: redis.Redis | RedisCluster) -> None:
         """Mark the keyspace with the key layout this ringsum writes (on first connection,
@@ -540,6 +546,8 @@ class RedisStorage(Storage):
             if now - self._warned_at >= _WARN_EVERY_S:
                 self._warned_at = now
                 log.warning("Redis at %s is unavailable: %s", redacted(self._uri), error)
+            if isinstance(error, NodeStalled):
+                raise StorageUnavailable(str(error)) from error
             reason = "timed out" if isinstance(error, redis.TimeoutError) else "is unreachable"
             raise StorageUnavailable(f"Redis {reason}") from error
 

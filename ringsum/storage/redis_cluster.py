@@ -27,6 +27,7 @@ from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from .base import IdempotencyKeyReused, KeyLimitReached, Marker, StorageUnavailable, SumOutOfRange
+from .breaker import guarded
 from .redis import INDEX, NOT_RUN, RedisStorage, client_options, marker_key, refuse_retry
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,16 @@ class RedisClusterStorage(RedisStorage):
             self._connect().ping(target_nodes=RedisCluster.PRIMARIES)
 
     def _new_client(self) -> RedisCluster:
-        """A client that has read the topology, not yet connected to each node."""
-        nodes, uri_options = cluster_options(self._uri)
-        return RedisCluster(startup_nodes=nodes, **{**client_options(self._timeout_s), **uri_options})
+        """A client that has read the topology, not yet connected to each node; every
+        node's connections behind its own breaker. (Given as ``url``, the first node
+        makes redis-py build node pools that take a connection class.)"""
+        (first, *others), uri_options = cluster_options(self._uri)
+        return RedisCluster(
+            url=f"redis://{first.host}:{first.port}",
+            startup_nodes=others,
+            connection_class=guarded(redis.Connection, self._breakers),
+            **{**client_options(self._timeout_s), **uri_options},
+        )
 
     # -- writes ------------------------------------------------------------------
 
@@ -137,14 +145,18 @@ class RedisClusterStorage(RedisStorage):
     def _execute(self, cluster: RedisCluster, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Several calls: one pipeline per node, so a batch costs a round trip per node,
         not per slot."""
-        if len(calls) == 1:
-            return super()._execute(cluster, script, calls)
         by_node: dict[str, list[int]] = defaultdict(list)
         nodes: dict[str, ClusterNode] = {}
         for index, (keys, _) in enumerate(calls):
             node = cluster.get_node_from_key(keys[0])
             nodes[node.name] = node
             by_node[node.name].append(index)
+        for name in by_node:
+            # A stalled node's breaker is open: fail here, before redis-py would take
+            # the failure for a topology change and re-read the slots.
+            self._breakers.check(name)
+        if len(calls) == 1:
+            return super()._execute(cluster, script, calls)
         results: list[Any] = [None] * len(calls)
         for name, indexes in by_node.items():
             pipe = cluster.get_redis_connection(nodes[name]).pipeline(transaction=False)
