@@ -24,7 +24,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
 from redis.connection import parse_url
 from redis.crc import key_slot
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .base import IdempotencyKeyReused, KeyLimitReached, Marker, StorageUnavailable, SumOutOfRange
 from .breaker import guarded
@@ -156,7 +156,7 @@ class RedisClusterStorage(RedisStorage):
             # the failure for a topology change and re-read the slots.
             self._breakers.check(name)
         if len(calls) == 1:
-            return super()._execute(cluster, script, calls)
+            return [_on_its_node(cluster, script, *calls[0])]
         results: list[Any] = [None] * len(calls)
         for name, indexes in by_node.items():
             pipe = cluster.get_redis_connection(nodes[name]).pipeline(transaction=False)
@@ -166,10 +166,22 @@ class RedisClusterStorage(RedisStorage):
             for index, result in zip(indexes, pipe.execute(raise_on_error=False), strict=True):
                 if isinstance(result, NOT_RUN):
                     # Not run (script flushed, slot moved): send it again the slow way,
-                    # through the cluster client, which loads scripts and follows MOVED.
+                    # through the cluster client, which follows MOVED.
                     keys, args = calls[index]
-                    result = script(keys, args)
+                    result = _on_its_node(cluster, script, keys, args)
                 elif isinstance(result, Exception):
                     raise result
                 results[index] = result
         return results
+
+
+def _on_its_node(cluster: RedisCluster, script: Script, keys: list[str], args: list[Any]) -> Any:
+    """Run ``script`` through the cluster client (which follows MOVED and ASK). A node
+    that lacks it (restarted, flushed) gets it loaded, on that node only: redis-py's own
+    SCRIPT LOAD goes to every primary, so one stalled primary would fail every key's
+    first call."""
+    try:
+        return cluster.evalsha(script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        cluster.get_redis_connection(cluster.get_node_from_key(keys[0])).script_load(script.script)
+        return cluster.evalsha(script.sha, len(keys), *keys, *args)
