@@ -41,6 +41,7 @@ from redis.commands.core import Script
 from redis.connection import parse_url
 from redis.exceptions import (
     AskError,
+    ClusterDownError,
     ClusterError,
     NoScriptError,
     OutOfMemoryError,
@@ -548,7 +549,12 @@ class RedisStorage(Storage):
                 log.warning("Redis at %s is unavailable: %s", redacted(self._uri), error)
             if isinstance(error, NodeStalled):
                 raise StorageUnavailable(str(error)) from error
-            reason = "timed out" if isinstance(error, redis.TimeoutError) else "is unreachable"
+            if isinstance(error, redis.TimeoutError):
+                reason = "timed out"
+            elif isinstance(error, ClusterDownError):  # see cluster-require-full-coverage in the README
+                reason = "Cluster says it is down (a shard without its primary)"
+            else:
+                reason = "is unreachable"
             raise StorageUnavailable(f"Redis {reason}") from error
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -28,9 +29,11 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from .base import IdempotencyKeyReused, KeyLimitReached, Marker, StorageUnavailable, SumOutOfRange
 from .breaker import guarded
-from .redis import INDEX, NOT_RUN, RedisStorage, client_options, marker_key, refuse_retry
+from .redis import _UNAVAILABLE, INDEX, NOT_RUN, RedisStorage, client_options, marker_key, refuse_retry
 
 log = logging.getLogger(__name__)
+
+REFRESH_EVERY_S = 0.5  # how often the slots are read again while a primary is stalled, at most
 
 
 def cluster_options(uri: str) -> tuple[list[ClusterNode], dict[str, Any]]:
@@ -58,6 +61,7 @@ class RedisClusterStorage(RedisStorage):
 
     _UNRECORDED_ON_RANGE = "for that key (other keys of the batch may be)"
     _INDEX_IN_SCRIPT = False  # the index lives in another slot: keys a record creates join it in _created
+    _refreshed_at = -REFRESH_EVERY_S  # when the slots were last read again for a stalled node
 
     @classmethod
     def check_uri(cls, uri: str) -> None:
@@ -129,6 +133,17 @@ class RedisClusterStorage(RedisStorage):
 
     # -- slots and nodes ---------------------------------------------------------
 
+    def _refresh_topology(self, cluster: RedisCluster) -> None:
+        """Read which node serves which slots again (CLUSTER SLOTS from a node that
+        answers), at most every REFRESH_EVERY_S: how requests for a stalled primary's
+        keys find the replica that took over from it."""
+        now = time.monotonic()
+        if now - self._refreshed_at < REFRESH_EVERY_S:
+            return
+        self._refreshed_at = now
+        with contextlib.suppress(*_UNAVAILABLE):
+            cluster.nodes_manager.initialize()
+
     def _partition(self, keys: list[str]) -> list[list[str]]:
         """Those of one hash slot together: a script must not cross slots."""
         by_slot: dict[int, list[str]] = defaultdict(list)
@@ -145,15 +160,14 @@ class RedisClusterStorage(RedisStorage):
     def _execute(self, cluster: RedisCluster, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Several calls: one pipeline per node, so a batch costs a round trip per node,
         not per slot."""
-        by_node: dict[str, list[int]] = defaultdict(list)
-        nodes: dict[str, ClusterNode] = {}
-        for index, (keys, _) in enumerate(calls):
-            node = cluster.get_node_from_key(keys[0])
-            nodes[node.name] = node
-            by_node[node.name].append(index)
+        nodes, by_node = _by_node(cluster, calls)
+        if any(name in self._breakers.open for name in by_node):
+            # A stalled node: a failover may have given its slots to a replica since.
+            self._refresh_topology(cluster)
+            nodes, by_node = _by_node(cluster, calls)
         for name in by_node:
-            # A stalled node's breaker is open: fail here, before redis-py would take
-            # the failure for a topology change and re-read the slots.
+            # Still there: fail here, before redis-py would take the failure for a
+            # topology change and read the slots again on every such request.
             self._breakers.check(name)
         if len(calls) == 1:
             return [_on_its_node(cluster, script, *calls[0])]
@@ -185,3 +199,14 @@ def _on_its_node(cluster: RedisCluster, script: Script, keys: list[str], args: l
     except NoScriptError:
         cluster.get_redis_connection(cluster.get_node_from_key(keys[0])).script_load(script.script)
         return cluster.evalsha(script.sha, len(keys), *keys, *args)
+
+
+def _by_node(cluster: RedisCluster, calls: list[tuple[list[str], list[Any]]]) -> tuple[dict, dict[str, list[int]]]:
+    """The node of each call (by its first key), and the calls of each node."""
+    by_node: dict[str, list[int]] = defaultdict(list)
+    nodes: dict[str, ClusterNode] = {}
+    for index, (keys, _) in enumerate(calls):
+        node = cluster.get_node_from_key(keys[0])
+        nodes[node.name] = node
+        by_node[node.name].append(index)
+    return nodes, by_node
