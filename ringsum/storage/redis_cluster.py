@@ -29,7 +29,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from .base import IdempotencyKeyReused, KeyLimitReached, Marker, StorageUnavailable, SumOutOfRange
 from .breaker import guarded
-from .redis import _UNAVAILABLE, INDEX, NOT_RUN, RedisStorage, client_options, marker_key, refuse_retry
+from .redis import _UNAVAILABLE, _WARN_EVERY_S, INDEX, NOT_RUN, RedisStorage, client_options, marker_key, refuse_retry
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class RedisClusterStorage(RedisStorage):
     _UNRECORDED_ON_RANGE = "for that key (other keys of the batch may be)"
     _INDEX_IN_SCRIPT = False  # the index lives in another slot: keys a record creates join it in _created
     _refreshed_at = -REFRESH_EVERY_S  # when the slots were last read again for a stalled node
+    _unindexed = 0  # new keys left to the census since the last line that said so
+    _unindexed_said_at = -_WARN_EVERY_S
 
     @classmethod
     def check_uri(cls, uri: str) -> None:
@@ -113,9 +115,16 @@ class RedisClusterStorage(RedisStorage):
         would retry (counting twice); the next census re-adds the keys."""
         try:
             with self._errors():
-                self._connect().zadd(INDEX, dict.fromkeys(keys, 0))
+                cluster = self._connect()
+                # The index's node stalled: skip it at once (no wait, no slots read again).
+                self._breakers.check(cluster.get_node_from_key(INDEX).name)
+                cluster.zadd(INDEX, dict.fromkeys(keys, 0))
         except StorageUnavailable:
-            log.warning("%d new keys not yet in the listing index; the census adds them", len(keys))
+            self._unindexed += len(keys)
+            now = time.monotonic()
+            if now - self._unindexed_said_at >= _WARN_EVERY_S:  # a line every few seconds, not per request
+                log.warning("%d new keys not yet in the listing index; the census adds them", self._unindexed)
+                self._unindexed, self._unindexed_said_at = 0, now
 
     def _claim(self, marker: Marker) -> bool:
         """Bind ``marker.id`` to its fingerprint. True when this request bound it;
