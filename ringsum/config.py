@@ -311,7 +311,8 @@ SETTINGS: tuple[Setting, ...] = (
         "1s",
         _duration(1_000, 60_000_000),
         "a duration from 1ms to 60s, such as 500ms",
-        "Redis storage: how long to wait to connect, and for each answer, before a 503",
+        "Redis storage: how long to wait to connect, and for each answer, before a 503; a Redis node that "
+        "let it pass gets no more calls (503 at once) until it answers a probe again",
         _duration_text,
     ),
     Setting(

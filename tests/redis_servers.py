@@ -147,12 +147,13 @@ class RedisServer:
 class RedisClusterServers:
     """Three redis-server primaries in cluster mode, joined with ``redis-cli --cluster create``."""
 
-    def __init__(self, directory: Path, size: int = 3) -> None:
+    def __init__(self, directory: Path, size: int = 3, node_timeout_ms: int = 2000) -> None:
+        """``node_timeout_ms``: how long a node may stay silent before the others mark it failed."""
         self.nodes = [
             RedisServer(
                 directory / f"node{index}",
                 *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
-                *("--cluster-node-timeout", "2000"),
+                *("--cluster-node-timeout", str(node_timeout_ms)),
                 bus_port=True,
             )
             for index in range(size)

@@ -260,6 +260,11 @@ def test_a_hung_redis_times_out_into_a_503_and_recovers(own_redis: RedisServer) 
             assert_unavailable(client.get("/readyz"))
         finally:
             own_redis.process.send_signal(signal.SIGCONT)
+        # Requests fail at once until the breaker's probe finds Redis answering again.
+        deadline = time.monotonic() + 5
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "not ready again 5 s after Redis woke up"
+            time.sleep(0.02)
         # The timed-out write may have run when Redis woke up (its reply was lost):
         # a 503 means "unknown", never "surely not recorded".
         assert client.get("/metric/a/sum").get_json()["value"] in (1, 2)

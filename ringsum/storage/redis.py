@@ -38,8 +38,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
+from redis.connection import parse_url
 from redis.exceptions import (
     AskError,
+    ClusterDownError,
     ClusterError,
     NoScriptError,
     OutOfMemoryError,
@@ -67,6 +69,7 @@ from .base import (
     StorageUnavailable,
     SumOutOfRange,
 )
+from .breaker import Breakers, NodeStalled, guarded
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +210,7 @@ class RedisStorage(Storage):
         self.check_uri(uri)
         self._uri = uri
         self._timeout_s = options.redis_timeout_us / 1_000_000
+        self._breakers = Breakers(self._timeout_s)  # a node that timed out fails at once (breaker.py)
         self._window_us = options.window_us
         self._resolution_us = options.resolution_us
         self._slot_us = options.slot_us
@@ -323,6 +327,7 @@ class RedisStorage(Storage):
         return keys, entries
 
     def close(self) -> None:
+        self._breakers.stop()
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
@@ -500,8 +505,10 @@ class RedisStorage(Storage):
             return self._client
 
     def _new_client(self) -> redis.Redis:
-        """A client that has not connected yet."""
-        return redis.Redis.from_url(self._uri, **client_options(self._timeout_s))
+        """A client that has not connected yet, its connections behind the breaker."""
+        base = parse_url(self._uri).get("connection_class", redis.Connection)  # TLS, a socket path
+        connection_class = guarded(base, self._breakers)
+        return redis.Redis.from_url(self._uri, **client_options(self._timeout_s), connection_class=connection_class)
 
     def _check_layout(self, client: redis.Redis | RedisCluster) -> None:
         """Mark the keyspace with the key layout this ringsum writes (on first connection,
@@ -540,7 +547,14 @@ class RedisStorage(Storage):
             if now - self._warned_at >= _WARN_EVERY_S:
                 self._warned_at = now
                 log.warning("Redis at %s is unavailable: %s", redacted(self._uri), error)
-            reason = "timed out" if isinstance(error, redis.TimeoutError) else "is unreachable"
+            if isinstance(error, NodeStalled):
+                raise StorageUnavailable(str(error)) from error
+            if isinstance(error, redis.TimeoutError):
+                reason = "timed out"
+            elif isinstance(error, ClusterDownError):  # see cluster-require-full-coverage in the README
+                reason = "Cluster says it is down (a shard without its primary)"
+            else:
+                reason = "is unreachable"
             raise StorageUnavailable(f"Redis {reason}") from error
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -24,12 +25,15 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
 from redis.connection import parse_url
 from redis.crc import key_slot
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .base import IdempotencyKeyReused, KeyLimitReached, Marker, StorageUnavailable, SumOutOfRange
-from .redis import INDEX, NOT_RUN, RedisStorage, client_options, marker_key, refuse_retry
+from .breaker import guarded
+from .redis import _UNAVAILABLE, _WARN_EVERY_S, INDEX, NOT_RUN, RedisStorage, client_options, marker_key, refuse_retry
 
 log = logging.getLogger(__name__)
+
+REFRESH_EVERY_S = 0.5  # how often the slots are read again while a primary is stalled, at most
 
 
 def cluster_options(uri: str) -> tuple[list[ClusterNode], dict[str, Any]]:
@@ -57,6 +61,9 @@ class RedisClusterStorage(RedisStorage):
 
     _UNRECORDED_ON_RANGE = "for that key (other keys of the batch may be)"
     _INDEX_IN_SCRIPT = False  # the index lives in another slot: keys a record creates join it in _created
+    _refreshed_at = -REFRESH_EVERY_S  # when the slots were last read again for a stalled node
+    _unindexed = 0  # new keys left to the census since the last line that said so
+    _unindexed_said_at = -_WARN_EVERY_S
 
     @classmethod
     def check_uri(cls, uri: str) -> None:
@@ -72,9 +79,16 @@ class RedisClusterStorage(RedisStorage):
             self._connect().ping(target_nodes=RedisCluster.PRIMARIES)
 
     def _new_client(self) -> RedisCluster:
-        """A client that has read the topology, not yet connected to each node."""
-        nodes, uri_options = cluster_options(self._uri)
-        return RedisCluster(startup_nodes=nodes, **{**client_options(self._timeout_s), **uri_options})
+        """A client that has read the topology, not yet connected to each node; every
+        node's connections behind its own breaker. (Given as ``url``, the first node
+        makes redis-py build node pools that take a connection class.)"""
+        (first, *others), uri_options = cluster_options(self._uri)
+        return RedisCluster(
+            url=f"redis://{first.host}:{first.port}",
+            startup_nodes=others,
+            connection_class=guarded(redis.Connection, self._breakers),
+            **{**client_options(self._timeout_s), **uri_options},
+        )
 
     # -- writes ------------------------------------------------------------------
 
@@ -101,9 +115,16 @@ class RedisClusterStorage(RedisStorage):
         would retry (counting twice); the next census re-adds the keys."""
         try:
             with self._errors():
-                self._connect().zadd(INDEX, dict.fromkeys(keys, 0))
+                cluster = self._connect()
+                # The index's node stalled: skip it at once (no wait, no slots read again).
+                self._breakers.check(cluster.get_node_from_key(INDEX).name)
+                cluster.zadd(INDEX, dict.fromkeys(keys, 0))
         except StorageUnavailable:
-            log.warning("%d new keys not yet in the listing index; the census adds them", len(keys))
+            self._unindexed += len(keys)
+            now = time.monotonic()
+            if now - self._unindexed_said_at >= _WARN_EVERY_S:  # a line every few seconds, not per request
+                log.warning("%d new keys not yet in the listing index; the census adds them", self._unindexed)
+                self._unindexed, self._unindexed_said_at = 0, now
 
     def _claim(self, marker: Marker) -> bool:
         """Bind ``marker.id`` to its fingerprint. True when this request bound it;
@@ -121,6 +142,17 @@ class RedisClusterStorage(RedisStorage):
 
     # -- slots and nodes ---------------------------------------------------------
 
+    def _refresh_topology(self, cluster: RedisCluster) -> None:
+        """Read which node serves which slots again (CLUSTER SLOTS from a node that
+        answers), at most every REFRESH_EVERY_S: how requests for a stalled primary's
+        keys find the replica that took over from it."""
+        now = time.monotonic()
+        if now - self._refreshed_at < REFRESH_EVERY_S:
+            return
+        self._refreshed_at = now
+        with contextlib.suppress(*_UNAVAILABLE):
+            cluster.nodes_manager.initialize()
+
     def _partition(self, keys: list[str]) -> list[list[str]]:
         """Those of one hash slot together: a script must not cross slots."""
         by_slot: dict[int, list[str]] = defaultdict(list)
@@ -137,14 +169,17 @@ class RedisClusterStorage(RedisStorage):
     def _execute(self, cluster: RedisCluster, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Several calls: one pipeline per node, so a batch costs a round trip per node,
         not per slot."""
+        nodes, by_node = _by_node(cluster, calls)
+        if any(name in self._breakers.open for name in by_node):
+            # A stalled node: a failover may have given its slots to a replica since.
+            self._refresh_topology(cluster)
+            nodes, by_node = _by_node(cluster, calls)
+        for name in by_node:
+            # Still there: fail here, before redis-py would take the failure for a
+            # topology change and read the slots again on every such request.
+            self._breakers.check(name)
         if len(calls) == 1:
-            return super()._execute(cluster, script, calls)
-        by_node: dict[str, list[int]] = defaultdict(list)
-        nodes: dict[str, ClusterNode] = {}
-        for index, (keys, _) in enumerate(calls):
-            node = cluster.get_node_from_key(keys[0])
-            nodes[node.name] = node
-            by_node[node.name].append(index)
+            return [_on_its_node(cluster, script, *calls[0])]
         results: list[Any] = [None] * len(calls)
         for name, indexes in by_node.items():
             pipe = cluster.get_redis_connection(nodes[name]).pipeline(transaction=False)
@@ -154,10 +189,33 @@ class RedisClusterStorage(RedisStorage):
             for index, result in zip(indexes, pipe.execute(raise_on_error=False), strict=True):
                 if isinstance(result, NOT_RUN):
                     # Not run (script flushed, slot moved): send it again the slow way,
-                    # through the cluster client, which loads scripts and follows MOVED.
+                    # through the cluster client, which follows MOVED.
                     keys, args = calls[index]
-                    result = script(keys, args)
+                    result = _on_its_node(cluster, script, keys, args)
                 elif isinstance(result, Exception):
                     raise result
                 results[index] = result
         return results
+
+
+def _on_its_node(cluster: RedisCluster, script: Script, keys: list[str], args: list[Any]) -> Any:
+    """Run ``script`` through the cluster client (which follows MOVED and ASK). A node
+    that lacks it (restarted, flushed) gets it loaded, on that node only: redis-py's own
+    SCRIPT LOAD goes to every primary, so one stalled primary would fail every key's
+    first call."""
+    try:
+        return cluster.evalsha(script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        cluster.get_redis_connection(cluster.get_node_from_key(keys[0])).script_load(script.script)
+        return cluster.evalsha(script.sha, len(keys), *keys, *args)
+
+
+def _by_node(cluster: RedisCluster, calls: list[tuple[list[str], list[Any]]]) -> tuple[dict, dict[str, list[int]]]:
+    """The node of each call (by its first key), and the calls of each node."""
+    by_node: dict[str, list[int]] = defaultdict(list)
+    nodes: dict[str, ClusterNode] = {}
+    for index, (keys, _) in enumerate(calls):
+        node = cluster.get_node_from_key(keys[0])
+        nodes[node.name] = node
+        by_node[node.name].append(index)
+    return nodes, by_node
