@@ -2,12 +2,14 @@
 # .venv first. `make run` installs the runtime requirements only; test, lint and bench
 # add the development set (pytest, schemathesis, playwright, ruff, ...). `make install`
 # builds what `make run` needs and starts nothing: what deploy/ringsum.service runs.
+# `make wheel` builds dist/ringsum-<version>-py3-none-any.whl: `pip install` it anywhere for
+# a `ringsum` command (`pip install .` in the checkout does the same).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install run test lint format bench clean
+.PHONY: install wheel run test lint format bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,10 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 install: $(VENV)/.runtime
 	$(PY) -m compileall -q ringsum
 
+# Built as `pip install .` builds it: in an isolated environment with a recent setuptools.
+wheel: | $(PY)
+	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir dist .
+
 run: $(VENV)/.runtime
 	$(PY) app.py $(ARGS)
 
@@ -40,10 +46,11 @@ bench: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m mypy
 
 format: $(VENV)/.dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis build dist

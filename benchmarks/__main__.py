@@ -1,8 +1,18 @@
-"""``python -m benchmarks [--quick] [--only NAMES] [--json PATH] [--strict]``: every figure of the
-performance issue with its target, as a table and as JSON.
+"""``python -m benchmarks [--quick | --tiny] [--only STEPS] [--json PATH] [--save] [--strict]``
+
+Measures how fast ringsum answers and how much memory it takes, as a user runs it:
+requests per second for single posts, reads and batches against a bare Flask app
+and a naive design, latency while hostile or idle clients hold connections open,
+bytes per key and per entry in memory and in Redis, the cost of the write-ahead log,
+of restarts and checkpoints, of Idempotency-Key, /metrics and listing, and what
+each attack of docs/edge.md's threat model does to other clients. Each figure is
+printed in a table beside its target, and written as JSON.
 
 All HTTP figures are ratios to baselines measured in the same run (the machine is
-noisy), with runs alternating between the apps compared and the median kept.
+noisy), with runs alternating between the apps compared and the median kept. The
+full run measures each figure five times over (--quick: once, at smaller sizes)
+and needs wrk, redis-server, nginx and Caddy (apt-get install wrk redis-server
+nginx caddy); benchmarks/README.md says what each step measures and how.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import (
     attacks,
@@ -127,7 +138,7 @@ def _rows(results: dict) -> list[Row]:
         rows.append(
             (
                 "batch ingest values/s (1,000 per batch) / single-post values/s",
-                f"{batch['values_per_s']:,.0f} = {ratio:.0f}x",
+                f"{batch['values_per_s']:,.0f} = {ratio:.0f}x" if base else f"{batch['values_per_s']:,.0f}",
                 ">= 40x",
                 ratio >= 40 if base else None,
             )
@@ -146,19 +157,21 @@ def _rows(results: dict) -> list[Row]:
                 )
             )
     if flat := results.get("flat_reads"):
+        many = flat["events"]  # fewer with --quick
         rows.append(
             (
-                "GET /sum p50: 1,000,000 vs 10 events in window",
-                f"{flat['p50_ms_1000000_events']:.3f} / {flat['p50_ms_10_events']:.3f} ms = {flat['ratio']:.2f}",
+                f"GET /sum p50: {many:,} vs 10 events in window",
+                f"{flat[f'p50_ms_{many}_events']:.3f} / {flat['p50_ms_10_events']:.3f} ms = {flat['ratio']:.2f}",
                 "<= 1.2",
                 flat["ratio"] <= 1.2,
             )
         )
     if scale := results.get("keys_at_scale"):
-        rows.append(("100,000 live keys: RSS per key", f"{scale['rss_bytes_per_key']:,.0f} B", "(reported)", None))
+        many = f"{scale['keys']:,} keys"  # fewer with --tiny
+        rows.append((f"{many} live: RSS per key", f"{scale['rss_bytes_per_key']:,.0f} B", "(reported)", None))
         rows.append(
             (
-                "100,000 keys: GET latency through their sweeps and mass expiry, p50 / p99 / max",
+                f"{many}: GET latency through their sweeps and mass expiry, p50 / p99 / max",
                 f"{scale['p50_ms']:.2f} / {scale['p99_ms']:.2f} / {scale['max_ms']:.1f} ms",
                 "(reported)",
                 None,
@@ -166,16 +179,17 @@ def _rows(results: dict) -> list[Row]:
         )
         rows.append(
             (
-                "100,000 keys: longest garbage-collector pause in the server (whole run)",
+                f"{many}: longest garbage-collector pause in the server (whole run)",
                 f"{scale['longest_gc_pause_ms']:.1f} ms",
                 "(reported)",
                 None,
             )
         )
     if sweep := results.get("sweep"):
+        many = f"{sweep['keys']:,} keys"  # fewer with --tiny
         rows.append(
             (
-                "100,000 keys: one sweep, all live / all expiring at once",
+                f"{many}: one sweep, all live / all expiring at once",
                 f"{sweep['sweep_ms_live']:.2f} ms / {sweep['sweep_ms_all_expired']:.0f} ms",
                 "(reported)",
                 None,
@@ -183,7 +197,7 @@ def _rows(results: dict) -> list[Row]:
         )
         rows.append(
             (
-                "sweep stall: longest lock hold while 100,000 keys expire at once",
+                f"sweep stall: longest lock hold while {many} expire at once",
                 f"{sweep['longest_lock_hold_ms']:.2f} ms",
                 "<= 50 ms",
                 sweep["longest_lock_hold_ms"] <= 50,
@@ -343,35 +357,95 @@ def _table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="short runs, for checking the harness")
+RESULTS = ROOT / "benchmarks" / "results"  # untracked (.gitignore): each run's own results
+SAVED = ROOT / "benchmarks" / "results.json"  # tracked: the run the README and docs quote, written with --save
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=(__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick",
+        action="store_true",
+        help="one short round per figure at smaller sizes (minutes, not the better part of an hour): "
+        "to see the harness work; its figures are not the ones to quote",
+    )
+    size.add_argument(
+        "--tiny",
+        action="store_true",
+        help="seconds per step at tiny sizes, what the test suite runs (tests/test_benchmarks.py): "
+        "checks the steps and the table end to end; the figures mean nothing",
+    )
     parser.add_argument(
-        "--only",
-        default="",
-        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,redis_footprint,"
-        "churn,listing,durability,idempotency,scrape,attacks",
+        "--only", default="", metavar="STEPS", help=f"comma-separated steps, of: {','.join(STEPS)} (default: all)"
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
-    args = parser.parse_args()
-    rounds, seconds = (1, 1) if args.quick else (5, 3)
-    steps: dict[str, tuple[str, Callable[[], dict]]] = {
+    parser.add_argument(
+        "--json",
+        default=str(RESULTS / "latest.json"),
+        help="where to write the results (default benchmarks/results/latest.json, which git ignores)",
+    )
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="also write them to benchmarks/results.json, the tracked results the README quotes",
+    )
+    return parser
+
+
+# The steps, in the order they run: --only names them; each gives one key of the results.
+STEPS = (
+    "single",
+    "edge",
+    "batch",
+    "memory",
+    "flat",
+    "scale",
+    "sweep",
+    "redis",
+    "hostile",
+    "footprint",
+    "redis_footprint",
+    "churn",
+    "listing",
+    "durability",
+    "idempotency",
+    "scrape",
+    "attacks",
+)
+
+
+def _steps(size: str) -> dict[str, tuple[str, Callable[[], dict]]]:
+    """Each step's results key and how it runs at ``size`` (full, quick or tiny)."""
+
+    def pick(full: Any, quick: Any, tiny: Any) -> Any:
+        return {"full": full, "quick": quick, "tiny": tiny}[size]
+
+    rounds, seconds = pick((5, 3), (1, 1), (1, 1))
+    quick = size != "full"
+    return {
         "single": ("single_posts", lambda: http_load.single_posts(rounds, seconds)),
         "edge": ("hostile_clients", lambda: edge.hostile_clients(rounds, seconds)),
         "batch": ("batch_ingest", lambda: http_load.batch_ingest(rounds, seconds)),
-        "memory": ("memory_bound", lambda: _memory_bound(360 if args.quick else 3600)),
-        "flat": ("flat_reads", lambda: http_load.flat_reads(rounds, seconds, 100_000 if args.quick else 1_000_000)),
-        "scale": ("keys_at_scale", http_load.keys_at_scale),
-        "sweep": ("sweep", http_load.sweep_duration),
+        "memory": ("memory_bound", lambda: _memory_bound(pick(3600, 360, 2))),
+        "flat": ("flat_reads", lambda: http_load.flat_reads(rounds, seconds, pick(1_000_000, 100_000, 1_000))),
+        "scale": (
+            "keys_at_scale",
+            lambda: http_load.keys_at_scale(pick(100_000, 100_000, 1_000), window_s=pick(10, 10, 1)),
+        ),
+        "sweep": ("sweep", lambda: http_load.sweep_duration(pick(100_000, 100_000, 1_000))),
         "redis": ("redis", lambda: http_load.redis_vs_memory(rounds, seconds)),
-        "hostile": ("hostile", lambda: hostile.run(args.quick)),
+        "hostile": ("hostile", lambda: hostile.run(quick)),
         "footprint": ("footprint", footprint.measure_all),
         "redis_footprint": (
             "redis_footprint",
-            lambda: redis_footprint.measure(busy_keys=20 if args.quick else 200, runs=1 if args.quick else 3),
+            lambda: redis_footprint.measure(busy_keys=pick(200, 20, 2), runs=pick(3, 1, 1)),
         ),
-        "churn": ("churn", lambda: churn.churn_with_and_without_policy(5 if args.quick else 20)),
+        "churn": ("churn", lambda: churn.churn_with_and_without_policy(pick(20, 5, 1))),
         "listing": (
             "listing",
             lambda: {
@@ -380,30 +454,45 @@ def main() -> int:
                 "index": listing.index_cost(),
             },
         ),
-        "durability": ("durability", lambda: durability.durability(rounds, seconds, args.quick)),
+        "durability": ("durability", lambda: durability.durability(rounds, seconds, quick)),
         "idempotency": ("idempotency", lambda: idempotency.costs(rounds, seconds)),
         "scrape": (
             "scrape",
             lambda: {"memory": scrape.memory_scrapes(), "redis": scrape.redis_scrapes(), "hook": scrape.hook_cost()},
         ),
-        "attacks": ("attacks", lambda: attacks.run(1 if args.quick else 3, args.quick)),
+        "attacks": ("attacks", lambda: attacks.run(pick(3, 1, 1), quick)),
     }
-    chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(STEPS)
+    if unknown := [name for name in chosen if name not in STEPS]:
+        parser.error(f"no step {', '.join(unknown)}: --only takes {','.join(STEPS)}")
+    steps = _steps("tiny" if args.tiny else "quick" if args.quick else "full")
+    output = Path(args.json)
+    output.parent.mkdir(parents=True, exist_ok=True)
     results: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}",
-        "command": " ".join(["python -m benchmarks", *sys.argv[1:]]),
+        "command": " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     for name in chosen:
         key, run = steps[name]
-        print(f"running {key} ...", file=sys.stderr, flush=True)
+        print(f"running {key} ...", end=" ", file=sys.stderr, flush=True)
+        started = time.monotonic()
         results[key] = run()
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")  # a later failure loses no step
+        print(f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+        output.write_text(json.dumps(results, indent=2) + "\n")  # a later failure loses no step
     rows = _rows(results)
     results["table"] = _table(rows)
     print(f"\n{results['machine']}\n{results['command']}\n")
     print(results["table"])
-    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    written = [output, SAVED] if args.save else [output]
+    for path in written:
+        path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nresults: {', '.join(str(path) for path in written)}", file=sys.stderr)
     return 1 if args.strict and any(met is False for *_, met in rows) else 0
 
 

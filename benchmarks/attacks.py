@@ -1,8 +1,11 @@
-"""``python -m benchmarks.attacks [--runs N] [--only 1,2,...] [--quick]``: issue 21's table of
-hostile clients, each row that has a bound, on a real ``python app.py``, ``--runs`` times
-(3 by default). Prints JSON, then the rows of ``python -m benchmarks``.
+"""``python -m benchmarks.attacks [--runs N] [--only GROUPS] [--quick]``: what hostile
+clients do to ringsum and to its other clients. Each attack of docs/edge.md's threat
+model that has a bound (endless or slow headers, stalled bodies, answers left unread,
+thousands of sockets, request smuggling directly and through the shipped nginx and
+Caddy configs, reloads under load) runs against a real ``python app.py``, ``--runs``
+times (3 by default). Prints JSON, then the rows of ``python -m benchmarks``.
 
-What is measured, and how (the bounds are issue 21's closing-note bounds):
+What is measured, and how (the row numbers are those of the threat model's table):
 
 - **A legit client's latency during an attack** (rows 3, 4, 6): 200 sequential requests
   alternating ``GET /metric/probe/sum`` and ``/healthz`` on one keep-alive connection,
@@ -647,10 +650,13 @@ SMUGGLING_HEADS = {
 
 
 def _nginx_config(port: int, upstream_port: int, prefix: Path) -> str:
-    """deploy/nginx.conf on plain HTTP at ``port`` (as tests/proxies.py runs it)."""
+    """deploy/nginx.conf on plain HTTP at ``port`` (as tests/proxies.py runs it): IPv4
+    loopback only, its redirecting port 80 server on a free port."""
     shipped = (ROOT / "deploy" / "nginx.conf").read_text()
-    site = re.sub(r"listen 443 ssl[^;]*;", f"listen 127.0.0.1:{port};", shipped)
-    site = re.sub(r"\n\s*ssl_certificate[^\n]*", "", site)
+    site = re.sub(r"\n[ \t]*listen \[::\][^;\n]*;", "", shipped)
+    site = re.sub(r"\n([ \t]*)listen 80;", rf"\n\1listen 127.0.0.1:{free_port()};", site)
+    site = re.sub(r"\n([ \t]*)listen 443 ssl[^;\n]*;", rf"\n\1listen 127.0.0.1:{port};", site)
+    site = re.sub(r"\n[ \t]*ssl_certificate[^\n]*", "", site)
     site = site.replace("127.0.0.1:5000", f"127.0.0.1:{upstream_port}")
     temp = "\n".join(
         f"    {kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -665,7 +671,11 @@ def _caddy_config(port: int, upstream_port: int) -> str:
     """deploy/Caddyfile on plain HTTP at ``port`` (no certificate, no admin endpoint)."""
     shipped = (ROOT / "deploy" / "Caddyfile").read_text()
     site = re.sub(r"^ringsum\.example\.com \{", f"http://127.0.0.1:{port} {{", shipped, flags=re.MULTILINE)
-    return "{\n\tadmin off\n\tauto_https off\n}\n" + site.replace("127.0.0.1:5000", f"127.0.0.1:{upstream_port}")
+    site = site.replace("127.0.0.1:5000", f"127.0.0.1:{upstream_port}")
+    options = "\tadmin off\n\tauto_https off\n"
+    if re.search(r"^\{$", site, flags=re.MULTILINE):  # the shipped global options block: add to it
+        return re.sub(r"^\{\n", "{\n" + options, site, count=1, flags=re.MULTILINE)
+    return "{\n" + options + "}\n" + site
 
 
 @contextlib.contextmanager
@@ -1034,10 +1044,12 @@ def _statuses(counts: dict[str, int]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.attacks", description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.attacks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs of each attack (default 3)")
     parser.add_argument("--quick", action="store_true", help="one run, smaller attacks")
-    parser.add_argument("--only", default="", help="comma-separated: " + ",".join(GROUPS))
+    parser.add_argument("--only", default="", metavar="GROUPS", help="comma-separated: " + ",".join(GROUPS))
     args = parser.parse_args()
     only = [name.strip() for name in args.only.split(",") if name.strip()] or None
     found = run(1 if args.quick else args.runs, args.quick, only)

@@ -1,4 +1,4 @@
-"""Item 4: a probe GET while batches re-post 100,000 keys every second, with and without
+"""A probe GET while batches re-post 100,000 keys every second, with and without
 ``ringsum.gc_policy``, next to the longest single hold of the storage lock.
 
 Each second the poster sends 100 batches of 1,000 events; a tenth of the keys are new

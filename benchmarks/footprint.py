@@ -1,8 +1,10 @@
-"""What a key and an entry cost in memory storage, and what add + total cost.
+"""How much memory a key and an entry take in memory storage, and how long recording
+and summing take, in process.
 
-``python -m benchmarks.footprint keys --key-length 9``, ``busy --keys 1000 [--traced]``
-or ``entries {tick,exact}`` prints one JSON line; each figure runs in its own process
-so RSS belongs to it alone.
+``python -m benchmarks.footprint keys --key-length 9`` (100,000 keys of one entry),
+``busy --keys 1000 [--traced]`` (keys with a value in every tick of the hour),
+``entries {tick,exact}`` or ``speed`` prints one JSON line; run each in its own process
+so RSS belongs to it alone (``python -m benchmarks --only footprint`` runs them all).
 """
 
 from __future__ import annotations
@@ -134,14 +136,18 @@ def measure_all() -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.footprint", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("keys").add_argument("--key-length", type=int, default=9)
-    busy = commands.add_parser("busy")
-    busy.add_argument("--keys", type=int, default=1000)
-    busy.add_argument("--traced", action="store_true")
-    commands.add_parser("entries").add_argument("design", choices=["tick", "exact"])
-    commands.add_parser("speed")
+    keys = commands.add_parser("keys", help="RSS per key: 100,000 live keys of one entry each")
+    keys.add_argument("--key-length", type=int, default=9, help="characters per key name (default 9)")
+    busy = commands.add_parser("busy", help="RSS per busy key: a value in every tick of the hour")
+    busy.add_argument("--keys", type=int, default=1000, help="busy keys held (default 1000)")
+    busy.add_argument("--traced", action="store_true", help="bytes counted by tracemalloc instead of RSS")
+    entries = commands.add_parser("entries", help="RSS per entry: tick mode (rings) or exact mode (1M values)")
+    entries.add_argument("design", choices=["tick", "exact"])
+    commands.add_parser("speed", help="ns per evict + add + total, in process")
     args = parser.parse_args()
     if args.command == "keys":
         print(json.dumps(bytes_per_key(args.key_length)))

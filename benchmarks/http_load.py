@@ -83,7 +83,7 @@ def single_posts(rounds: int, seconds: float) -> dict:
 
 
 def batch_ingest(rounds: int, seconds: float, batch: int = 1000) -> dict:
-    """Item 2: values/s when posting batches of ``batch`` events over 100 keys."""
+    """Values/s when posting batches of ``batch`` events over 100 keys."""
     body = _batch_body(batch, lambda index: f"batch.{index % 100}")
     with ringsum_server() as server:
         rates = [wrk(f"{server.url}/metric", seconds=seconds, connections=4, body=body) for _ in range(rounds)]
@@ -92,7 +92,7 @@ def batch_ingest(rounds: int, seconds: float, batch: int = 1000) -> dict:
 
 
 def flat_reads(rounds: int, seconds: float, events: int = 1_000_000) -> dict:
-    """Item 4: median GET latency (one connection) with 10 vs ``events`` events in the window."""
+    """Median GET latency (one connection) with 10 vs ``events`` events in the window."""
     with ringsum_server() as server, requests.Session() as session:
         _prime_read_key(server)
         body = _batch_body(1000, lambda _: "many")
@@ -103,6 +103,7 @@ def flat_reads(rounds: int, seconds: float, events: int = 1_000_000) -> dict:
             few.append(wrk(f"{server.url}/metric/read/sum", seconds=seconds, connections=1).p50_ms)
             many.append(wrk(f"{server.url}/metric/many/sum", seconds=seconds, connections=1).p50_ms)
     return {
+        "events": events,
         "p50_ms_10_events": median(few),
         f"p50_ms_{events}_events": median(many),
         "ratio": median(many) / median(few),
@@ -110,7 +111,7 @@ def flat_reads(rounds: int, seconds: float, events: int = 1_000_000) -> dict:
 
 
 def keys_at_scale(keys: int = 100_000, window_s: int = 10) -> dict:
-    """Item 5: ``keys`` live keys: RSS per key, then request latency (one connection)
+    """``keys`` live keys: RSS per key, then request latency (one connection)
     through sweeps of them all live and through the sweep that drops them all at once,
     with a ``window_s`` window so the mass expiry happens during the run."""
     gc_log = Path(tempfile.mkdtemp()) / "gc.log"
@@ -145,7 +146,7 @@ def keys_at_scale(keys: int = 100_000, window_s: int = 10) -> dict:
 
 
 def sweep_duration(keys: int = 100_000) -> dict:
-    """Item 5: one sweep of ``keys`` live keys, and of as many keys expiring at once
+    """One sweep of ``keys`` live keys, and of as many keys expiring at once
     (the worst case), with the longest the lock is held in one slice of that sweep."""
     from ringsum.storage import StorageOptions
     from ringsum.storage.memory import MemoryStorage
@@ -174,6 +175,7 @@ def sweep_duration(keys: int = 100_000) -> dict:
     finally:
         storage.close()
     return {
+        "keys": keys,
         "sweep_ms_live": median(live) * 1000,
         "sweep_ms_all_expired": median(expired) * 1000,
         "longest_lock_hold_ms": max(holds) * 1000,
@@ -215,7 +217,7 @@ def redis_server() -> Iterator[tuple[str, int]]:
 
 
 def redis_vs_memory(rounds: int, seconds: float, workers: int = 2) -> dict:
-    """Item 6: ``--workers 2`` on Redis against one process on memory, alternating."""
+    """``--workers 2`` on Redis against one process on memory, alternating."""
     with redis_server() as (uri, _), ExitStack() as stack:
         memory = stack.enter_context(ringsum_server())
         shared = stack.enter_context(ringsum_server(workers=workers, env={"RINGSUM_STORAGE_URI": uri}))

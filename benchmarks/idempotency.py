@@ -1,5 +1,5 @@
-"""``python -m benchmarks.idempotency [--before REF]``: issue 14, what the
-Idempotency-Key header costs, and that a POST without it pays nothing.
+"""``python -m benchmarks.idempotency [--before REF]``: what sending an Idempotency-Key
+header costs a POST, and that a POST without it pays nothing.
 
 - In one process, no socket (``idempotency_cost.py``): µs per POST without the
   header, with a new key each time (a write and its marker), and with one key over
@@ -166,10 +166,14 @@ def before_after(ref: str, rounds: int, seconds: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.idempotency", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.idempotency",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--before", help="a git ref whose header-less POST to compare with this tree's")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of each server, taking turns (default 5)")
+    parser.add_argument("--seconds", type=int, default=3, help="seconds of load per round (default 3)")
     args = parser.parse_args()
     results = {"costs": costs(args.rounds, args.seconds)}
     if args.before:

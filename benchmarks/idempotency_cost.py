@@ -8,10 +8,10 @@ Run as a file, not a module, so that PYTHONPATH picks whose ``ringsum`` is measu
 
 from __future__ import annotations
 
+import argparse
 import io
 import itertools
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -63,9 +63,18 @@ def microseconds_per_post(app: Callable, kind: str) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/idempotency_cost.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    every = ["none", "fresh", "replay"]
+    parser.add_argument("kinds", nargs="*", metavar="KIND", help=f"of {', '.join(every)} (default: all)")
+    kinds = parser.parse_args().kinds or every
+    if unknown := set(kinds) - set(every):
+        parser.error(f"no kind {', '.join(sorted(unknown))}: choose from {', '.join(every)}")
     with tempfile.TemporaryDirectory(prefix="ringsum-cost-") as data_dir:  # the default shape: a write-ahead log
         app = create_app({"RINGSUM_DATA_DIR": data_dir, "RINGSUM_MAX_IDEMPOTENCY_KEYS": "10000000"})
-        kinds = sys.argv[1:] or ["none", "fresh", "replay"]
         print(json.dumps({kind: microseconds_per_post(app, kind) for kind in kinds}))
         close_app(app)
 

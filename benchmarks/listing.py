@@ -7,9 +7,9 @@ costs a write that creates a key (in-process, memory storage).
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -128,9 +128,13 @@ def _per_call_us(call: Callable[[str], object], keys: list[str]) -> float:
 
 def main() -> None:
     parts = {"memory": memory_listing, "redis": redis_listing, "index": index_cost}
-    chosen = sys.argv[1:] or list(parts)
-    if any(name not in parts for name in chosen):
-        sys.exit(f"usage: python -m benchmarks.listing [{'|'.join(parts)}] ...")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.listing", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("parts", nargs="*", metavar="PART", help=f"of {', '.join(parts)} (default: all)")
+    chosen = parser.parse_args().parts or list(parts)
+    if unknown := set(chosen) - set(parts):
+        parser.error(f"no part {', '.join(sorted(unknown))}: choose from {', '.join(parts)}")
     print(json.dumps({name: parts[name]() for name in chosen}, indent=2))
 
 

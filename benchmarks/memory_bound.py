@@ -1,4 +1,6 @@
-"""Item 3: one key fed for a whole simulated window, then entries held and RSS growth.
+"""How much one key holds when fed 10,000 events a second for a whole window: entries
+held and RSS growth, in tick mode, in exact mode and in the naive design (a deque of
+``(datetime, value)``).
 
 ``python -m benchmarks.memory_bound {tick,exact,naive} --rate 10000 --seconds 3600``
 prints one JSON line. Each design runs in its own process so RSS belongs to it alone.
@@ -57,8 +59,12 @@ def feed_naive(events: int, gap_us: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("design", choices=["tick", "exact", "naive"])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.memory_bound",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("design", choices=["tick", "exact", "naive"], help="how the key holds its values")
     parser.add_argument("--rate", type=int, default=10_000, help="events per simulated second")
     parser.add_argument("--seconds", type=int, default=3600, help="simulated seconds fed")
     args = parser.parse_args()

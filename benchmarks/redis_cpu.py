@@ -60,6 +60,8 @@ def main(seconds: float = 5) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.redis_cpu", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.redis_cpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=5, help="how long wrk drives each server (default 5)")
     main(parser.parse_args().seconds)

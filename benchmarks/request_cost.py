@@ -55,7 +55,11 @@ def microseconds_per_request(app: Wsgi, method: str, path: str, body: bytes = b"
 
 
 def main() -> None:
-    argparse.ArgumentParser(prog="python -m benchmarks.request_cost", description=__doc__).parse_args()
+    argparse.ArgumentParser(
+        prog="python -m benchmarks.request_cost",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args()
     ringsum = create_app({"RINGSUM_DATA_DIR": ""})  # the request's own cost; benchmarks/durability.py prices the log
     storage = state.storage(ringsum)
 

@@ -8,10 +8,10 @@ per-request metrics cost, kept in process (one worker) or shared (``--workers N`
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -163,9 +163,13 @@ def rows(found: dict) -> list[tuple[str, str, str, bool | None]]:
 
 def main() -> None:
     parts = {"memory": memory_scrapes, "redis": redis_scrapes, "hook": hook_cost}
-    chosen = sys.argv[1:] or list(parts)
-    if any(name not in parts for name in chosen):
-        sys.exit(f"usage: python -m benchmarks.scrape [{'|'.join(parts)}] ...")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scrape", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("parts", nargs="*", metavar="PART", help=f"of {', '.join(parts)} (default: all)")
+    chosen = parser.parse_args().parts or list(parts)
+    if unknown := set(chosen) - set(parts):
+        parser.error(f"no part {', '.join(sorted(unknown))}: choose from {', '.join(parts)}")
     print(json.dumps({name: parts[name]() for name in chosen}, indent=2))
 
 

@@ -20,7 +20,9 @@ APPS = {"bare": bare_app, "naive": naive_app}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("app", choices=sorted(APPS))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--server", choices=["granian", "edge"], default="granian")

@@ -1,12 +1,12 @@
 """``python -m benchmarks.worker_timeout [--runs N] [--timeout 30s]``: how long a
-stopped worker holds the service (issue 21 row 9; target <= 45 s with the default
+stopped (hung) worker holds the service up (target <= 45 s with the default
 ``RINGSUM_WORKER_TIMEOUT``). Starts ``python app.py`` as a user does (memory storage, a
 fresh data dir), records 100 values, SIGSTOPs its only worker, and times one GET sent
 at once on a new connection (it waits in the backlog) until it is answered 200 by the
 replacement, which must have read every value back. Prints JSON.
 
 Before the heartbeat, nothing noticed: every request waited for as long as the worker
-stayed stopped (the issue measured 30.1 s for a 30 s stop; an indefinite stop, forever).
+stayed stopped (30.1 s measured for a 30 s stop; for an indefinite stop, forever).
 """
 
 from __future__ import annotations
@@ -62,7 +62,11 @@ def run(runs: int = 1, timeout: str | None = None) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.worker_timeout", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.worker_timeout",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--timeout", help="RINGSUM_WORKER_TIMEOUT (default: the server's, 30s)")
     args = parser.parse_args()

@@ -25,7 +25,7 @@ _EMPTY_OBJECT = b"{}"
 def _query_param(name: str) -> str | None:
     """``request.args.get(name)``, without parsing the usual empty query string: this
     is on the hot path of GET .../sum, and proxies and parsing cost microseconds."""
-    current = request._get_current_object()
+    current = request._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy method
     return current.args.get(name) if current.environ.get("QUERY_STRING") else None
 
 

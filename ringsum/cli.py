@@ -1,4 +1,5 @@
-"""``python app.py``: its options, the settings check and the line it says on start.
+"""``ringsum`` (also ``python -m ringsum`` and ``python app.py``): its options, the
+settings check and the line it says on start.
 
 Everything here runs before Flask and the edge are loaded, so a refused setting or
 ``--help`` answers at once; ``server.run`` loads the rest once the settings are accepted.
@@ -21,9 +22,9 @@ from .units import format_duration
 from .version import __version__
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, prog: str = "ringsum") -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python app.py",
+        prog=prog,
         description="Serve ringsum: rolling sums per key over HTTP.",
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -85,9 +86,10 @@ def start_line(settings: Settings, workers: int, threads: int, address: tuple) -
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Check the options and settings, then serve; the exit status (2: a bad setting)."""
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "ringsum") -> int:
+    """Check the options and settings, then serve; the exit status (2: a bad setting).
+    ``prog`` is the command as the user typed it, for ``--help`` and usage errors."""
+    args = parse_args(argv, prog)
     try:
         settings = load_settings()
         check_workers(settings, args.workers)

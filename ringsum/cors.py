@@ -42,7 +42,7 @@ def init_app(app: Flask) -> None:
             return None
         # Every method of the path, whichever of its rules matched (POST and DELETE
         # /metric/<key> are two).
-        methods = set(app.create_url_adapter(request).allowed_methods()) - _NOT_PREFLIGHTED
+        methods = set(app.create_url_adapter(request).allowed_methods()) - _NOT_PREFLIGHTED  # type: ignore[union-attr]
         response = Response(status=204)
         del response.headers["Content-Type"]
         response.headers["Access-Control-Allow-Origin"] = origin

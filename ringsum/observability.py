@@ -316,12 +316,12 @@ def init_app(app: Flask) -> None:
         environ[_STARTED] = perf_counter()
         return inner(environ, start_response)
 
-    app.wsgi_app = timed_wsgi_app  # the documented way to add WSGI middleware
+    app.wsgi_app = timed_wsgi_app  # type: ignore[method-assign]  # the documented way to add WSGI middleware
 
     @app.after_request
     def observe(response: Response) -> Response:
         # One proxy lookup, then plain attributes: this runs on every request.
-        current = request._get_current_object()
+        current = request._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy method
         rule = current.url_rule
         seconds = perf_counter() - current.environ.get(_STARTED, 0.0)
         observed.observe(rule.rule if rule is not None else _UNMATCHED, current.method, response.status_code, seconds)

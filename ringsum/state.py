@@ -37,7 +37,7 @@ def is_ringsum(app: object) -> bool:
 
 
 def state(app: Flask | None = None) -> AppState:
-    return (app or current_app._get_current_object()).extensions[_EXTENSION]
+    return (app or current_app._get_current_object()).extensions[_EXTENSION]  # type: ignore[attr-defined]
 
 
 def settings(app: Flask | None = None) -> Settings:

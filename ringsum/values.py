@@ -163,9 +163,9 @@ def parse_batch_body(body: bytes) -> list[tuple[str, int]]:
     values = [bytes(event.value) for event in events]
     distinct_keys = set(keys)
     _refuse_repeated_names(text, keys, distinct_keys, values)
-    if msgspec.UNSET not in distinct_keys and b"" not in values and all(map(is_key, distinct_keys)):
+    if msgspec.UNSET not in distinct_keys and b"" not in values and all(map(is_key, distinct_keys)):  # type: ignore[arg-type]
         try:  # the common batch, in bulk; any problem is found again below, with its event's index
-            return list(zip(keys, _plain_numbers_in_range(values) or list(map(round_number, values)), strict=True))
+            return list(zip(keys, _plain_numbers_in_range(values) or list(map(round_number, values)), strict=True))  # type: ignore[arg-type]
         except Problem:
             pass
     recorded = []

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterator
 from itertools import accumulate, pairwise
 from itertools import count as counting
+from typing import Any
 
 from .units import ceil_div
 
@@ -67,7 +68,7 @@ class RollingSum:
     def __init__(self, window_us: int, resolution_us: int) -> None:
         self._slot_us = resolution_us or 1
         self._span = window_us // self._slot_us
-        self._flat: list[int] | deque[int] | _Ring = []
+        self._flat: Any = []  # a list, then a deque; a _Ring once packed (the class changes with it)
         self._total = 0
 
     def __len__(self) -> int:
@@ -249,8 +250,8 @@ class PackedRollingSum(RollingSum):
         return self._flat.pairs()
 
     def _unpack(self) -> None:
-        self._flat = self._flat.unpacked()
-        self.__class__ = RollingSum
+        self._flat = self._flat.unpacked()  # type: ignore[assignment]  # the plain class's shape
+        self.__class__ = RollingSum  # type: ignore[assignment]  # back to the plain class, on purpose
 
 
 class _Ring:

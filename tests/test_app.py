@@ -115,6 +115,23 @@ def test_app_py_exposes_app_for_flask_and_gunicorn(tmp_path) -> None:
     assert "/metric/<key>/sum" in flask.stdout and "/metric/<key>" in flask.stdout
 
 
+def test_importing_app_py_builds_no_app_until_asked() -> None:
+    """A WSGI server or tool that imports ``app`` opens the storage once, when it takes
+    ``app.app``; ``import app`` alone (and ``python app.py``, which builds its own in each
+    worker) opens none: memory storage would hold the data dir twice."""
+    status, loaded = modules_loaded(["-c", "import app"])
+    assert status == 0 and "flask" not in loaded and "ringsum.storage.memory" not in loaded
+    done = subprocess.run(
+        [sys.executable, "-c", "import app, flask; assert isinstance(app.app, flask.Flask) and app.app is app.app"],
+        cwd=ROOT,
+        env=app_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def modules_loaded(command: list[str], env: dict[str, str] | None = None) -> tuple[int, set[str]]:
     """The exit status of ``python -X importtime COMMAND`` and every module it imported."""
     done = subprocess.run(

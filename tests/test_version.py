@@ -1,5 +1,5 @@
 """The version: written once (ringsum/version.py), and everything that says it agrees:
-the package metadata pyproject.toml builds, ``python app.py --version``, ``GET /healthz``,
+the package metadata pyproject.toml builds, ``python app.py --version`` (and ``ringsum``'s), ``GET /healthz``,
 ``ringsum_build_info`` in /metrics, the OpenAPI document and the CHANGELOG's newest entry."""
 
 from __future__ import annotations
@@ -48,9 +48,11 @@ def test_the_openapi_document_is_this_version() -> None:
     assert json.loads((ROOT / "ringsum" / "openapi.json").read_text())["info"]["version"] == __version__
 
 
-def test_python_app_py_version_prints_it() -> None:
+@pytest.mark.parametrize("command", [["app.py"], ["-m", "ringsum"]], ids=["python app.py", "python -m ringsum"])
+def test_the_command_line_version_prints_it(command: list[str]) -> None:
+    """Both as here, in a checkout; the installed ``ringsum`` command: tests/test_install.py."""
     done = subprocess.run(
-        [sys.executable, "app.py", "--version"], cwd=ROOT, env=app_env(), capture_output=True, text=True, check=True
+        [sys.executable, *command, "--version"], cwd=ROOT, env=app_env(), capture_output=True, text=True, check=True
     )
     assert done.stdout == f"ringsum {__version__}\n"
 

@@ -101,7 +101,7 @@ def load(
     if missing and not accept_missing:
         raise refusal(data_dir, missing)
     moved = next((item for item in missing if item.covers_instead is not None), None)
-    if moved is not None:
+    if moved is not None and moved.covers_instead is not None:
         snapshot.covers = moved.covers_instead
         accepted.append(f"{moved.text}: took it as covering segment {snapshot.covers}, the one before the oldest there")
         missing = find_missing(data_dir, snapshot.covers, snapshot.version)
@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoint of {args.data_dir} not run: the server that asked for it is gone", file=sys.stderr)
         return 1
     try:
-        directory_id = tuple(map(int, args.directory_id.split(":"))) if args.directory_id else None
+        device, _, inode = (args.directory_id or "").partition(":")
+        directory_id = (int(device), int(inode)) if args.directory_id else None
         fold(args.data_dir, args.upto, args.window_us, args.resolution_us, args.now_us, directory_id)
     except Exception as error:
         print(f"checkpoint of {args.data_dir} failed: {error!r}", file=sys.stderr)

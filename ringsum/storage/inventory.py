@@ -106,11 +106,12 @@ def check(data_dir: DataDir) -> None:
         covers, version = 0, 0
     else:
         header = file_header.read(path, head, SNAPSHOT_MAGIC, number_in_v1=True)
-        covers, version = header.number, header.version
-        if covers is None:  # its end may say it; or the restore refuses it, naming why
-            covers = read_snapshot(path).covers
-            if covers is None:
+        number, version = header.number, header.version
+        if number is None:  # its end may say it; or the restore refuses it, naming why
+            number = read_snapshot(path).covers
+            if number is None:
                 return
+        covers = number
     for sequence, segment in data_dir.segments():
         if sequence > covers:
             with segment.open("rb") as file:

@@ -160,7 +160,8 @@ def read_segment(path: Path) -> Segment:
     header = file_header.read(path, data, MAGIC, number_in_v1=False)
     if not header.size:
         return Segment([], 0, header.damage, header)
-    records, offset = [], header.size
+    records: list[Record] = []
+    offset = header.size
     while offset < len(data):
         if len(data) - offset < FRAME.size:
             return Segment(records, offset, f"a record is cut short at byte {offset}", header)

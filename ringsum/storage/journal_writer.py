@@ -173,6 +173,7 @@ class Journal:
             raise self._refusal()
         self.prepare_next()
         fd, self._next_fd = self._next_fd, None
+        assert fd is not None  # prepare_next() made it
         if self._torn:
             os.ftruncate(self._fd, self._size)
         self._closed_fds.append(self._fd)  # before the swap: a concurrent fsync sees it in one place or the other

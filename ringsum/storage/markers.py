@@ -63,7 +63,7 @@ class Markers:
     def drop_expired(self, now: int, most: int | None = None) -> int:
         """Forget up to ``most`` expired markers from the front; stop at the first live
         one. Returns how many were dropped."""
-        expired = []
+        expired: list[str] = []
         for marker_id, (expires, *_) in self._held.items():
             if expires > now or len(expired) == most:
                 break
@@ -74,4 +74,4 @@ class Markers:
 
     def items(self) -> Iterator[tuple[int, Marker]]:
         """``(expires at, marker)`` of every marker held, oldest first."""
-        return iter([(expires, Marker(marker_id, *held)) for marker_id, (expires, *held) in self._held.items()])
+        return iter([(expires, Marker(id_, *rest)) for id_, (expires, *rest) in self._held.items()])  # type: ignore[arg-type]

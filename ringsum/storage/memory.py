@@ -263,7 +263,7 @@ class MemoryStorage(Storage):
     def _drop_expired(self, now: int, most: int | None = None) -> int:
         """Forget up to ``most`` keys from the front whose values all aged out; stop at
         the first live one. Returns how many were dropped. Call with the lock held."""
-        expired = []
+        expired: list[str] = []
         for key, rolling in self._sums.items():
             if not rolling.expired(now) or len(expired) == most:
                 break
@@ -305,7 +305,7 @@ class MemoryStorage(Storage):
     def _log(self, frame: bytes | None) -> Commit | None:
         """Append a write to the log before it is applied; with ``always``, what its
         answer waits for. Call with the lock held."""
-        return None if frame is None else self._persistence.log(frame)
+        return None if frame is None else self._persistence.log(frame)  # type: ignore[union-attr]  # frames need one
 
     def _replayed(self) -> Commit | None:
         """An idempotent retry answered again waits for its first write's record too

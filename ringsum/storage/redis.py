@@ -269,7 +269,7 @@ class RedisStorage(Storage):
         while looked_at <= limit + _PRUNE_BUDGET:
             with self._errors():
                 batch = self._connect().zrangebylex(INDEX, low, high, 0, limit + 1 - len(found))
-            names = [name.decode() for name in batch]
+            names = [name.decode() for name in batch]  # type: ignore[union-attr]  # bytes: no decode_responses
             if not names:
                 return KeyPage(found, None)
             totals = self._totals(names)
@@ -383,7 +383,7 @@ class RedisStorage(Storage):
 
     def _totals(self, keys: list[str]) -> dict[str, int]:
         """The total of each key that holds something, after ageing out."""
-        calls = [(part, []) for part in self._partition(keys)]
+        calls: list[tuple[list[str], list[Any]]] = [(part, []) for part in self._partition(keys)]
         totals: dict[str, int] = {}
         evicted = 0
         for (part, _), (dropped, *values) in zip(calls, self._run("totals", calls), strict=True):
@@ -416,7 +416,7 @@ class RedisStorage(Storage):
             if recreated:
                 client.zadd(INDEX, dict.fromkeys(recreated, 0))
 
-    def _census(self, node: redis.Redis, cursor: int) -> tuple[int, int, int]:
+    def _census(self, node: redis.Redis | RedisCluster, cursor: int) -> tuple[int, int, int]:
         """One SCAN step on one node: the next cursor (0: done), the keys it found and
         their entries. Keys found join the index if they are not in it (ZADD NX)."""
         cursor, found = node.scan(cursor, match=f"{NAMESPACE}{{*{layout.STRING_SUFFIX}", count=_CENSUS_STEP)
@@ -465,7 +465,7 @@ class RedisStorage(Storage):
         """Keys that one script may touch together: on one Redis, all of them."""
         return [keys]
 
-    def _nodes(self) -> Iterator[tuple[str, redis.Redis]]:
+    def _nodes(self) -> Iterator[tuple[str, redis.Redis | RedisCluster]]:
         """A name and a client per primary: here, the one Redis."""
         yield "redis", self._connect()
 
@@ -504,7 +504,7 @@ class RedisStorage(Storage):
                 self._client = client
             return self._client
 
-    def _new_client(self) -> redis.Redis:
+    def _new_client(self) -> redis.Redis | RedisCluster:
         """A client that has not connected yet, its connections behind the breaker."""
         base = parse_url(self._uri).get("connection_class", redis.Connection)  # TLS, a socket path
         connection_class = guarded(base, self._breakers)
@@ -518,7 +518,7 @@ class RedisStorage(Storage):
         found = client.set(LAYOUT_KEY, LAYOUT_VERSION, nx=True, get=True)
         if found is None or found == str(LAYOUT_VERSION).encode():
             return
-        shown = found.decode(errors="replace")
+        shown = found.decode(errors="replace")  # type: ignore[union-attr]  # bytes: no decode_responses
         if shown.isdigit() and int(shown) < LAYOUT_VERSION:
             advice = (
                 f"this ringsum uses layout {LAYOUT_VERSION}: stop every ringsum using this Redis, then run "

@@ -162,7 +162,7 @@ class RedisClusterStorage(RedisStorage):
 
     def _nodes(self) -> Iterator[tuple[str, redis.Redis]]:
         """A name and a client per primary."""
-        cluster = self._connect()
+        cluster: RedisCluster = self._connect()  # type: ignore[assignment]  # _new_client made one
         for node in cluster.get_primaries():
             yield node.name, cluster.get_redis_connection(node)
 

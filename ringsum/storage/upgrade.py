@@ -55,7 +55,7 @@ def upgrade(storage: RedisStorage, *, force: bool = False) -> Upgraded:
     with storage._errors():
         client = storage._connect()
         found = client.get(LAYOUT_KEY)
-        shown = found.decode(errors="replace") if found is not None else None
+        shown = found.decode(errors="replace") if found is not None else None  # type: ignore[union-attr]
         if shown is not None and not (shown.isdigit() and int(shown) <= LAYOUT_VERSION):
             raise UpgradeRefused(
                 f"{LAYOUT_KEY} is {shown!r}, a layout newer than {LAYOUT_VERSION}: nothing to upgrade; "
@@ -90,7 +90,7 @@ def _layout_1_keys(storage: RedisStorage) -> Iterator[list[str]]:
         cursor = None
         while cursor != 0:
             cursor, found = node.scan(cursor or 0, match=pattern, count=_SCAN_STEP)
-            names = list(dict.fromkeys(name.decode() for name in found))
+            names = list(dict.fromkeys(name.decode() for name in found))  # type: ignore[union-attr]
             if names:
                 yield [name[len(layout.NAMESPACE) + 1 : -len(layout.LAYOUT_1_SUFFIXES[1])] for name in names]
 
