@@ -52,7 +52,7 @@ def create_app(
     # unmerged, such a path simply matches no route: a 404 problem.
     app.url_map.merge_slashes = False
     app.request_class = BodyLimitedRequest
-    # SPEC: each setting is also the Flask config key of its name; what is there is
+    # docs/api.md#settings: each setting is also the Flask config key of its name; what is there is
     # written from the validated Settings, the one source of truth (code reads those
     # through ringsum.state).
     app.config.update(settings.as_config(), MAX_CONTENT_LENGTH=settings.max_body)

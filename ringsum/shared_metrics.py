@@ -1,5 +1,5 @@
-"""Counters and histograms summed over every worker of one server (SPEC §6: ``/metrics``
-is whole whichever worker answers).
+"""Counters and histograms summed over every worker of one server (docs/api.md#metrics:
+``/metrics`` is whole whichever worker answers).
 
 This is prometheus_client's multiprocess mode, run by ringsum's own supervisor. With
 ``--workers N`` (N > 1) the supervisor makes a directory for this run before it forks

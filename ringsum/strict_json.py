@@ -59,7 +59,7 @@ class WrongShape(Exception):
 def decode(decoder: msgspec.json.Decoder[T], text: str) -> T:
     """``text`` in the decoder's shape; raises NotJson, WrongShape, or a 400 when too deep.
 
-    A wrong shape stops msgspec at once, but SPEC §4 answers "not JSON" (400) before
+    A wrong shape stops msgspec at once, but docs/api.md#statuses answers "not JSON" (400) before
     "wrong shape" (422), so the rest of the text is then checked for syntax alone.
     """
     try:

@@ -1,4 +1,4 @@
-"""``python app.py`` as a user runs it (SPEC §6): a real server process on a free port."""
+"""``python app.py`` as a user runs it (docs/api.md#running): a real server process on a free port."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Settings (SPEC §5): read from the environment or create_app overrides, validated at
+"""Settings (docs/api.md#settings): read from the environment or create_app overrides, validated at
 start; a bad one stops ``python app.py`` with exit status 2 and one line naming it."""
 
 from __future__ import annotations

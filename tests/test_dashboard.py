@@ -6,7 +6,7 @@ memory-only (one points at a Redis nobody listens on, to see a 503): the page on
 the JSON API, which the API tests cover on every backend, and memory storage takes a
 controllable clock, so sparklines can span the whole window without waiting for it.
 Paging is also driven against a list answer with a ``next`` cursor served through
-Playwright's request interception, as the paging API (SPEC section 3) answers.
+Playwright's request interception, as the paging API (docs/api.md#listing-keys) answers.
 Without Chromium they skip, unless RINGSUM_REQUIRE_BROWSER=1 (CI), where they fail.
 ``RINGSUM_UPDATE_SCREENSHOT=1`` also rewrites the screenshots in docs/ for the README.
 """
@@ -443,7 +443,7 @@ def _list_answer(keys: list[str], next_cursor: str | None) -> str:
 
 @WIDTHS
 def test_pages_on_with_the_cursor_the_api_gives(serve, open_page, width: int, height: int) -> None:
-    """The list answers as the paging API does (SPEC section 3): a first page with
+    """The list answers as the paging API does (docs/api.md#listing-keys): a first page with
     ``next``, a last page without; the page follows the cursor both ways."""
     expect = _expect()
     server = serve()

@@ -1,5 +1,5 @@
 """A data dir deleted, replaced or unwritable while ``python app.py`` serves from it
-(SPEC §8): writes become 503 and /readyz not ready within about a second, and nothing
+(docs/api.md#durability): writes become 503 and /readyz not ready within about a second, and nothing
 acknowledged is lost to it."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """One owner per data dir whatever happens to its files, and a start line that never
-claims to serve before the data dir is held and read back (SPEC §8), on real
+claims to serve before the data dir is held and read back (docs/api.md#running, docs/api.md#durability), on real
 ``python app.py`` processes."""
 
 from __future__ import annotations

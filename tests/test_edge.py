@@ -1,4 +1,4 @@
-"""The edge (SPEC §4 and §6) on a real ``python app.py``, over raw sockets: slow, cut,
+"""The edge (docs/api.md#http-framing and docs/api.md#running) on a real ``python app.py``, over raw sockets: slow, cut,
 idle and ambiguous requests cannot stall the service or make it record a wrong number."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The edge against a hostile client (SPEC §4, §6; docs/edge.md's threat model), on a real
+"""The edge against a hostile client (docs/api.md#http-framing, docs/api.md#running;
+docs/edge.md's threat model), on a real
 ``python app.py`` over raw sockets: nothing smuggled, memory bounded per connection and
 per process, no client holds the others, every refusal logged and counted.
 

@@ -1,5 +1,5 @@
-"""Request smuggling through the shipped proxy configs (SPEC §4: nothing upgraded or
-tunnelled): nginx and Caddy in front of a real ``python app.py``, an attacker hiding
+"""Request smuggling through the shipped proxy configs (docs/api.md#http-framing:
+nothing upgraded or tunnelled): nginx and Caddy in front of a real ``python app.py``, an attacker hiding
 requests in bodies behind ``Upgrade`` and ambiguous framing, and legit clients on the
 same proxy checking that every answer they get is their own."""
 

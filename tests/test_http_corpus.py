@@ -1,5 +1,5 @@
-"""The differential framing corpus (issue 21, SPEC §4 "Nothing is upgraded or
-tunnelled"): every byte stream in tests/http_corpus/ is framed by the edge and by h11
+"""The differential framing corpus (issue 21, docs/api.md#http-framing,
+"Nothing is upgraded or tunnelled"): every byte stream in tests/http_corpus/ is framed by the edge and by h11
 (tests/http_oracle.py), and the edge may refuse sooner than h11 but never run a request
 h11 would not frame the same way. Each case is sent whole and split in two at every
 byte of its head and at random points of its body, so a parser that frames differently
@@ -40,7 +40,7 @@ RANDOM_SPLITS = 20  # points past the head, when the stream is longer than its h
 LOOP_TURNS = 200  # enough for the longest pipeline of the corpus at one request a turn
 SMUGGLED = "smuggled"  # keys of requests no server may run
 CANARY = "canary"  # a key recorded before the cases run, that only a hidden DELETE removes
-# Headers SPEC §4 wants single: a request carrying one twice is refused, never run.
+# Headers docs/api.md#http-framing wants single: a request carrying one twice is refused, never run.
 SINGLE_HEADERS = (b"host", b"authorization", b"idempotency-key")
 
 
@@ -54,7 +54,7 @@ class Case:
     data: bytes
     expect_all: bool = False  # the edge must run every request h11 frames
     at_least: int = 0  # the edge must run at least this many
-    at_most: int | None = None  # SPEC is stricter than h11: the edge runs at most this many
+    at_most: int | None = None  # docs/api.md#http-framing is stricter than h11: the edge runs at most this many
 
 
 _ESCAPES = {"r": b"\r", "n": b"\n", "t": b"\t", "\\": b"\\"}
@@ -374,7 +374,7 @@ def compare(ran: Ran, framed: Framed) -> list[str]:
             problems.append(f"{key}={value!r}, h11 {values!r}")
     for name in SINGLE_HEADERS:
         if len(framed.values(name)) > 1:
-            problems.append(f"ran with {name.decode()} sent twice (SPEC §4: a 400)")
+            problems.append(f"ran with {name.decode()} sent twice (docs/api.md#http-framing: a 400)")
     return problems
 
 
@@ -505,7 +505,7 @@ def test_the_oracle_stops_where_a_server_must_and_allows_what_rfc_9112_allows() 
 
 def test_the_corpus_is_large_and_every_smuggled_key_is_one_no_server_may_run() -> None:
     """The real-server test below relies on it: a request to a ``smuggled`` key, or one
-    deleting the canary, is one h11 does not frame (or SPEC refuses the stream first)."""
+    deleting the canary, is one h11 does not frame (or docs/api.md#http-framing refuses the stream first)."""
     assert len(CASES) >= 200
     assert sum(case.expect_all for case in CASES) >= 40
     for case in CASES:

@@ -222,7 +222,7 @@ def test_a_restored_value_stays_in_the_slot_it_was_recorded_in(tmp_path, resolut
     storage = memory_storage(clock, RINGSUM_WINDOW="1m", RINGSUM_RESOLUTION=resolution, RINGSUM_DATA_DIR=str(tmp_path))
     storage.record("k", 5)
     storage.close()
-    last_counted = (recorded_at // slot_us) * slot_us + MINUTE_US + slot_us - 1  # window rule of SPEC §2
+    last_counted = (recorded_at // slot_us) * slot_us + MINUTE_US + slot_us - 1  # docs/api.md#tick-mode
     for now, expected in [(last_counted, 5), (last_counted + 1, 0)]:
         clock.now_us = now
         again = memory_storage(

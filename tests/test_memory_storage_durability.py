@@ -1,4 +1,4 @@
-"""SPEC §8 on a real ``python app.py``: what a crash, a damaged file or a second owner do to the data dir."""
+"""docs/api.md#durability on a real ``python app.py``: what a crash, a damaged file or a second owner do to the data dir."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The journal never pretends (SPEC §8): a failed fsync stops acknowledging writes until
+"""The journal never pretends (docs/api.md#durability): a failed fsync stops acknowledging writes until
 durability is re-established from memory, never a silent retry; with
 ``RINGSUM_FSYNC=always`` concurrent writers share fsyncs, and every answer leaves only once
 its record is on the disk (checked by a simulated power loss: each log segment cut back

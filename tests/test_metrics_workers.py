@@ -1,5 +1,5 @@
-"""/metrics under ``python app.py --workers 3`` (SPEC §6: whole whichever worker
-answers): counters and histograms summed over the workers, scrape after scrape, a
+"""/metrics under ``python app.py --workers 3`` (docs/api.md#metrics: whole
+whichever worker answers): counters and histograms summed over the workers, scrape after scrape, a
 replaced worker's counts kept, the run's directory removed at exit. Real processes on a
 real Redis."""
 

@@ -1,4 +1,4 @@
-"""Errors per SPEC §4: every one is an RFC 9457 problem, and a rejected request changes nothing.
+"""Errors (docs/api.md#errors): every one is an RFC 9457 problem, and a rejected request changes nothing.
 
 They are decided before any storage is called, so they run on memory, with one of each
 family on every storage."""

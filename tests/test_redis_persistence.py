@@ -1,4 +1,4 @@
-"""At start, Redis storage says how durable the Redis behind it is (SPEC §8), when Redis lets it ask."""
+"""At start, Redis storage says how durable the Redis behind it is (docs/api.md#durability), when Redis lets it ask."""
 
 from __future__ import annotations
 

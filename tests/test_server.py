@@ -1,4 +1,4 @@
-"""The supervisor (SPEC §6): one owner per port and per data dir; reloads, dead workers
+"""The supervisor (docs/api.md#running): one owner per port and per data dir; reloads, dead workers
 and a dead supervisor lose nothing and leave nothing serving. Real processes, real signals."""
 
 from __future__ import annotations

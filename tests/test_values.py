@@ -1,4 +1,4 @@
-"""Values and bodies through HTTP (SPEC §1, §4): rounding, range, exact sums, and every
+"""Values and bodies through HTTP (docs/api.md#values-and-rounding, docs/api.md#errors): rounding, range, exact sums, and every
 malformed body or key answered with a 4xx problem that changes nothing."""
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def test_no_body_or_key_gets_a_5xx(client, body: bytes, key: str) -> None:
         assert client.get(f"{path}/sum").get_data() == before.get_data()
 
 
-# -- ambiguous bodies and fields besides the accepted ones (SPEC §4) --------------
+# -- ambiguous bodies and fields besides the accepted ones (docs/api.md#ambiguous-input) --
 
 AMBIGUOUS_BODIES = {
     "value twice": b'{"value": 1, "value": 2}',

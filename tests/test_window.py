@@ -1,4 +1,4 @@
-"""The window (SPEC §2): RollingSum against a naive model, and the exact boundaries
+"""The window (docs/api.md#the-window): RollingSum against a naive model, and the exact boundaries
 through HTTP with a frozen clock, in exact mode and tick mode."""
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def test_tick_mode_keeps_a_value_the_window_and_at_most_one_tick_more(
     window_us, tick_us = parse_duration_us(window), parse_duration_us(resolution)
     recorded_at = START_US + offset_in_tick  # START is on a tick, so this is mid-tick
 
-    def counts(now: int) -> bool:  # SPEC §2, literally
+    def counts(now: int) -> bool:  # docs/api.md#tick-mode, literally
         return now // tick_us - recorded_at // tick_us <= window_us // tick_us
 
     last_counted = (recorded_at // tick_us + window_us // tick_us + 1) * tick_us - 1
@@ -235,7 +235,7 @@ def test_a_key_with_one_entry_costs_a_few_hundred_bytes_not_a_deque_block() -> N
 
 def test_a_busy_key_of_an_hour_in_seconds_costs_its_ring_not_a_deque_of_ints() -> None:
     """3,601 ticks with values past CPython's shared small ints: ~290 KB as ints in a
-    deque, 8 bytes a tick packed (SPEC §7: at most 48 KiB)."""
+    deque, 8 bytes a tick packed (docs/api.md#footprint: at most 48 KiB)."""
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]

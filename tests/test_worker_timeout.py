@@ -1,4 +1,4 @@
-"""Hung workers are replaced (SPEC §6, issue 21): a worker whose event loop is silent
+"""Hung workers are replaced (docs/api.md#running, issue 21): a worker whose event loop is silent
 past ``RINGSUM_WORKER_TIMEOUT`` is SIGKILLed and replaced with one warning line, and
 loses nothing it acknowledged; a start is not held to the timeout, a request running on
 the loop is; workers that keep dying are restarted after a growing delay, never given
