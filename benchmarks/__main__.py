@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import (
     attacks,
+    capacity,
     churn,
     durability,
     edge,
@@ -214,6 +215,8 @@ def _rows(results: dict) -> list[Row]:
         rows.extend(scrape.rows(scraped))
     if hostile_table := results.get("attacks"):
         rows.extend(attacks.rows(hostile_table))
+    if sized := results.get("capacity"):
+        rows.extend(capacity.rows(sized))
     return rows
 
 
@@ -350,7 +353,7 @@ def main() -> int:
         "--only",
         default="",
         help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,redis_footprint,"
-        "churn,listing,durability,idempotency,scrape,attacks",
+        "churn,listing,durability,idempotency,scrape,attacks,capacity",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
@@ -387,6 +390,7 @@ def main() -> int:
             lambda: {"memory": scrape.memory_scrapes(), "redis": scrape.redis_scrapes(), "hook": scrape.hook_cost()},
         ),
         "attacks": ("attacks", lambda: attacks.run(1 if args.quick else 3, args.quick)),
+        "capacity": ("capacity", lambda: capacity.measure(args.quick)),
     }
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(steps)
     results: dict = {
@@ -403,6 +407,8 @@ def main() -> int:
     results["table"] = _table(rows)
     print(f"\n{results['machine']}\n{results['command']}\n")
     print(results["table"])
+    if sized := results.get("capacity"):
+        print(f"\n{sized['model']}")  # docs/capacity.md's sizing table
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 1 if args.strict and any(met is False for *_, met in rows) else 0
 
