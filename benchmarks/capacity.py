@@ -8,16 +8,16 @@ what the model predicts for them. Prints the doc's tables; ``--json`` writes the
   process), Redis's ``used_memory`` grown by N keys, written by the storage's own
   scripts (``redis_footprint.py``). Bytes per tick follow from the two, so a tick that
   grows (a count beside each subtotal) changes the model on the next run.
-- **CPU per value**, on ``python app.py`` with one worker, driven by wrk: single POSTs
-  to one key, and batches of 1,000 events over 1,000 keys. With a short window
+- **CPU per value**, on ``python app.py`` with one worker: single POSTs to one key (wrk),
+  and batches of 1,000 events over 1,000 keys (two clients). With a short window
   (``RINGSUM_WINDOW=36s RINGSUM_RESOLUTION=100ms``) and a warm-up, every key is busy (a
-  ring; on Redis checked in the key itself) and a value opens a tick (and ages one out)
-  as a busy key's value each second does in a 1 h window of 1 s ticks, while batches
-  come at under 10 a second per worker. Measured from /proc: ringsum's processes,
+  ring; on Redis checked in the key itself) and ticks age out as a busy key's do in a
+  1 h window of 1 s ticks; a value opens a tick while batches come at under 10 a second
+  (docs/capacity.md says how many merged). Measured from /proc: ringsum's processes,
   and redis-server's (every Cluster node summed); Redis commands per value from
   ``INFO commandstats``. Memory storage, one Redis, a 3-primary Cluster.
-- **Slices** (not with ``--no-slices``, about 15 minutes): 1M sparse keys on a served
-  memory storage (RSS) and on Redis (``used_memory``), each then driven with batches to
+- **Slices** (not with ``--no-slices``; about 30 minutes on a loaded 2-core machine): 1M
+  sparse keys on a served memory storage (RSS) and on Redis (``used_memory``), each then driven with batches to
   random keys among the million; 100,000 busy keys in memory storage and in Redis, fed
   through the storages with a simulated clock (a key packs into a ring of every tick of
   the window once it holds a sixth (memory) or an eighth (Redis) of them, and the ring's
@@ -467,7 +467,7 @@ def _table(found: list[Row]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.capacity", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small and short: checks the harness in about a minute")
-    parser.add_argument("--no-slices", action="store_true", help="skip the slices (about 15 minutes)")
+    parser.add_argument("--no-slices", action="store_true", help="skip the slices (about 30 minutes)")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args()
     measured = measure(args.quick, not args.no_slices)
