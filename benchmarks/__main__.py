@@ -30,6 +30,7 @@ from typing import Any
 
 from . import (
     attacks,
+    capacity,
     churn,
     durability,
     edge,
@@ -228,6 +229,8 @@ def _rows(results: dict) -> list[Row]:
         rows.extend(scrape.rows(scraped))
     if hostile_table := results.get("attacks"):
         rows.extend(attacks.rows(hostile_table))
+    if sized := results.get("capacity"):
+        rows.extend(capacity.rows(sized))
     return rows
 
 
@@ -416,6 +419,7 @@ STEPS = (
     "idempotency",
     "scrape",
     "attacks",
+    "capacity",
 )
 
 
@@ -461,6 +465,7 @@ def _steps(size: str) -> dict[str, tuple[str, Callable[[], dict]]]:
             lambda: {"memory": scrape.memory_scrapes(), "redis": scrape.redis_scrapes(), "hook": scrape.hook_cost()},
         ),
         "attacks": ("attacks", lambda: attacks.run(pick(3, 1, 1), quick)),
+        "capacity": ("capacity", lambda: capacity.measure(quick)),
     }
 
 
@@ -489,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     results["table"] = _table(rows)
     print(f"\n{results['machine']}\n{results['command']}\n")
     print(results["table"])
+    if sized := results.get("capacity"):
+        print(f"\n{sized['model']}")  # docs/capacity.md's sizing table
     written = [output, SAVED] if args.save else [output]
     for path in written:
         path.write_text(json.dumps(results, indent=2) + "\n")

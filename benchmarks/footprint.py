@@ -30,7 +30,8 @@ def bytes_per_key(key_length: int, keys: int = KEYS) -> dict:
     from ringsum.storage import StorageOptions
     from ringsum.storage.memory import MemoryStorage
 
-    storage = MemoryStorage(StorageOptions(window_us=3_600_000_000, resolution_us=1_000_000), clock=lambda: START_US)
+    options = StorageOptions(window_us=3_600_000_000, resolution_us=1_000_000, max_keys=keys + 1)
+    storage = MemoryStorage(options, clock=lambda: START_US)
     gc.collect()
     tracked, before = len(gc.get_objects()), rss_bytes()
     for start in range(0, keys, 1000):  # each key a new string, as when read from a request
@@ -41,11 +42,13 @@ def bytes_per_key(key_length: int, keys: int = KEYS) -> dict:
     return {"bytes_per_key": held / keys, "tracked_objects_per_key": tracked / keys}
 
 
-def bytes_per_busy_key(keys: int, traced: bool = False) -> dict:
+def bytes_per_busy_key(keys: int, traced: bool = False, ticks: int = BUSY_TICKS) -> dict:
     """Bytes per key fed a value in every tick of a 1 h window (1 s ticks: 3,601 held),
     through MemoryStorage.record_many, one batch per tick. Values vary (1,000 to 100,999,
     as real sums do), so none is one of CPython's shared small ints. RSS growth, or with
-    ``traced`` the bytes tracemalloc sees allocated (slower, so run on fewer keys)."""
+    ``traced`` the bytes tracemalloc sees allocated (slower, so run on fewer keys).
+    Fewer ``ticks`` fill faster: a key that holds a sixth of the window's ticks is
+    packed into a ring of them all, whose size no longer depends on how many it holds."""
     from ringsum.storage import StorageOptions
     from ringsum.storage.memory import MemoryStorage
 
@@ -57,7 +60,7 @@ def bytes_per_busy_key(keys: int, traced: bool = False) -> dict:
     if traced:
         tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0] if traced else rss_bytes()
-    for tick in range(BUSY_TICKS):
+    for tick in range(ticks):
         now[0] = START_US + tick * 1_000_000 + 123_456
         storage.record_many([(name, 1000 + (tick * 7919 + index) % 100_000) for index, name in enumerate(names)])
     gc.collect()
@@ -121,18 +124,16 @@ def measure_all() -> dict:
         "per_entry_exact": ["entries", "exact"],
         "add_total_ns": ["speed"],
     }
-    return {
-        name: json.loads(
-            subprocess.run(
-                [sys.executable, "-m", "benchmarks.footprint", *argv],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-        )
-        for name, argv in runs.items()
-    }
+    return {name: in_fresh_process(*argv) for name, argv in runs.items()}
+
+
+def in_fresh_process(*argv: str) -> dict:
+    """``python -m benchmarks.footprint *argv`` in a process of its own: RSS is its alone."""
+    return json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.footprint", *argv], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+    )
 
 
 def main() -> None:
@@ -142,17 +143,19 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     keys = commands.add_parser("keys", help="RSS per key: 100,000 live keys of one entry each")
     keys.add_argument("--key-length", type=int, default=9, help="characters per key name (default 9)")
+    keys.add_argument("--keys", type=int, default=KEYS, help=f"keys held (default {KEYS:,})")
     busy = commands.add_parser("busy", help="RSS per busy key: a value in every tick of the hour")
     busy.add_argument("--keys", type=int, default=1000, help="busy keys held (default 1000)")
     busy.add_argument("--traced", action="store_true", help="bytes counted by tracemalloc instead of RSS")
+    busy.add_argument("--ticks", type=int, default=BUSY_TICKS, help="ticks fed (default: all 3,601)")
     entries = commands.add_parser("entries", help="RSS per entry: tick mode (rings) or exact mode (1M values)")
     entries.add_argument("design", choices=["tick", "exact"])
     commands.add_parser("speed", help="ns per evict + add + total, in process")
     args = parser.parse_args()
     if args.command == "keys":
-        print(json.dumps(bytes_per_key(args.key_length)))
+        print(json.dumps(bytes_per_key(args.key_length, args.keys)))
     elif args.command == "busy":
-        print(json.dumps(bytes_per_busy_key(args.keys, args.traced)))
+        print(json.dumps(bytes_per_busy_key(args.keys, args.traced, args.ticks)))
     elif args.command == "entries":
         print(json.dumps(bytes_per_entry(args.design)))
     else:
