@@ -15,7 +15,7 @@ from freezegun import freeze_time
 
 import ringsum.storage.redis as redis_storage
 from ringsum import load_settings
-from ringsum.storage import SumOutOfRange, open_storage
+from ringsum.storage import SumOutOfRange, WindowStats, open_storage
 from ringsum.storage import redis_layout as layout
 from ringsum.storage.memory import MemoryStorage
 from ringsum.storage.redis import RedisStorage
@@ -232,3 +232,20 @@ def test_the_record_script_refuses_a_call_that_does_not_match_its_header(pair: C
         with pytest.raises(redis.exceptions.ResponseError, match="RINGSUM_CALL"):
             storage._run_prepared("record", [(keys, args)])
     assert storage.keys().metrics == []
+
+
+def test_a_tick_counts_at_most_a_uint32_of_values_and_past_it_nothing_is_recorded(
+    pair: Callable[..., Pair], backend: str
+) -> None:
+    """A cell's count is a uint32: a write that would take a tick's count past it is
+    refused (a 422), never wrapped. (4 billion values in one tick of one key: the
+    limit is there to be exact, not to be met.)"""
+    storage = pair("10s").redis
+    storage._record({"k": 5}, {"k": 2**32 - 2}, None)  # as if that many values had come in this tick
+    storage.record("k", 1)
+    assert storage.window_stats("k") == WindowStats(6, 2**32 - 1)
+    with pytest.raises(SumOutOfRange, match="count past 4,294,967,295"):
+        storage.record_many([("other", 1), ("k", 1)])
+    assert storage.window_stats("k") == WindowStats(6, 2**32 - 1)
+    if backend == "redis":  # one script; on Cluster a batch is atomic per hash slot (README)
+        assert storage.total("other") == 0
