@@ -137,8 +137,8 @@ def series(key: str) -> Response:
     key = parse_key(key)
     step_us = parse_step_param(request.args.get("step"), settings().window_us, settings().slot_us)
     with_count = parse_with_param(request.args.get("with"))
-    found = storage().series(key, step_us)
-    if with_count:  # [start, sum, count]: null where the count is not known
+    found = storage().series(key, step_us, with_count)
+    if found.counts is not None:  # [start, sum, count]: null where the count is not known
         points = ", ".join(
             f"[{_seconds(found.start_us + index * step_us)}, {total}, {'null' if count is None else count}]"
             for index, (total, count) in enumerate(zip(found.sums, found.counts, strict=True))

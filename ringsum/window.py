@@ -56,12 +56,6 @@ def sum_of(subtotals: array[int]) -> int:
     return sum(subtotals) - subtotals.count(EMPTY) * EMPTY
 
 
-def merged_count(held: int, added: int) -> int:
-    """A slot's count after adding ``added`` values to its ``held``: unknown (0) stays
-    unknown, and adding values of unknown count makes it unknown."""
-    return held and added and held + added
-
-
 def _counts_array(counts: list[int]) -> array[int]:
     """``counts`` in the narrowest unsigned array that holds them."""
     typecode = "B"
@@ -109,7 +103,8 @@ class RollingSum:
             # Same slot, or the wall clock stepped back: keep the slots ordered by
             # booking the value in the newest slot rather than in the past.
             flat[-2] += value
-            flat[-1] = merged_count(flat[-1], count)
+            held = flat[-1]
+            flat[-1] = held and count and held + count  # an unknown count (0) stays unknown
             return False
         if len(flat) == SMALL_FLAT:
             self._flat = flat = deque(flat)
@@ -174,17 +169,24 @@ class RollingSum:
         slots = self._span if window_us is None else ceil_div(window_us, self._slot_us)
         return now_us // self._slot_us - slots
 
-    def series(self, now_us: int, step_us: int) -> tuple[int, list[int], list[int | None]]:
+    def series(
+        self, now_us: int, step_us: int, with_counts: bool = False
+    ) -> tuple[int, list[int], list[int | None] | None]:
         """Cut the window into steps aligned to multiples of ``step_us``.
 
-        Returns the start of the oldest step (µs), one sum per step and one count per
-        step (None: a slot in it does not know its count), oldest first:
-        ``ceil(window / step) + 1`` steps, enough to hold every live slot, so the steps
-        always add up to ``total(now_us)``. ``step_us`` must be a whole number of slots.
+        Returns the start of the oldest step (µs), one sum per step and, ``with_counts``,
+        one count per step (None: a slot in it does not know its count; else no list),
+        oldest first: ``ceil(window / step) + 1`` steps, enough to hold every live slot,
+        so the steps always add up to ``total(now_us)``. ``step_us`` must be a whole
+        number of slots. Counts only when asked: they double the work.
         """
         self.evict(now_us)
         step_slots, first, current = self._steps(now_us, step_us)
         sums = [0] * (current - first + 1)
+        if not with_counts:
+            for slot, value, _ in self._triples():
+                sums[min(slot // step_slots, current) - first] += value
+            return first * step_us, sums, None
         counts = [0] * len(sums)
         uncounted = set()
         for slot, value, count in self._triples():
@@ -242,7 +244,12 @@ class PackedRollingSum(RollingSum):
             subtotal = ring.subtotals[index] + value
             if EMPTY < subtotal < INT64_END:
                 ring.subtotals[index] = subtotal
-                ring.set_count(index, merged_count(ring.counts[index], count))
+                held = ring.counts[index]
+                merged = held and count and held + count  # an unknown count (0) stays unknown
+                try:
+                    ring.counts[index] = merged
+                except OverflowError:
+                    ring.set_count(index, merged)
                 self._total += value
                 return False
         else:
@@ -251,7 +258,10 @@ class PackedRollingSum(RollingSum):
             if EMPTY < value < INT64_END:  # a new slot: its position is free
                 ring.newest, ring.newest_index = slot, slot % len(ring.subtotals)
                 ring.subtotals[ring.newest_index] = value
-                ring.set_count(ring.newest_index, count)
+                try:
+                    ring.counts[ring.newest_index] = count
+                except OverflowError:
+                    ring.set_count(ring.newest_index, count)
                 ring.count += 1
                 self._total += value
                 return True
@@ -296,16 +306,17 @@ class PackedRollingSum(RollingSum):
             return RollingSum.stats(self, now_us, window_us)
         return found, self._flat.count_from(self._oldest_kept(now_us, window_us))
 
-    def series(self, now_us: int, step_us: int) -> tuple[int, list[int], list[int | None]]:
+    def series(
+        self, now_us: int, step_us: int, with_counts: bool = False
+    ) -> tuple[int, list[int], list[int | None] | None]:
         """As RollingSum.series, from running sums of the ring's slots (built in C):
         two lookups a step instead of a loop over every entry."""
         self.evict(now_us)
         if type(self._flat) is not _Ring:  # thinned out by the eviction: no longer packed
-            return RollingSum.series(self, now_us, step_us)
+            return RollingSum.series(self, now_us, step_us, with_counts)
         step_slots, first, current = self._steps(now_us, step_us)
         ring = self._flat
         raw = held = ring.in_order().tolist()
-        counts = ring.in_order(ring.counts).tolist()
         empty = raw.count(EMPTY)
         if empty:
             held = [0 if value == EMPTY else value for value in raw]
@@ -313,6 +324,9 @@ class PackedRollingSum(RollingSum):
         edges = [min(max(step * step_slots - ring.oldest, 0), len(held)) for step in range(first + 1, current + 1)]
         edges = [0, *edges, len(held)]
         sums = _step_sums(held, edges)
+        if not with_counts:
+            return first * step_us, sums, None
+        counts = ring.in_order(ring.counts).tolist()
         step_counts: list[int | None] = list(_step_sums(counts, edges))
         if counts.count(0) > empty:  # some slots held do not know their count
             unknown = [value != EMPTY and count == 0 for value, count in zip(raw, counts, strict=True)]

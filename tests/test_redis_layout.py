@@ -55,7 +55,8 @@ class Pair:
                 assert self.redis.total(key, window_us) == self.memory.total(key, window_us)
                 assert self.redis.window_stats(key, window_us) == self.memory.window_stats(key, window_us)
             step_us = self.config.window_us // 6
-            assert self.redis.series(key, step_us) == self.memory.series(key, step_us)
+            for with_counts in (False, True):
+                assert self.redis.series(key, step_us, with_counts) == self.memory.series(key, step_us, with_counts)
         assert self.redis.count()[1] == self.memory.stats().entries
 
     def close(self) -> None:

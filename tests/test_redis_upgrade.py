@@ -142,7 +142,7 @@ def test_data_written_by_layout_1_reads_the_same_after_the_upgrade(
                     found, expected = on_redis.window_stats(key, window_us), memory.window_stats(key, window_us)
                     assert found.sum == expected.sum and found.count in (None, expected.count)
                 step_us = config.window_us // 4
-                found_series, expected_series = on_redis.series(key, step_us), memory.series(key, step_us)
+                found_series, expected_series = on_redis.series(key, step_us, True), memory.series(key, step_us, True)
                 assert (found_series.start_us, found_series.sums) == (expected_series.start_us, expected_series.sums)
                 pairs = zip(found_series.counts, expected_series.counts, strict=True)
                 assert all(found in (None, expected) for found, expected in pairs)
@@ -160,7 +160,8 @@ def test_data_written_by_layout_1_reads_the_same_after_the_upgrade(
         same_answers()
         for key in ("busy", "new"):  # every slot of layout 1 aged out: counts are known again
             assert on_redis.window_stats(key) == memory.window_stats(key) and memory.window_stats(key).count
-            assert on_redis.series(key, config.window_us // 4) == memory.series(key, config.window_us // 4)
+            step_us = config.window_us // 4
+            assert on_redis.series(key, step_us, True) == memory.series(key, step_us, True)
     finally:
         on_redis.close()
         memory.close()

@@ -102,7 +102,7 @@ def test_rolling_sum_matches_the_naive_model(data: st.DataObject, window: tuple[
             assert rolling.total(now, args[0]) == model.total(now, args[0])
             assert rolling.stats(now, args[0]) == (model.total(now, args[0]), model.count(now, args[0]))
         elif operation == "series":
-            start_us, sums, counts = rolling.series(now, args[0])
+            start_us, sums, counts = rolling.series(now, args[0], with_counts=True)
             assert (start_us, sums, counts) == model.series(now, args[0])
             assert sum(sums) == model.total(now)
     # What a snapshot saves rebuilds the same sums.
@@ -483,7 +483,8 @@ def test_every_container_and_switch_gives_the_answers_of_the_plain_rules(
         assert rolling.total(now, sub_window) == model.total(now, sub_window)
         assert rolling.stats(now) == model.stats(now)
         assert rolling.stats(now, sub_window) == model.stats(now, sub_window)
-        assert rolling.series(now, step_us) == model.series(now, step_us)
+        assert rolling.series(now, step_us, with_counts=True) == model.series(now, step_us)
+        assert rolling.series(now, step_us) == (*model.series(now, step_us)[:2], None)
         assert list(rolling.entries()) == [(slot * slot_us, v, n) for slot, v, n in model.entries]
         assert rolling.expired(now) == (not model.entries)
         if kind(rolling) != held:

@@ -117,14 +117,14 @@ class StorageOptions:
 
 @dataclass(frozen=True)
 class Series:
-    """Step sums and counts, oldest first; ``start_us`` is the start of the first step.
-    A count is None where the step holds values whose count is not known (recorded
-    before ringsum kept counts: data dir format 1, Redis layout 1)."""
+    """Step sums and (when asked for) counts, oldest first; ``start_us`` is the start of
+    the first step. A count is None where the step holds values whose count is not known
+    (recorded before ringsum kept counts: data dir format 1, Redis layout 1)."""
 
     start_us: int
     step_us: int
     sums: list[int]
-    counts: list[int | None]
+    counts: list[int | None] | None = None  # None: not asked for
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,8 @@ class Storage(ABC):
         """The sum and the number of values over the window, or a shorter one (as ``total``)."""
 
     @abstractmethod
-    def series(self, key: str, step_us: int) -> Series: ...
+    def series(self, key: str, step_us: int, with_counts: bool = False) -> Series:
+        """The window in steps; ``with_counts``: each step's count of values too."""
 
     @abstractmethod
     def keys(self, prefix: str = "", limit: int = 1000, after: str = "") -> KeyPage:

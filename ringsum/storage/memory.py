@@ -138,11 +138,11 @@ class MemoryStorage(Storage):
             rolling = self._live(key, now)
             return WindowStats(*rolling.stats(now, window_us)) if rolling else WindowStats(0, 0)
 
-    def series(self, key: str, step_us: int) -> Series:
+    def series(self, key: str, step_us: int, with_counts: bool = False) -> Series:
         now = self._clock()
         with self._lock:
             rolling = self._live(key, now) or self._new_sum()
-            start_us, sums, counts = rolling.series(now, step_us)
+            start_us, sums, counts = rolling.series(now, step_us, with_counts)
         return Series(start_us, step_us, sums, counts)
 
     def keys(self, prefix: str = "", limit: int = 1000, after: str = "") -> KeyPage:

@@ -258,9 +258,9 @@ class RedisStorage(Storage):
         now, rolling = self._entries(key)
         return WindowStats(*rolling.stats(now, window_us))
 
-    def series(self, key: str, step_us: int) -> Series:
+    def series(self, key: str, step_us: int, with_counts: bool = False) -> Series:
         now, rolling = self._entries(key)
-        start_us, sums, counts = rolling.series(now, step_us)
+        start_us, sums, counts = rolling.series(now, step_us, with_counts)
         return Series(start_us, step_us, sums, counts)
 
     def keys(self, prefix: str = "", limit: int = 1000, after: str = "") -> KeyPage:
