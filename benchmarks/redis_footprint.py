@@ -126,7 +126,9 @@ def _per_call_us(client: redis.Redis, pid: int, action: Callable[[], None], call
 
 def one_run(uri: str, pid: int, layout_class: type, busy_keys: int) -> dict:
     """Every figure of one layout, on a flushed Redis."""
-    client = redis.Redis.from_url(uri)
+    # FLUSHALL of layout 1's 200 busy keys (millions of hash fields) outlasts redis-py's
+    # default 5 s timeout on a loaded machine.
+    client = redis.Redis.from_url(uri, socket_timeout=120)
     client.flushall()
     now = [T0]
     layout = layout_class(uri, lambda: now[0])

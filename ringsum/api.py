@@ -11,9 +11,9 @@ from flask import Blueprint, Response, request
 from .idempotency import REPLAYED_HEADER, fingerprint, parse_idempotency_key
 from .keys import parse_after_param, parse_key, parse_prefix_param
 from .observability import count_idempotency_conflict, count_recorded, count_replay
-from .params import parse_limit_param, parse_step_param, parse_window_param
+from .params import parse_limit_param, parse_step_param, parse_window_param, parse_with_param
 from .state import settings, storage
-from .storage import IdempotencyKeyReused, Marker
+from .storage import IdempotencyKeyReused, Marker, WindowStats
 from .values import parse_batch_body, parse_value_body
 
 bp = Blueprint("api", __name__)
@@ -57,6 +57,26 @@ def total(key: str) -> Response:
         return _json(b'{"value": %d}' % storage().total(key))
     window_us = parse_window_param(window, settings().window_us, settings().slot_us)
     return _json(b'{"value": %d}' % storage().total(key, window_us))
+
+
+@bp.get("/metric/<key>/stats")
+def window_stats(key: str) -> Response:
+    """The sum, the count of values and their mean, over the window or a shorter one."""
+    key = parse_key(key)
+    window = _query_param("window")
+    window_us = None if window is None else parse_window_param(window, settings().window_us, settings().slot_us)
+    return _json(stats_body(storage().window_stats(key, window_us)))
+
+
+def stats_body(found: WindowStats) -> bytes:
+    """``{"sum": s, "count": n, "mean": m}``. The mean is ``s / n`` rounded once, to the
+    nearest double, written as the shortest decimal that reads back as it (Python's
+    int / int is correctly rounded, however large ``s``); null when there is no value,
+    and count and mean are null when the count is not known (data from before counts)."""
+    if found.count is None:
+        return b'{"sum": %d, "count": null, "mean": null}' % found.sum
+    mean = repr(found.sum / found.count).encode() if found.count else b"null"
+    return b'{"sum": %d, "count": %d, "mean": %s}' % (found.sum, found.count, mean)
 
 
 @bp.post("/metric")
@@ -116,10 +136,17 @@ def delete(key: str) -> Response:
 def series(key: str) -> Response:
     key = parse_key(key)
     step_us = parse_step_param(request.args.get("step"), settings().window_us, settings().slot_us)
-    found = storage().series(key, step_us)
-    points = ", ".join(
-        f"[{_seconds(found.start_us + index * step_us)}, {total}]" for index, total in enumerate(found.sums)
-    )
+    with_count = parse_with_param(request.args.get("with"))
+    found = storage().series(key, step_us, with_count)
+    if found.counts is not None:  # [start, sum, count]: null where the count is not known
+        points = ", ".join(
+            f"[{_seconds(found.start_us + index * step_us)}, {total}, {'null' if count is None else count}]"
+            for index, (total, count) in enumerate(zip(found.sums, found.counts, strict=True))
+        )
+    else:
+        points = ", ".join(
+            f"[{_seconds(found.start_us + index * step_us)}, {total}]" for index, total in enumerate(found.sums)
+        )
     return _json(f'{{"step": {_seconds(step_us)}, "points": [{points}]}}'.encode())
 
 

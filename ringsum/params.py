@@ -1,4 +1,4 @@
-"""Query parameters (``?window=``, ``?step=``, ``?limit=``) and the series-step policy."""
+"""Query parameters (``?window=``, ``?step=``, ``?limit=``, ``?with=``) and the series-step policy."""
 
 from __future__ import annotations
 
@@ -56,6 +56,15 @@ def parse_step_param(raw: str | None, window_us: int, slot_us: int) -> int:
     if micros > window_us:
         raise bad_request(f"step must be at most the window ({window})")
     return micros
+
+
+def parse_with_param(raw: str | None) -> bool:
+    """``?with=count`` on a series: each point carries its step's count too."""
+    if raw is None:
+        return False
+    if raw != "count":
+        raise bad_request(f"with must be count (each point then carries its step's count too); got {shown(raw)}")
+    return True
 
 
 def parse_limit_param(raw: str | None) -> int:

@@ -710,7 +710,7 @@ def test_a_key_opens_a_larger_chart_of_its_window(serve, open_page, width: int, 
     expect(_bars(page)).to_have_count(121)
     last_step = now // 30 * 30
     readout = page.locator("#chart-readout")
-    expect(readout).to_have_text(f"{_local(last_step, zone, True)}–{_local(last_step + 30, zone, True)}: 11")
+    expect(readout).to_have_text(f"{_local(last_step, zone, True)}–{_local(last_step + 30, zone, True)}: 11 (1 value)")
 
     # The time axis: local times at whole minutes inside the window, left to right,
     # not overlapping one another.
@@ -733,14 +733,16 @@ def test_a_key_opens_a_larger_chart_of_its_window(serve, open_page, width: int, 
     first_value = (START_US / 1e6) // 30 * 30
     index = int((first_value - (last_step - 3600)) // 30)
     _bars(page).nth(index).hover()
-    expect(readout).to_have_text(f"{_local(first_value, zone, True)}–{_local(first_value + 30, zone, True)}: 5")
+    expect(readout).to_have_text(
+        f"{_local(first_value, zone, True)}–{_local(first_value + 30, zone, True)}: 5 (1 value)"
+    )
     page.locator("#chart-svg").focus()
     page.keyboard.press("ArrowRight")
-    expect(readout).to_have_text(re.compile(r": 0$"))
+    expect(readout).to_have_text(re.compile(r": 0 \(no values\)$"))
     page.keyboard.press("End")
     expect(readout).to_contain_text(": 11")
     page.keyboard.press("ArrowLeft")
-    expect(readout).to_have_text(re.compile(r": 0$"))
+    expect(readout).to_have_text(re.compile(r": 0 \(no values\)$"))
 
     chart_box = _box(page.locator("#chart-svg"))
     assert chart_box["width"] >= min(width * 0.75, 800) and chart_box["height"] >= 150
@@ -768,7 +770,7 @@ def test_a_key_opens_a_larger_chart_of_its_window(serve, open_page, width: int, 
     # Open, it follows new values like the rest of the page.
     server.post("signup.visits", 4)
     expect(page.locator("#chart-sum")).to_have_text("5", timeout=UPDATE)
-    expect(readout).to_contain_text(": 5")
+    expect(readout).to_contain_text(": 5 (2 values)")  # the step's count beside its sum
     page.keyboard.press("Escape")
     expect(other).to_be_focused()
 
@@ -793,7 +795,7 @@ def test_the_chart_of_a_key_that_aged_out_shows_zero(serve, open_page) -> None:
     expect(page.locator("#chart-sum")).to_have_text("3", timeout=UPDATE)
     server.clock.advance(61 * MINUTE_US)
     expect(page.locator("#chart-sum")).to_have_text("0", timeout=UPDATE)
-    expect(page.locator("#chart-readout")).to_have_text(re.compile(r": 0$"))
+    expect(page.locator("#chart-readout")).to_have_text(re.compile(r": 0 \(no values\)$"))
     expect(_rows(page)).to_have_count(0)
     page.keyboard.press("Escape")
     expect(page.locator("#filter")).to_be_focused()  # its row is gone: focus lands on the filter

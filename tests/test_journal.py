@@ -121,7 +121,12 @@ def test_optional_fields_behind_flag_bits_are_skipped_by_this_reader(tmp_path) -
 
 
 def test_a_snapshot_reads_back_its_keys_and_what_it_covers(tmp_path) -> None:
-    keys = {"a": [(T, 1), (T + 5, -2)], "wide": [(T, 2**70), (T + 1, -(2**64))], "empty": []}
+    keys = {
+        "a": [(T, 1, 1), (T + 5, -2, 3), (T + 6, 9, 0)],  # count 0: not known (restored from format 1)
+        "wide": [(T, 2**70, 2), (T + 1, -(2**64), 1)],
+        "many": [(T, 5, 2**40)],  # a count past 32 bits takes the wide record
+        "empty": [],
+    }
     write_snapshot(tmp_path, "snapshot", 41, keys.items())
     snapshot = read_snapshot(tmp_path / "snapshot")
     assert snapshot.damage is None and snapshot.covers == 41 and snapshot.keys == keys
@@ -129,7 +134,7 @@ def test_a_snapshot_reads_back_its_keys_and_what_it_covers(tmp_path) -> None:
 
 
 def test_a_damaged_snapshot_yields_the_whole_keys_before_the_damage(tmp_path) -> None:
-    write_snapshot(tmp_path, "snapshot", 3, [("a", [(T, 1)]), ("b", [(T, 2)]), ("c", [(T, 3)])])
+    write_snapshot(tmp_path, "snapshot", 3, [("a", [(T, 1, 1)]), ("b", [(T, 2, 1)]), ("c", [(T, 3, 1)])])
     whole = (tmp_path / "snapshot").read_bytes()
     for cut in range(len(whole)):
         (tmp_path / "snapshot").write_bytes(whole[:cut])
@@ -142,11 +147,11 @@ def test_a_damaged_snapshot_yields_the_whole_keys_before_the_damage(tmp_path) ->
 
 
 def test_a_failed_snapshot_write_leaves_the_previous_one_whole(tmp_path) -> None:
-    write_snapshot(tmp_path, "snapshot", 1, [("a", [(T, 1)])])
+    write_snapshot(tmp_path, "snapshot", 1, [("a", [(T, 1, 1)])])
     before = (tmp_path / "snapshot").read_bytes()
 
     def failing_midway():
-        yield ("b", [(T, 2)])
+        yield ("b", [(T, 2, 1)])
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
@@ -212,7 +217,7 @@ def test_a_fold_whose_server_is_gone_does_nothing(tmp_path) -> None:
     )
     assert ours.returncode == 0, ours.stderr
     assert sorted(p.name for p in data_dir.iterdir()) == ["snapshot"]
-    assert read_snapshot(data_dir / "snapshot").keys == {"visits": [(T // 1_000_000 * 1_000_000, 3)]}
+    assert read_snapshot(data_dir / "snapshot").keys == {"visits": [(T // 1_000_000 * 1_000_000, 3, 1)]}
 
 
 MARKER = Marker("8e03978e-40d5-43e8-bc93-6894a57f9324", bytes(range(32)), 200, b'{"recorded": 2}')
@@ -236,6 +241,6 @@ def test_a_write_carries_its_idempotency_marker_in_its_own_record(tmp_path) -> N
 
 def test_a_snapshot_reads_back_its_idempotency_markers(tmp_path) -> None:
     markers = [(T + 10, MARKER), (T + 20, Marker("k2", b"\0" * 32, 200, b"{}"))]
-    write_snapshot(tmp_path, "snapshot", 7, [("a", [(T, 1)])], markers)
+    write_snapshot(tmp_path, "snapshot", 7, [("a", [(T, 1, 1)])], markers)
     snapshot = read_snapshot(tmp_path / "snapshot")
-    assert snapshot.damage is None and snapshot.keys == {"a": [(T, 1)]} and snapshot.markers == markers
+    assert snapshot.damage is None and snapshot.keys == {"a": [(T, 1, 1)]} and snapshot.markers == markers

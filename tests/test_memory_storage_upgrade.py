@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fixtures.make_datadir_v1 import GUARDED, GUARDED_LATER, readings
+from fixtures.make_datadir_v1 import GUARDED, GUARDED_LATER, KEYS, READ_AFTER_S, SECOND, T0, readings, write
 
 from ringsum.config import read_settings
 from ringsum.storage.memory import MemoryStorage
@@ -50,3 +50,42 @@ def test_a_format_1_data_dir_is_restored_with_the_sums_it_held(tmp_path, mode: s
         assert as_json(readings(storage, clock, end_us)) == expected["readings"]
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize("refolded", [False, True], ids=["as-written", "after-a-checkpoint"])
+@pytest.mark.parametrize("mode", ["tick", "exact"])
+def test_format_1_kept_no_counts_so_none_is_made_up_until_its_ticks_age_out(
+    tmp_path, mode: str, refolded: bool
+) -> None:
+    """Format 1's snapshot holds sums only: a window reaching a tick restored from it has
+    no count (None), also after this version folds it into a snapshot of its own. Its
+    log holds every event, so ticks replayed from it, and later ones, are counted."""
+    fixture = FIXTURES / f"datadir-v1-{mode}"
+    expected = json.loads((fixture / "expected.json").read_text())
+    data_dir = shutil.copytree(fixture, tmp_path / "data", ignore=shutil.ignore_patterns("expected.json"))
+    end_us = expected["end_us"]
+    clock = [end_us]
+    storage = open_storage(data_dir, expected["settings"], clock)
+    if refolded:
+        storage.delete("nothing")  # a write, so that the checkpoint has a log to fold
+        storage.checkpoint()
+        storage.close()
+        storage = open_storage(data_dir, expected["settings"], clock)
+    model_clock = [T0]
+    model = open_storage(tmp_path / "model", expected["settings"], model_clock)  # never stopped
+    write(model, model_clock)
+    try:
+        for after in READ_AFTER_S:
+            clock[0] = model_clock[0] = end_us + after * SECOND
+            for key in KEYS:
+                for window_us in (None, 30 * SECOND):
+                    found, counted = storage.window_stats(key, window_us), model.window_stats(key, window_us)
+                    assert found.sum == counted.sum
+                    if after >= 90 or window_us or key in ("busy.log", "batch.a", "guarded.later"):
+                        assert found == counted, (after, key, window_us)  # no tick of the snapshot in it
+            if after == 0:
+                assert storage.window_stats("busy").count is None and storage.window_stats("sparse").count is None
+                assert model.window_stats("busy").count  # what a ringsum that kept counts all along says
+    finally:
+        storage.close()
+        model.close()

@@ -103,7 +103,7 @@ def test_a_key_is_one_string_under_its_hash_tag_expiring_after_window_plus_one_t
         assert 89_000 < node.pttl("ringsum:{visits}:w") <= 90_501
         assert client.get("/metric/visits/sum").get_json() == {"value": 7}
         string = node.get("ringsum:{visits}:w")
-        assert list(layout.entries(string)) == [(3_534_537_600, 3), (3_534_537_601, 4)]  # 500 ms slots
+        assert list(layout.entries(string)) == [(3_534_537_600, 3, 1), (3_534_537_601, 4, 1)]  # 500 ms slots
 
 
 def test_exact_mode_keys_expire_after_the_window(
@@ -210,7 +210,7 @@ def test_without_a_test_clock_the_redis_server_clock_counts(storage_uri: str, re
             clock.move_to("2001-01-01 14:00:00")
             assert reader.test_client().get("/metric/skewed/sum").get_json() == {"value": 5}
         node = owner(redis_nodes, "ringsum:{skewed}:w")
-        ((slot, _),) = layout.entries(node.get("ringsum:{skewed}:w"))
+        ((slot, _, _),) = layout.entries(node.get("ringsum:{skewed}:w"))
         assert abs(slot - node.time()[0]) <= 2  # the 1 s tick of the Redis server's TIME
     finally:
         close_app(writer)

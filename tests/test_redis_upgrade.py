@@ -131,16 +131,25 @@ def test_data_written_by_layout_1_reads_the_same_after_the_upgrade(
         assert layout.header(busy).form == (b"R" if settings == "60s/1s" else b"L")
 
         def same_answers() -> None:
+            """Same sums; the same counts, except that a count reaching a slot written by
+            layout 1 (which kept none) is not known (None), never made up."""
             assert on_redis.keys() == memory.keys()
             assert on_redis.count()[1] == memory.stats().entries
-            for key in ("busy", "sparse", "big", "gone"):
+            for key in ("busy", "sparse", "big", "gone", "new"):
                 for share in (None, 2, 10):
                     window_us = None if share is None else config.window_us // share
                     assert on_redis.total(key, window_us) == memory.total(key, window_us), (key, share)
+                    found, expected = on_redis.window_stats(key, window_us), memory.window_stats(key, window_us)
+                    assert found.sum == expected.sum and found.count in (None, expected.count)
                 step_us = config.window_us // 4
-                assert on_redis.series(key, step_us) == memory.series(key, step_us)
+                found_series, expected_series = on_redis.series(key, step_us, True), memory.series(key, step_us, True)
+                assert (found_series.start_us, found_series.sums) == (expected_series.start_us, expected_series.sums)
+                pairs = zip(found_series.counts, expected_series.counts, strict=True)
+                assert all(found in (None, expected) for found, expected in pairs)
 
         same_answers()
+        assert on_redis.window_stats("busy").count is None  # written by layout 1: not known
+        assert on_redis.window_stats("gone").count == 0  # aged out: nothing, so 0
         assert on_redis.record("sparse", 3, marker) == marker  # the retry finds its layout-1 marker
         for step in range(90):  # writes go on for two windows, and every value ages out
             now[0] += config.window_us // 40
@@ -149,6 +158,10 @@ def test_data_written_by_layout_1_reads_the_same_after_the_upgrade(
             if step % 15 == 0:
                 same_answers()
         same_answers()
+        for key in ("busy", "new"):  # every slot of layout 1 aged out: counts are known again
+            assert on_redis.window_stats(key) == memory.window_stats(key) and memory.window_stats(key).count
+            step_us = config.window_us // 4
+            assert on_redis.series(key, step_us, True) == memory.series(key, step_us, True)
     finally:
         on_redis.close()
         memory.close()

@@ -36,13 +36,17 @@ class NaiveWindow:
     def total(self, now: int, window_us: int | None = None) -> int:
         return sum(v for _, v in self.live(now, window_us))
 
-    def series(self, now: int, step_us: int) -> tuple[int, list[int]]:
+    def count(self, now: int, window_us: int | None = None) -> int:
+        return len(self.live(now, window_us))
+
+    def series(self, now: int, step_us: int) -> tuple[int, list[int], list[int | None]]:
         count = -(-self.window_us // step_us) + 1  # the oldest step starts before the window does
         first = now // step_us - count + 1
-        sums = [0] * count
+        sums, counts = [0] * count, [0] * count
         for t, v in self.live(now):
             sums[t // step_us - first] += v
-        return first * step_us, sums
+            counts[t // step_us - first] += 1
+        return first * step_us, sums, counts  # type: ignore[return-value]
 
 
 @st.composite
@@ -89,22 +93,24 @@ def test_rolling_sum_matches_the_naive_model(data: st.DataObject, window: tuple[
             now += args[0]
         elif operation == "total":
             assert rolling.total(now) == model.total(now)
+            assert rolling.stats(now) == (model.total(now), model.count(now))
             live_slots = {t // model.slot_us for t, _ in model.live(now)}
             assert len(rolling) == len(live_slots)  # one entry per live tick: nothing stale kept
             if resolution_us:
                 assert len(rolling) <= window_us // resolution_us + 1
         elif operation == "sub_total":
             assert rolling.total(now, args[0]) == model.total(now, args[0])
+            assert rolling.stats(now, args[0]) == (model.total(now, args[0]), model.count(now, args[0]))
         elif operation == "series":
-            start_us, sums = rolling.series(now, args[0])
-            assert (start_us, sums) == model.series(now, args[0])
+            start_us, sums, counts = rolling.series(now, args[0], with_counts=True)
+            assert (start_us, sums, counts) == model.series(now, args[0])
             assert sum(sums) == model.total(now)
     # What a snapshot saves rebuilds the same sums.
     restored = RollingSum(window_us, resolution_us)
-    for time_us, subtotal in rolling.entries():
-        restored.add(subtotal, time_us)
+    for time_us, subtotal, count in rolling.entries():
+        restored.add(subtotal, time_us, count)
     for later in (now, now + (resolution_us or 1), now + window_us):
-        assert restored.total(later) == model.total(later)
+        assert restored.stats(later) == (model.total(later), model.count(later))
 
 
 def test_a_clock_stepping_back_books_the_value_in_the_newest_tick() -> None:
@@ -230,12 +236,12 @@ def test_a_key_with_one_entry_costs_a_few_hundred_bytes_not_a_deque_block() -> N
     assert held <= 250
     assert sys.getsizeof(deque()) > 500  # what each key paid before, for its empty first block
     assert rolling.total(START_US) == 3
-    assert list(rolling.entries()) == [(START_US, 3)]
+    assert list(rolling.entries()) == [(START_US, 3, 1)]
 
 
 def test_a_busy_key_of_an_hour_in_seconds_costs_its_ring_not_a_deque_of_ints() -> None:
     """3,601 ticks with values past CPython's shared small ints: ~290 KB as ints in a
-    deque, 8 bytes a tick packed (docs/api.md#footprint: at most 48 KiB)."""
+    deque, 9 bytes a tick packed, its count included (docs/api.md#footprint: at most 48 KiB)."""
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -248,8 +254,8 @@ def test_a_busy_key_of_an_hour_in_seconds_costs_its_ring_not_a_deque_of_ints() -
     finally:
         tracemalloc.stop()
     assert kind(rolling) == "ring" and len(rolling) == 3601
-    assert 3601 * 8 < held <= 30 * 1024
-    assert rolling.total(now) == sum(range(1_000, 4_601))
+    assert 3601 * 9 < held <= 33 * 1024
+    assert rolling.stats(now) == (sum(range(1_000, 4_601)), 3601)
 
 
 def kind(rolling: RollingSum) -> str:
@@ -260,9 +266,9 @@ def kind(rolling: RollingSum) -> str:
 @pytest.mark.parametrize("resolution_us", [0, 1_000])
 def test_each_container_in_turn_as_a_key_fills_and_empties_with_sums_exact(resolution_us: int) -> None:
     slot_us = resolution_us or 1
-    span = 1000  # a ring once 170 entries are live, a deque again under 43
+    span = 1000  # a ring once 166 entries are live, a deque again under 42
     window_us = span * slot_us
-    assert (pack_at(span), SMALL_FLAT) == (170, 64)
+    assert (pack_at(span), SMALL_FLAT) == (166, 96)
     rolling, model = RollingSum(window_us, resolution_us), NaiveWindow(window_us, resolution_us)
     seen = []
 
@@ -274,15 +280,15 @@ def test_each_container_in_turn_as_a_key_fills_and_empties_with_sums_exact(resol
             seen.append(kind(rolling))
 
     now = START_US
-    for step in range(1300):  # one value a slot: list, deque at 33 entries, ring at 170
+    for step in range(1300):  # one value a slot: list, deque at 33 entries, ring at 166
         now = START_US + step * slot_us
         rolling.evict(now)
         rolling.add(10_000 + step, now)
         model.values.append((now, 10_000 + step))
-        assert kind(rolling) == ("list" if step < 32 else "deque" if step + 1 < 170 else "ring")
+        assert kind(rolling) == ("list" if step < 32 else "deque" if step + 1 < 166 else "ring")
         if step % 7 == 0:
             check(now)
-    assert [value for _, value in rolling.entries()] == [10_000 + step for step in range(299, 1300)]
+    assert [value for _, value, _ in rolling.entries()] == [10_000 + step for step in range(299, 1300)]
     for gap in (950, 40, 1, 1):  # 51 entries left: still a ring; 11: a list; then 10, 9
         now += gap * slot_us
         check(now)
@@ -297,14 +303,14 @@ def test_a_ring_thinned_out_goes_back_to_a_deque() -> None:
         rolling.add(t - START_US, t)
     assert kind(rolling) == "ring"
     assert rolling.evict(START_US + 2000) == 1000  # one left
-    assert kind(rolling) == "list" and list(rolling.entries()) == [(START_US + 1000, 1000)]
+    assert kind(rolling) == "list" and list(rolling.entries()) == [(START_US + 1000, 1000, 1)]
     rolling = RollingSum(window_us=1000, resolution_us=1)
     for t in range(START_US, START_US + 1001):
         rolling.add(1, t)
-    assert rolling.evict(START_US + 1000 + 958) == 958  # 43 left: a ring still
+    assert rolling.evict(START_US + 1000 + 959) == 959  # 42 left: a ring still
     assert kind(rolling) == "ring"
-    assert rolling.evict(START_US + 1000 + 959) == 1  # 42: a deque (84 ints)
-    assert kind(rolling) == "deque" and rolling.total(START_US + 1959) == 42
+    assert rolling.evict(START_US + 1000 + 960) == 1  # 41: a deque (123 ints)
+    assert kind(rolling) == "deque" and rolling.stats(START_US + 1960) == (41, 41)
 
 
 def test_a_subtotal_past_int64_leaves_the_ring_and_never_wraps() -> None:
@@ -319,16 +325,16 @@ def test_a_subtotal_past_int64_leaves_the_ring_and_never_wraps() -> None:
     rolling.add(2**62, now)  # past 2**63 - 1: Python ints from here
     assert kind(rolling) == "list"  # 30 entries
     assert rolling.total(now) == 29 + 1 + 3 * 2**62 - 30
-    assert list(rolling.entries())[-1] == (now, 1 + 3 * 2**62 - 30)
+    assert list(rolling.entries())[-1] == (now, 1 + 3 * 2**62 - 30, 4)
     assert rolling.total(now, 1) == 1 + 1 + 3 * 2**62 - 30  # the last two ticks
     # A subtotal of exactly -2**63 is what marks an empty slot: it stays in ints too.
     rolling = RollingSum(window_us=10, resolution_us=1)
-    for t in range(START_US, START_US + 6):
+    for t in range(START_US, START_US + 7):
         rolling.add(5, t)
     assert kind(rolling) == "ring"
-    rolling.add(-(2**63) - 5, START_US + 5)
-    assert kind(rolling) == "list" and rolling.total(START_US + 5) == 25 - 2**63
-    assert len(rolling) == 6
+    rolling.add(-(2**63) - 5, START_US + 6)
+    assert kind(rolling) == "list" and rolling.total(START_US + 6) == 30 - 2**63
+    assert len(rolling) == 7
 
 
 def test_a_ring_added_to_far_apart_without_evict_keeps_one_window() -> None:
@@ -341,7 +347,7 @@ def test_a_ring_added_to_far_apart_without_evict_keeps_one_window() -> None:
     rolling.add(7, START_US + 15)  # slots 0-4 leave: 15 - 10
     assert rolling.total(START_US + 15) == 6 + 7 and len(rolling) == 7
     rolling.add(9, START_US + 1_000)  # everything left
-    assert rolling.total(START_US + 1_000) == 9 and list(rolling.entries()) == [(START_US + 1_000, 9)]
+    assert rolling.total(START_US + 1_000) == 9 and list(rolling.entries()) == [(START_US + 1_000, 9, 1)]
 
 
 def test_evicting_from_the_list_drops_only_the_entries_that_left() -> None:
@@ -350,7 +356,7 @@ def test_evicting_from_the_list_drops_only_the_entries_that_left() -> None:
         rolling.add(1, t)
     assert type(rolling._flat) is list
     assert rolling.evict(START_US + 102) == 2  # slots 0 and 1 are more than 100 behind
-    assert [t for t, _ in rolling.entries()] == [START_US + 2, START_US + 3, START_US + 4]
+    assert [t for t, _, _ in rolling.entries()] == [START_US + 2, START_US + 3, START_US + 4]
     assert rolling.total(START_US + 102) == 3
 
 
@@ -358,9 +364,10 @@ def test_evicting_from_the_list_drops_only_the_entries_that_left() -> None:
 
 
 class Ledger:
-    """Today's rules in the plainest form: (slot, subtotal) entries, oldest first; an
-    add merges into the newest entry when its slot is not later (so a clock that
-    stepped back books into the newest tick); reads first drop what left the window."""
+    """Today's rules in the plainest form: [slot, subtotal, count] entries, oldest
+    first; an add merges into the newest entry when its slot is not later (so a clock
+    that stepped back books into the newest tick), and a count of 0 (not known) stays
+    0; reads first drop what left the window."""
 
     def __init__(self, window_us: int, resolution_us: int) -> None:
         self.slot_us = resolution_us or 1
@@ -372,28 +379,39 @@ class Ledger:
         dropped, self.entries = len(self.entries) - len(kept), kept
         return dropped
 
-    def add(self, value: int, now: int) -> bool:
+    def add(self, value: int, now: int, count: int = 1) -> bool:
         slot = now // self.slot_us
         if self.entries and self.entries[-1][0] >= slot:
-            self.entries[-1][1] += value
+            newest = self.entries[-1]
+            newest[1] += value
+            newest[2] = 0 if 0 in (newest[2], count) else newest[2] + count
             return False
-        self.entries.append([slot, value])
+        self.entries.append([slot, value, count])
         return True
 
     def total(self, now: int, window_us: int | None = None) -> int:
         self.evict(now)
         ticks = self.span if window_us is None else -(-window_us // self.slot_us)
-        return sum(v for slot, v in self.entries if slot >= now // self.slot_us - ticks)
+        return sum(v for slot, v, _ in self.entries if slot >= now // self.slot_us - ticks)
 
-    def series(self, now: int, step_us: int) -> tuple[int, list[int]]:
+    def stats(self, now: int, window_us: int | None = None) -> tuple[int, int | None]:
+        ticks = self.span if window_us is None else -(-window_us // self.slot_us)
+        counts = [n for slot, _, n in self.entries if slot >= now // self.slot_us - ticks]
+        return self.total(now, window_us), None if 0 in counts else sum(counts)
+
+    def series(self, now: int, step_us: int) -> tuple[int, list[int], list[int | None]]:
         self.evict(now)
         step_slots = step_us // self.slot_us
         current = now // self.slot_us // step_slots
         count = -(-self.span // step_slots) + 1
-        sums = [0] * count
-        for slot, v in self.entries:
-            sums[min(slot // step_slots, current) - current + count - 1] += v
-        return (current - count + 1) * step_us, sums
+        sums: list[int] = [0] * count
+        counts: list[int | None] = [0] * count
+        for slot, v, n in self.entries:
+            step = min(slot // step_slots, current) - current + count - 1
+            sums[step] += v
+            held = counts[step]
+            counts[step] = None if held is None or n == 0 else held + n
+        return (current - count + 1) * step_us, sums, counts
 
 
 VALUES = st.one_of(
@@ -431,8 +449,11 @@ def test_every_container_and_switch_gives_the_answers_of_the_plain_rules(
         st.integers(-window_us, 3 * window_us),  # a clock that steps back, too
     )
     burst = st.tuples(st.just("burst"), st.integers(1, span + 1), st.integers(1, 3), VALUES)
+    # Counts as a batch or a restore brings them: 0 (not known, from older data), past
+    # a byte and past two (a ring's counts widen), most often 1.
+    counts = st.one_of(st.just(1), st.just(1), st.sampled_from([0, 2, 255, 256, 70_000, 2**32]))
     operation = st.one_of(
-        st.tuples(st.just("add"), VALUES),
+        st.tuples(st.just("add"), VALUES, counts),
         burst,
         burst,  # twice as likely: it is what packs a key
         st.tuples(st.just("step"), steps),
@@ -443,16 +464,16 @@ def test_every_container_and_switch_gives_the_answers_of_the_plain_rules(
         if name == "step":
             now = max(0, now + args[0])
             continue
-        adds = [(args[0], now)] if name == "add" else []
+        adds = [(args[0], now, args[1])] if name == "add" else []
         if name == "burst":  # a value every ``every`` slots, ``slots`` of them
             slots, every, value = args
-            adds = [(value, now + k * every * slot_us) for k in range(slots)]
+            adds = [(value, now + k * every * slot_us, 1) for k in range(slots)]
             now = adds[-1][1]
-        for value, at in adds:
+        for value, at, count in adds:
             assert rolling.evict(at) == model.evict(at)
             if kind(rolling) != held:
                 event(f"{held} -> {kind(rolling)} as entries left")
-            assert rolling.add(value, at) == model.add(value, at)
+            assert rolling.add(value, at, count) == model.add(value, at, count)
             if kind(rolling) != held:
                 event(f"{held} -> {kind(rolling)} on an add")
             held = kind(rolling)
@@ -460,8 +481,11 @@ def test_every_container_and_switch_gives_the_answers_of_the_plain_rules(
         assert rolling.total(now) == model.total(now)
         assert len(rolling) == len(model.entries)
         assert rolling.total(now, sub_window) == model.total(now, sub_window)
-        assert rolling.series(now, step_us) == model.series(now, step_us)
-        assert list(rolling.entries()) == [(slot * slot_us, v) for slot, v in model.entries]
+        assert rolling.stats(now) == model.stats(now)
+        assert rolling.stats(now, sub_window) == model.stats(now, sub_window)
+        assert rolling.series(now, step_us, with_counts=True) == model.series(now, step_us)
+        assert rolling.series(now, step_us) == (*model.series(now, step_us)[:2], None)
+        assert list(rolling.entries()) == [(slot * slot_us, v, n) for slot, v, n in model.entries]
         assert rolling.expired(now) == (not model.entries)
         if kind(rolling) != held:
             event(f"{held} -> {kind(rolling)} as entries left")

@@ -465,7 +465,10 @@
     if (key === null) return;
     let series;
     try {
-      series = await api(`/metric/${encodeURIComponent(key)}/series?step=${encodeURIComponent(config.chartStep)}`);
+      // with=count: each point is [start, sum, count], for the readout.
+      series = await api(
+        `/metric/${encodeURIComponent(key)}/series?step=${encodeURIComponent(config.chartStep)}&with=count`,
+      );
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       if (request !== chart.request) return;
@@ -579,8 +582,20 @@
     const sum = document.createElement("strong");
     sum.className = "num";
     sum.textContent = point[1].toLocaleString();
-    ui.chartReadout.replaceChildren(range, ": ", sum);
+    const counted = document.createElement("span");
+    counted.className = "chart-count num";
+    counted.textContent = countText(point[2]);
+    ui.chartReadout.replaceChildren(range, ": ", sum, " ", counted);
     ui.chartReadout.dataset.index = String(clamped);
+    ui.chartReadout.dataset.count = String(point[2]);
+  }
+
+  // A step's count of values as the readout says it; null: recorded by a ringsum that
+  // kept no counts (0.2), so none is shown.
+  function countText(count) {
+    if (count === null || count === undefined) return "(count not known)";
+    if (count === 0) return "(no values)";
+    return count === 1 ? "(1 value)" : `(${count.toLocaleString()} values)`;
   }
 
   function indexAt(clientX) {

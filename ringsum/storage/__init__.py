@@ -26,6 +26,7 @@ from .base import (
     StorageUnavailable,
     SumOutOfRange,
     UnsupportedDataFormat,
+    WindowStats,
 )
 
 # scheme -> "module:class"; the module is imported only when its scheme is used.
@@ -97,6 +98,7 @@ __all__ = [
     "StorageUnavailable",
     "SumOutOfRange",
     "UnsupportedDataFormat",
+    "WindowStats",
     "check_uri",
     "open_storage",
     "shown_uri",

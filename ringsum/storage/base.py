@@ -117,11 +117,23 @@ class StorageOptions:
 
 @dataclass(frozen=True)
 class Series:
-    """Step sums, oldest first; ``start_us`` is the start of the first step."""
+    """Step sums and (when asked for) counts, oldest first; ``start_us`` is the start of
+    the first step. A count is None where the step holds values whose count is not known
+    (recorded before ringsum kept counts: data dir format 1, Redis layout 1)."""
 
     start_us: int
     step_us: int
     sums: list[int]
+    counts: list[int | None] | None = None  # None: not asked for
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """A key's window (or a shorter one) summed and counted. ``count`` None: part of it
+    was recorded before ringsum kept counts, and no count is made up for it."""
+
+    sum: int
+    count: int | None
 
 
 @dataclass(frozen=True)
@@ -195,7 +207,12 @@ class Storage(ABC):
         """The sum over the window, or over a shorter one (a whole number of ticks)."""
 
     @abstractmethod
-    def series(self, key: str, step_us: int) -> Series: ...
+    def window_stats(self, key: str, window_us: int | None = None) -> WindowStats:
+        """The sum and the number of values over the window, or a shorter one (as ``total``)."""
+
+    @abstractmethod
+    def series(self, key: str, step_us: int, with_counts: bool = False) -> Series:
+        """The window in steps; ``with_counts``: each step's count of values too."""
 
     @abstractmethod
     def keys(self, prefix: str = "", limit: int = 1000, after: str = "") -> KeyPage:

@@ -134,8 +134,8 @@ def load(
         markers.restore(marker, expires)
     for key, entries in snapshot.keys.items():
         rolling = sums[key] = new_sum()
-        for time_us, subtotal in entries:
-            rolling.add(subtotal, time_us)
+        for time_us, subtotal, count in entries:
+            rolling.add(subtotal, time_us, count)
         if entries:
             newest[key] = entries[-1][0]
     records, last = 0, snapshot.covers

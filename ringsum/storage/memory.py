@@ -27,6 +27,7 @@ from .base import (
     Storage,
     StorageOptions,
     StorageStats,
+    WindowStats,
 )
 from .journal_writer import Commit
 from .markers import Markers
@@ -131,12 +132,18 @@ class MemoryStorage(Storage):
             rolling = self._live(key, now)
             return rolling.total(now, window_us) if rolling else 0
 
-    def series(self, key: str, step_us: int) -> Series:
+    def window_stats(self, key: str, window_us: int | None = None) -> WindowStats:
+        now = self._clock()
+        with self._lock:
+            rolling = self._live(key, now)
+            return WindowStats(*rolling.stats(now, window_us)) if rolling else WindowStats(0, 0)
+
+    def series(self, key: str, step_us: int, with_counts: bool = False) -> Series:
         now = self._clock()
         with self._lock:
             rolling = self._live(key, now) or self._new_sum()
-            start_us, sums = rolling.series(now, step_us)
-        return Series(start_us, step_us, sums)
+            start_us, sums, counts = rolling.series(now, step_us, with_counts)
+        return Series(start_us, step_us, sums, counts)
 
     def keys(self, prefix: str = "", limit: int = 1000, after: str = "") -> KeyPage:
         """Read the index a slice per lock hold: a page is not one snapshot anyway (a

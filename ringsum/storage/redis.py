@@ -3,8 +3,9 @@
 Every operation is one Lua script (``lua/*.lua``), so it is atomic and one round
 trip; the scripts read the Redis server's clock (``TIME``), so app hosts whose
 clocks disagree still agree on the window. A metric key ``K`` lives in one string,
-``ringsum:{K}:w`` (key layout 2, ``redis_layout.py``): a log of ``(slot, subtotal)``
-pairs while it holds few slots, a ring of int64 subtotals once busy. The ``{K}`` hash
+``ringsum:{K}:w`` (key layout 2, ``redis_layout.py``): a log of ``(slot, subtotal,
+count)`` entries while it holds few slots, a ring of int64 subtotals and uint32 counts
+once busy. The ``{K}`` hash
 tag keeps it on the Cluster slot of its markers, and a TTL of window + one tick lets
 idle keys vanish without a sweep. Redis holding layout 1 (``ringsum:{K}:h`` and
 ``:z``) is refused with the command that converts it (``upgrade.py``).
@@ -68,6 +69,7 @@ from .base import (
     StorageStats,
     StorageUnavailable,
     SumOutOfRange,
+    WindowStats,
 )
 from .breaker import Breakers, NodeStalled, guarded
 
@@ -82,7 +84,7 @@ _SCRIPTS = Path(__file__).with_name("lua")
 _SCRIPT_NAMES = ("record", "totals", "entries", "claim", "upgrade")
 INDEX = "ringsum:index"
 _CENSUS_STEP = 2000  # Redis keys SCAN looks at per node per /metrics scrape (1 per metric key)
-# A key in tick mode becomes a ring of span + 1 cells (8 bytes each) once it holds more
+# A key in tick mode becomes a ring of span + 1 cells (12 bytes each) once it holds more
 # slots than this share of them, and a log of 16-byte pairs again at a quarter of it:
 # chosen by measuring MEMORY USAGE (docs/footprint.md).
 RING_SHARE = 8
@@ -238,14 +240,16 @@ class RedisStorage(Storage):
     # -- the storage interface -------------------------------------------------
 
     def record(self, key: str, value: int, marker: Marker | None = None) -> Marker | None:
-        return self._record(_in_int64({key: value}), marker)
+        return self._record(_in_int64({key: value}), {key: 1}, marker)
 
     def record_many(self, events: Sequence[tuple[str, int]], marker: Marker | None = None) -> Marker | None:
         """One script: atomic (per hash slot on Cluster, see RedisClusterStorage)."""
         summed: dict[str, int] = defaultdict(int)
+        counts: dict[str, int] = defaultdict(int)
         for key, value in events:
             summed[key] += value  # same key, same moment: the slot merges them anyway
-        return self._record(_in_int64(summed), marker)
+            counts[key] += 1  # but each event counts
+        return self._record(_in_int64(summed), counts, marker)
 
     def total(self, key: str, window_us: int | None = None) -> int:
         if window_us is not None and ceil_div(window_us, self._slot_us) < self._span:
@@ -253,10 +257,15 @@ class RedisStorage(Storage):
             return rolling.total(now, window_us)
         return self._totals([key]).get(key, 0)
 
-    def series(self, key: str, step_us: int) -> Series:
+    def window_stats(self, key: str, window_us: int | None = None) -> WindowStats:
+        """From the key's string, by the code memory uses: counts are summed when asked for."""
         now, rolling = self._entries(key)
-        start_us, sums = rolling.series(now, step_us)
-        return Series(start_us, step_us, sums)
+        return WindowStats(*rolling.stats(now, window_us))
+
+    def series(self, key: str, step_us: int, with_counts: bool = False) -> Series:
+        now, rolling = self._entries(key)
+        start_us, sums, counts = rolling.series(now, step_us, with_counts)
+        return Series(start_us, step_us, sums, counts)
 
     def keys(self, prefix: str = "", limit: int = 1000, after: str = "") -> KeyPage:
         """Index members from the cursor on, checked live by the totals script. Past
@@ -335,8 +344,9 @@ class RedisStorage(Storage):
 
     # -- operations ------------------------------------------------------------
 
-    def _record(self, values: dict[str, int], marker: Marker | None) -> Marker | None:
-        """Record ``values`` (each within int64); with a marker, see Storage.record.
+    def _record(self, values: dict[str, int], counts: dict[str, int], marker: Marker | None) -> Marker | None:
+        """Record ``values`` (each within int64), each the sum of ``counts`` values; with
+        a marker, see Storage.record.
         Returns the marker held when every script found it (nothing was recorded), else None."""
         packed = _packed(marker) if marker is not None else ""
         parts = self._partition(list(values))
@@ -344,7 +354,13 @@ class RedisStorage(Storage):
         calls = [
             (
                 [*map(layout.string_key, part), *([INDEX] if index else []), *self._marker_keys(part, marker)],
-                [self._ttl_ms, packed, str(len(part)), index, *(layout.packed_value(values[key]) for key in part)],
+                [
+                    self._ttl_ms,
+                    packed,
+                    str(len(part)),
+                    index,
+                    *(layout.packed_value(values[key], counts[key]) for key in part),
+                ],
             )
             for part in parts
         ]
@@ -353,13 +369,13 @@ class RedisStorage(Storage):
         except ResponseError as error:
             if str(error).startswith("RINGSUM_RANGE"):
                 raise SumOutOfRange(
-                    "this would take a sum past what Redis adds exactly (±9.2e18, int64); "
-                    f"nothing was recorded {self._UNRECORDED_ON_RANGE}"
+                    "this would take a sum past what Redis adds exactly (±9.2e18, int64), or a tick's "
+                    f"count past 4,294,967,295 values; nothing was recorded {self._UNRECORDED_ON_RANGE}"
                 ) from None
             if str(error).startswith("RINGSUM_FULL"):
                 raise KeyLimitReached(
                     "a key holds as many values in its window as one Redis string can (exact mode: about "
-                    f"33 million); nothing was recorded {self._UNRECORDED_ON_RANGE}"
+                    f"26 million); nothing was recorded {self._UNRECORDED_ON_RANGE}"
                 ) from None
             raise
         written = [(part, result) for part, result in zip(parts, results, strict=True) if isinstance(result, list)]
@@ -398,8 +414,8 @@ class RedisStorage(Storage):
         (dropped, now, string) = self._run("entries", [([key], [])])[0]
         self._count_evictions(dropped)
         rolling = RollingSum(self._window_us, self._resolution_us)
-        for slot, subtotal in layout.entries(string):
-            rolling.add(subtotal, slot * self._slot_us)
+        for slot, subtotal, count in layout.entries(string):
+            rolling.add(subtotal, slot * self._slot_us, count)
         return int(now), rolling
 
     def _unindex(self, keys: list[str]) -> None:

@@ -92,14 +92,14 @@ class RedisClusterStorage(RedisStorage):
 
     # -- writes ------------------------------------------------------------------
 
-    def _record(self, values: dict[str, int], marker: Marker | None) -> Marker | None:
+    def _record(self, values: dict[str, int], counts: dict[str, int], marker: Marker | None) -> Marker | None:
         """With a marker, each slot's script keeps its own copy of it, so a batch cut
         short (a 503 after some slots ran) and retried records exactly the slots that
         had not run; the retry's answer is then not marked replayed, since part of it
         was recorded just now."""
         claimed = marker is not None and self._claim(marker)
         try:
-            return super()._record(values, marker)
+            return super()._record(values, counts, marker)
         except (ResponseError, KeyLimitReached, SumOutOfRange):
             if claimed and len(self._partition(list(values))) == 1:  # refused, nothing recorded
                 self._unclaim(marker)  # type: ignore[arg-type]

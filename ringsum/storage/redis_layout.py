@@ -2,9 +2,10 @@
 scripts write (``lua/common.lua`` describes them), decoded exactly.
 
 A metric key ``K`` is one string, ``ringsum:{K}:w``: a header (form, slots held, total,
-newest and oldest slot), then either a log of ``(slot, subtotal)`` pairs (few slots, and
-every key in exact mode) or a ring of one subtotal per slot of the window (a busy key in
-tick mode: 8 bytes a slot). Layout 1 (``ringsum:{K}:h``, a hash of subtotals, and
+newest and oldest slot), then either a log of ``(slot, cell)`` pairs (few slots, and
+every key in exact mode) or a ring of one cell per slot of the window (a busy key in
+tick mode: 12 bytes a slot). A cell is a slot's subtotal and count (0: not known, a
+slot converted from layout 1, which kept no counts). Layout 1 (``ringsum:{K}:h``, a hash of subtotals, and
 ``ringsum:{K}:z``, a sorted set of slots) is only read by ``upgrade.py``.
 """
 
@@ -20,8 +21,8 @@ STRING_SUFFIX = "}:w"
 LAYOUT_1_SUFFIXES = ("}:h", "}:z")  # hash, sorted set
 
 _HEADER = struct.Struct(">cIIqIqqI")  # form, count, cells, total hi, total lo, head, oldest, offset
-_PAIR = struct.Struct(">qQ")  # slot, cell
-_CELL = struct.Struct(">Q")
+_PAIR = struct.Struct(">qQI")  # slot, cell (subtotal, count)
+_CELL = struct.Struct(">QI")  # subtotal, count
 _TOTAL = struct.Struct(">qI")
 _COUNT = struct.Struct(">I")
 _BIAS = 2**63  # a cell is the subtotal plus 2^63: eight zero bytes are "no slot"
@@ -47,11 +48,12 @@ def layout_1_keys(key: str) -> tuple[str, str]:
     return tuple(f"{NAMESPACE}{{{key}{suffix}" for suffix in LAYOUT_1_SUFFIXES)  # type: ignore[return-value]
 
 
-def packed_value(value: int) -> bytes:
-    """A value as the record script takes it: a big-endian int64 (OverflowError past it)."""
+def packed_value(value: int, count: int = 1) -> bytes:
+    """A value, the sum of ``count`` values, as the record script takes it: a
+    big-endian int64 and uint32 (OverflowError past them)."""
     if not -INT64_MAX <= value <= INT64_MAX:
         raise OverflowError(value)
-    return value.to_bytes(8, "big", signed=True)
+    return value.to_bytes(8, "big", signed=True) + count.to_bytes(4, "big")
 
 
 def total(packed: bytes) -> int:
@@ -81,18 +83,19 @@ def header(string: bytes) -> Header:
     return Header(form, count, cells, hi * 2**32 + lo, head, oldest, offset)
 
 
-def entries(string: bytes) -> Iterator[tuple[int, int]]:
-    """``(slot, subtotal)`` of every slot a key's string holds, oldest first."""
+def entries(string: bytes) -> Iterator[tuple[int, int, int]]:
+    """``(slot, subtotal, count)`` of every slot a key's string holds, oldest first."""
     if not string:
         return
     found = header(string)
     if found.form == b"L":
-        for slot, cell in _PAIR.iter_unpack(string[found.offset : found.offset + _PAIR.size * found.count]):
-            yield slot, cell - _BIAS
+        for slot, cell, count in _PAIR.iter_unpack(string[found.offset : found.offset + _PAIR.size * found.count]):
+            yield slot, cell - _BIAS, count
         return
-    ring = string[HEADER_SIZE : HEADER_SIZE + 8 * found.cells]
-    start = 8 * (found.oldest % found.cells)
+    size = _CELL.size
+    ring = string[HEADER_SIZE : HEADER_SIZE + size * found.cells]
+    start = size * (found.oldest % found.cells)
     oldest_first = ring[start:] + ring[:start]  # cell k holds slot oldest + k
-    for k, (cell,) in enumerate(_CELL.iter_unpack(oldest_first[: 8 * (found.head - found.oldest + 1)])):
+    for k, (cell, count) in enumerate(_CELL.iter_unpack(oldest_first[: size * (found.head - found.oldest + 1)])):
         if cell:
-            yield found.oldest + k, cell - _BIAS
+            yield found.oldest + k, cell - _BIAS, count

@@ -2,12 +2,16 @@
 
 Binary, framed like the log (see journal.py): a header (file_header.py) whose number
 is ``covers``, the sequence of the last log segment folded in (the segments up to it
-are replayed no more, even if a crash left them behind), then one record per key, then
+are replayed no more, even if a crash left them behind), then one record per key (each
+entry: time, subtotal and count), then
 one per live idempotency marker (with the time it expires), then an end record with the
 key count, so a cut-short file is told apart from a whole one, and (format 2) covers
 again. A damaged snapshot still yields every whole key before the damage; one whose
 covers cannot be known (header and end both damaged, or disagreeing) says so with
 ``covers = None``, and is never guessed at.
+
+Key records of type KEY and KEY_WIDE (format 1, and format 2 before counts were kept)
+hold no counts: their entries are read with count 0, "not known", never made up.
 """
 
 from __future__ import annotations
@@ -30,24 +34,29 @@ _END_V1 = struct.Struct("<BQ")  # type, key count
 _END = struct.Struct("<BQQ")  # type, key count, covers (format 2: as the header says, checked twice)
 _MARKER_HEAD = struct.Struct("<Bq")  # type, expires at µs (then the marker, packed as in the log)
 KEY, KEY_WIDE, END, MARKER = 1, 2, 3, 4  # KEY_WIDE: subtotals past 64 bits, each length-prefixed
+# Entries with their counts (written): (time i64, subtotal i64, count u32) each, or in
+# the wide form (time i64, length u16, subtotal, count u64) when one does not fit.
+KEY_COUNTED, KEY_COUNTED_WIDE = 5, 6
+_COUNTED = struct.Struct("<qqI")
+_WIDE_HEAD = struct.Struct("<qH")
 TEMPORARY_SUFFIX = ".tmp"
 MAX_KEY_BODY = 1 << 31  # a key's entries may exceed a log record's bound (exact mode)
 
-Entries = list[tuple[int, int]]  # (time_us, subtotal), oldest first
+Entries = list[tuple[int, int, int]]  # (time_us, subtotal, count; 0: not known), oldest first
 
 
 def _key_record(key: str, entries: Entries) -> bytes:
     encoded = key.encode()
-    flat = [number for pair in entries for number in pair]
+    flat = [number for entry in entries for number in entry]
     try:
-        packed = struct.pack(f"<{len(flat)}q", *flat)
-        kind = KEY
+        packed = struct.pack("<" + "qqI" * len(entries), *flat)
+        kind = KEY_COUNTED
     except struct.error:
         parts = []
-        for time_us, subtotal in entries:
+        for time_us, subtotal, count in entries:
             raw = subtotal.to_bytes((subtotal.bit_length() + 8) // 8, "little", signed=True)
-            parts.append(struct.pack("<qH", time_us, len(raw)) + raw)
-        packed, kind = b"".join(parts), KEY_WIDE
+            parts.append(_WIDE_HEAD.pack(time_us, len(raw)) + raw + count.to_bytes(8, "little"))
+        packed, kind = b"".join(parts), KEY_COUNTED_WIDE
     return framed(_KEY_HEAD.pack(kind, len(encoded), len(entries)) + encoded + packed)
 
 
@@ -160,19 +169,27 @@ def _read_key(body: bytes) -> tuple[str, Entries]:
     start = _KEY_HEAD.size
     key = body[start : start + key_length].decode()
     offset = start + key_length
-    if kind == KEY:
-        if len(body) - offset != 16 * count:
+    if kind in (KEY, KEY_COUNTED):
+        size = 16 if kind == KEY else _COUNTED.size
+        if len(body) - offset != size * count:
             raise ValueError("entry count does not match the record length")
-        flat = struct.unpack_from(f"<{2 * count}q", body, offset)
-        return key, list(zip(flat[::2], flat[1::2], strict=True))
-    if kind != KEY_WIDE:
+        if kind == KEY:  # no counts kept: each one not known
+            flat = struct.unpack_from(f"<{2 * count}q", body, offset)
+            return key, [(time_us, subtotal, 0) for time_us, subtotal in zip(flat[::2], flat[1::2], strict=True)]
+        return key, list(_COUNTED.iter_unpack(body[offset:]))
+    if kind not in (KEY_WIDE, KEY_COUNTED_WIDE):
         raise ValueError(f"unknown record type {kind}")
     entries = []
     for _ in range(count):
-        time_us, size = struct.unpack_from("<qH", body, offset)
-        offset += 10
-        entries.append((time_us, int.from_bytes(body[offset : offset + size], "little", signed=True)))
+        time_us, size = _WIDE_HEAD.unpack_from(body, offset)
+        offset += _WIDE_HEAD.size
+        subtotal = int.from_bytes(body[offset : offset + size], "little", signed=True)
         offset += size
+        counted = 0
+        if kind == KEY_COUNTED_WIDE:
+            counted = int.from_bytes(body[offset : offset + 8], "little")
+            offset += 8
+        entries.append((time_us, subtotal, counted))
     if offset != len(body):
         raise ValueError("entry count does not match the record length")
     return key, entries

@@ -19,14 +19,16 @@
 --   [21] head    int64    the newest slot held
 --   [29] oldest  int64    log: the oldest slot held; ring: no slot before it is held
 --   [37] offset  uint32   log: where the oldest pair starts; ring: 0
--- A slot's subtotal is a cell: 8 bytes, the int64 plus 2^63, so that eight zero
--- bytes are "no slot" and -2^63 is never a subtotal.
+-- A slot is a cell of CELL bytes: its subtotal, 8 bytes, the int64 plus 2^63, so that
+-- zero bytes are "no slot" and -2^63 is never a subtotal; then its count, a uint32:
+-- how many values were recorded in it (0: not known, a slot converted from layout 1,
+-- which kept no counts; it stays 0 whatever is added to it).
 -- Log (a few slots, and every key in exact mode): (slot int64, cell) pairs from
 -- `offset` on, oldest first. New slots are appended; aged-out pairs before `offset`
 -- are dropped once they take as much room as the live ones.
 -- Ring (a busy key in tick mode): `cells` cells; slot s is cell s mod cells. It holds
 -- the slots from `oldest` to `head`, at most span + 1: one window. A busy key costs
--- 8 bytes a slot, whatever it held before; it turns back into a log when it holds a
+-- 12 bytes a slot, whatever it held before; it turns back into a log when it holds a
 -- quarter of the threshold or less.
 --
 -- Arithmetic: Lua numbers are doubles, exact only up to 2^53, so an int64 is read as
@@ -38,11 +40,13 @@ local span = tonumber(ARGV[2])
 local ring_at = tonumber(ARGV[4])
 
 local HEADER, HEADER_FORMAT = 41, '>c1I4I4i8I4i8i8I4'
-local PAIR = 16
-local EMPTY = '\0\0\0\0\0\0\0\0'
+local CELL = 12
+local PAIR = 8 + CELL
+local EMPTY = string.rep('\0', CELL)
 local TWO31, TWO32 = 2147483648, 4294967296
-local READ = 4096 -- bytes of a log read at a time, a multiple of PAIR
-local MAX_STRING = 536870912 -- Redis's longest string (proto-max-bulk-len): 33 million pairs
+local MAX_COUNT = TWO32 - 1 -- values one slot counts at most
+local READ = 200 * PAIR -- bytes of a log read at a time, a multiple of PAIR
+local MAX_STRING = 536870912 -- Redis's longest string (proto-max-bulk-len): 26 million pairs
 
 local function now_us()
   if ARGV[3] ~= '' then
@@ -89,13 +93,25 @@ local function in_range(hi, lo)
   return hi < TWO31 and (hi > -TWO31 or (hi == -TWO31 and lo > 0))
 end
 
-local function cell(hi, lo)
-  return struct.pack('>I4I4', hi + TWO31, lo)
+local function cell(hi, lo, count)
+  return struct.pack('>I4I4I4', hi + TWO31, lo, count)
 end
 
 local function cell_value(packed)
   local biased, lo = struct.unpack('>I4I4', packed)
   return biased - TWO31, lo
+end
+
+local function cell_count(packed)
+  return (struct.unpack('>I4', packed, 9))
+end
+
+-- A slot's count after adding `added` values to its `held`: not known (0) stays so.
+local function merged_count(held, added)
+  if held == 0 or added == 0 then
+    return 0
+  end
+  return held + added
 end
 
 -- -- a key's string --------------------------------------------------------------
@@ -133,7 +149,7 @@ end
 -- The byte offset of the cell that holds `slot` (which must be held, or the head's next).
 local function cell_at(h, slot)
   if h.form == 'R' then
-    return HEADER + 8 * position(slot, h.cells)
+    return HEADER + CELL * position(slot, h.cells)
   end
   return h.offset + PAIR * (h.count - 1) + 8 -- the head is the last pair
 end
@@ -145,19 +161,19 @@ local function decode(h)
     local raw = redis.call('GETRANGE', h.key, h.offset, h.offset + PAIR * h.count - 1)
     for i = 1, #raw, PAIR do
       slots[#slots + 1] = struct.unpack('>i8', raw, i)
-      cells[#cells + 1] = string.sub(raw, i + 8, i + 15)
+      cells[#cells + 1] = string.sub(raw, i + 8, i + PAIR - 1)
     end
     return slots, cells
   end
-  local body = redis.call('GETRANGE', h.key, HEADER, HEADER + 8 * h.cells - 1)
-  local start = 8 * position(h.oldest, h.cells)
+  local body = redis.call('GETRANGE', h.key, HEADER, HEADER + CELL * h.cells - 1)
+  local start = CELL * position(h.oldest, h.cells)
   body = string.sub(body, start + 1) .. string.sub(body, 1, start) -- cell 0 is now slot `oldest`
   local at = string.find(body, '[^%z]')
   while at do
-    local first = at - (at - 1) % 8
-    slots[#slots + 1] = h.oldest + (first - 1) / 8
-    cells[#cells + 1] = string.sub(body, first, first + 7)
-    at = string.find(body, '[^%z]', first + 8)
+    local first = at - (at - 1) % CELL
+    slots[#slots + 1] = h.oldest + (first - 1) / CELL
+    cells[#cells + 1] = string.sub(body, first, first + CELL - 1)
+    at = string.find(body, '[^%z]', first + CELL)
   end
   return slots, cells
 end
@@ -203,7 +219,7 @@ end
 -- Drop a log's pairs before oldest_kept. Returns how many were dropped.
 local function evict_log(h, oldest_kept, later)
   local dropped, at, stop = 0, h.offset, h.offset + PAIR * h.count
-  local size = 256
+  local size = 16 * PAIR
   while at < stop do
     local raw = redis.call('GETRANGE', h.key, at, math.min(at + size, stop) - 1)
     for i = 1, #raw, PAIR do
@@ -233,14 +249,14 @@ local function evict_ring(h, oldest_kept, later)
   local first, last = position(from, cells), position(oldest_kept - 1, cells)
   local runs = first <= last and { { first, last } } or { { first, cells - 1 }, { 0, last } }
   for _, run in ipairs(runs) do
-    local start = HEADER + 8 * run[1]
-    local raw = redis.call('GETRANGE', h.key, start, HEADER + 8 * run[2] + 7)
+    local start = HEADER + CELL * run[1]
+    local raw = redis.call('GETRANGE', h.key, start, HEADER + CELL * run[2] + CELL - 1)
     local at, held = string.find(raw, '[^%z]'), 0
     while at do
-      local begin = at - (at - 1) % 8
+      local begin = at - (at - 1) % CELL
       h.hi, h.lo = subtract(h.hi, h.lo, cell_value(string.sub(raw, begin, begin + 7)))
       held = held + 1
-      at = string.find(raw, '[^%z]', begin + 8)
+      at = string.find(raw, '[^%z]', begin + CELL)
     end
     if held > 0 then
       redis.call('SETRANGE', h.key, start, string.rep('\0', #raw))

@@ -11,14 +11,16 @@
 -- ARGV[6]             the marker (fingerprint, status and body, packed by the caller), or ''
 -- ARGV[7]             n, the number of metric keys
 -- ARGV[8]             'index' when KEYS[n + 1] is the listing index, else ''
--- ARGV[8 + i]         the value for KEYS[i]: 8 bytes, a big-endian int64 (the caller
---                     sums a batch's values per key, exactly, and refuses a sum past int64)
+-- ARGV[8 + i]         the value for KEYS[i] and how many values it sums: 12 bytes, a
+--                     big-endian int64 and uint32 (the caller sums a batch's values per
+--                     key, exactly, refuses a sum past int64, and counts each event)
 --
 -- Returns {slots aged out, position i of each key this call created, ...}; or, when
 -- the marker's key holds one that has not expired, that marker, having changed
 -- nothing; or, raised before any value is written, the error "RINGSUM_RANGE <i>" (key
--- i's subtotal or total would leave int64) or "RINGSUM_FULL <i>" (key i holds as many
--- slots as one Redis string can: exact mode only, at about 33 million).
+-- i's subtotal or total would leave int64, or its newest slot would count more than
+-- MAX_COUNT values) or "RINGSUM_FULL <i>" (key i holds as many slots as one Redis
+-- string can: exact mode only, at about 26 million).
 
 local ttl, packed_marker = ARGV[5], ARGV[6]
 local count = tonumber(ARGV[7])
@@ -60,8 +62,8 @@ end
 for i = 1, count do
   local h, dropped = evict(load(KEYS[i]), slot - span, true)
   evicted = evicted + dropped
-  local vhi, vlo = struct.unpack('>i4I4', ARGV[8 + i])
-  local plan = { key = KEYS[i], h = h, hi = vhi, lo = vlo }
+  local vhi, vlo, vcount = struct.unpack('>i4I4I4', ARGV[8 + i])
+  local plan = { key = KEYS[i], h = h, hi = vhi, lo = vlo, count = vcount }
   if not h then
     result[#result + 1] = i -- nothing held (after ageing out): this call creates the key
   else
@@ -73,10 +75,12 @@ for i = 1, count do
     end
     if plan.merge then
       local at = cell_at(h, h.head)
-      plan.hi, plan.lo = add(vhi, vlo, cell_value(redis.call('GETRANGE', h.key, at, at + 7)))
+      local held = redis.call('GETRANGE', h.key, at, at + CELL - 1)
+      plan.hi, plan.lo = add(vhi, vlo, cell_value(held))
+      plan.count = merged_count(cell_count(held), vcount)
     end
     plan.total_hi, plan.total_lo = add(h.hi, h.lo, vhi, vlo)
-    if not (in_range(plan.hi, plan.lo) and in_range(plan.total_hi, plan.total_lo)) then
+    if not (in_range(plan.hi, plan.lo) and in_range(plan.total_hi, plan.total_lo)) or plan.count > MAX_COUNT then
       return refuse('RINGSUM_RANGE ' .. i, h)
     end
   end
@@ -85,7 +89,7 @@ end
 
 for i = 1, count do
   local plan = plans[i]
-  local h, value = plan.h, cell(plan.hi, plan.lo)
+  local h, value = plan.h, cell(plan.hi, plan.lo, plan.count)
   if not h then
     h = { form = 'L', count = 1, cells = 0, hi = plan.hi, lo = plan.lo, head = slot, oldest = slot, offset = HEADER }
     redis.call('SET', plan.key, header(h) .. struct.pack('>i8', slot) .. value, 'PX', ttl)
@@ -95,7 +99,7 @@ for i = 1, count do
       redis.call('SETRANGE', h.key, cell_at(h, h.head), value)
       save(h)
     elseif h.form == 'R' then
-      redis.call('SETRANGE', h.key, HEADER + 8 * position(slot, h.cells), value)
+      redis.call('SETRANGE', h.key, HEADER + CELL * position(slot, h.cells), value)
       h.count, h.head = h.count + 1, slot
       save(h)
     elseif ring_at > 0 and h.count >= ring_at then -- one more slot than a log holds: a ring

@@ -47,13 +47,14 @@ local function layout_1(hash, zset)
       if not in_range(hi, lo) then
         return redis.error_reply('RINGSUM_RANGE ' .. hash .. ' holds a subtotal past int64')
       end
-      slots[#slots + 1], cells[#cells + 1] = tonumber(chunk[i]), cell(hi, lo)
+      slots[#slots + 1], cells[#cells + 1] = tonumber(chunk[i]), cell(hi, lo, 0) -- layout 1 kept no counts
     end
   end
   return slots, cells
 end
 
--- Two lists of slots (oldest first) as one; a slot in both adds its cells.
+-- Two lists of slots (oldest first) as one; a slot in both adds its cells (its count
+-- is not known when either's is not).
 local function merged(slots_a, cells_a, slots_b, cells_b)
   local slots, cells, a, b = {}, {}, 1, 1
   while a <= #slots_a or b <= #slots_b do
@@ -61,19 +62,21 @@ local function merged(slots_a, cells_a, slots_b, cells_b)
     if b > #slots_b or (a <= #slots_a and slots_a[a] < slot) then
       slot = slots_a[a]
     end
-    local hi, lo = 0, 0
+    local hi, lo, count = 0, 0, nil
     if slots_a[a] == slot then
       hi, lo = add(hi, lo, cell_value(cells_a[a]))
+      count = cell_count(cells_a[a])
       a = a + 1
     end
     if slots_b[b] == slot then
       hi, lo = add(hi, lo, cell_value(cells_b[b]))
+      count = count and merged_count(count, cell_count(cells_b[b])) or cell_count(cells_b[b])
       b = b + 1
     end
     if not in_range(hi, lo) then
       return redis.error_reply('RINGSUM_RANGE a slot of both layouts adds up past int64')
     end
-    slots[#slots + 1], cells[#cells + 1] = slot, cell(hi, lo)
+    slots[#slots + 1], cells[#cells + 1] = slot, cell(hi, lo, count)
   end
   return slots, cells
 end
