@@ -115,7 +115,7 @@ class RedisClusterStorage(RedisStorage):
         would retry (counting twice); the next census re-adds the keys."""
         try:
             with self._errors():
-                cluster = self._connect()
+                cluster: RedisCluster = self._connect()  # type: ignore[assignment]  # _new_client made one
                 # The index's node stalled: skip it at once (no wait, no slots read again).
                 self._breakers.check(cluster.get_node_from_key(INDEX).name)
                 cluster.zadd(INDEX, dict.fromkeys(keys, 0))
