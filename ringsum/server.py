@@ -56,7 +56,8 @@ from .access_log import AccessLog, AccessLogMode, TrustedProxies
 from .config import Settings
 from .edge import Edge, EdgeLimits
 from .heartbeat import Heartbeats
-from .observability import refusal_counter
+from .observability import refusal_counter, serving_under
+from .process_metrics import Roster, Server
 from .sd_notify import Notifier
 from .state import close_app, is_ringsum
 from .units import format_duration
@@ -137,10 +138,11 @@ def run_worker(
     parent: int,
     connections: int,
     heartbeat: Callable[[], None],
+    roster: Roster | None = None,
 ) -> int:
     """The body of a worker process: build the app (which waits for the data dir a
     predecessor is handing over), serve until told to stop, close. ``heartbeat`` is
-    called from the loop while it serves."""
+    called from the loop while it serves; ``roster`` names its siblings, for /metrics."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
@@ -152,6 +154,8 @@ def run_worker(
         print(f"ringsum: {error}", file=sys.stderr, flush=True)
         return EXIT_START_FAILED
     on_refusal = refusal_counter(app) if is_ringsum(app) else None
+    if is_ringsum(app) and roster is not None:
+        serving_under(app, Server(parent, roster, shared_metrics.consistent_read))
     access = None if options.access_log is AccessLogMode.OFF else AccessLog(options.access_log, options.trusted_proxies)
     edge = Edge(app, options.limits, options.threads, connections, on_refusal, access)
     gc_policy.start()  # after the start-up allocations, so the first freeze takes them all
@@ -227,6 +231,7 @@ class Supervisor:
         self.killed_silent: set[int] = set()  # killed for their silence, not reaped yet
         self.quick_deaths = 0  # workers in a row that died before they lived _LIVED_LONG_S
         self.heartbeats = Heartbeats(options.workers)  # before any fork: every worker shares it
+        self.roster = Roster(options.workers)  # likewise: each slot's pid, for process_* on /metrics
         self.shared_metrics: shared_metrics.SharedDirectory | None = None
         # Every connection is a file descriptor; keep some for the data dir, Redis, logs.
         self.max_connections = max(16, raise_open_file_limit() - 128)
@@ -301,13 +306,17 @@ class Supervisor:
         if pid == 0:  # the worker
             code = 1
             try:
+                self.roster.started(slot, os.getpid())
                 beat = functools.partial(self.heartbeats.beat, slot)
-                code = run_worker(self.build_app, self.sock, self.options, parent, self.max_connections, beat)
+                code = run_worker(
+                    self.build_app, self.sock, self.options, parent, self.max_connections, beat, self.roster
+                )
             except BaseException:
                 log.exception("ringsum worker %d failed", os.getpid())
             finally:
                 logging.shutdown()
                 os._exit(code)
+        self.roster.started(slot, pid)
         self.workers[pid] = slot
         self.born[pid] = time.monotonic()
 
@@ -315,13 +324,12 @@ class Supervisor:
         """Schedule a replacement for each worker that died; an exit status to give up
         with (a worker that could not start), or None."""
         while self.workers:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status = self._wait(-1, os.WNOHANG)
             if pid == 0:
                 return None
             slot = self.workers.pop(pid, None)
             if slot is None:
                 continue
-            self._ended(pid)
             lived = time.monotonic() - self.born.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             if code == EXIT_START_FAILED:
@@ -340,10 +348,20 @@ class Supervisor:
             )
         return None
 
-    def _ended(self, pid: int) -> None:
-        """Bookkeeping for a reaped worker: its metrics files, when workers share them."""
-        if self.shared_metrics is not None:
-            self.shared_metrics.worker_ended(pid)
+    def _wait(self, pid: int, options: int) -> tuple[int, int]:
+        """``os.waitpid``, and the bookkeeping of the worker it reaps (its slot in the
+        roster, its metrics files), as one step to a scrape: with ``--workers N``, under
+        the metrics directory's lock (see ringsum.process_metrics)."""
+        shared = self.shared_metrics
+        with shared.locked() if shared is not None else contextlib.nullcontext():
+            found, status = os.waitpid(pid, options)
+            if found:
+                slot = self.workers.get(found)
+                if slot is not None:
+                    self.roster.ended(slot, found)
+                if shared is not None:
+                    shared.worker_ended(found)
+        return found, status
 
     def _restart_delay(self, lived: float) -> float:
         """None after a worker that lived long, nor for the first that died young; then
@@ -404,9 +422,8 @@ class Supervisor:
         timeout = self.options.worker_timeout_s
         deadline = time.monotonic() + STOP_GRACE_S + 5
         while time.monotonic() < deadline:
-            done, _ = os.waitpid(pid, os.WNOHANG)
+            done, _ = self._wait(pid, os.WNOHANG)
             if done:
-                self._ended(pid)
                 return
             silent = None if slot is None or not timeout else self.heartbeats.silent_for(slot)
             if silent is not None and silent > timeout:
@@ -414,8 +431,7 @@ class Supervisor:
             time.sleep(0.01)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        self._ended(pid)
+        self._wait(pid, 0)
 
     def _stop_all(self) -> None:
         for pid in list(self.workers):
