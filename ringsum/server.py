@@ -7,7 +7,8 @@ backlog instead of being refused. The start line ("serving") is said once a work
 beaten its heartbeat (below): its app is built (memory storage: the data dir held and
 read back) and its loop serves the port, so a start refused on the way never claims to
 serve. SIGHUP replaces each worker in turn (the old one stops, then the new one reads
-the data dir back); SIGTERM/SIGINT stop everything cleanly. A worker whose supervisor
+the data dir back); SIGTERM/SIGINT stop everything cleanly, and the last line says so
+("stopped", once every worker has closed its storage). A worker whose supervisor
 dies, however it died, stops too: nothing orphaned keeps serving.
 
 A worker that dies is replaced. So is one that stops answering: each worker's event
@@ -58,6 +59,7 @@ from .edge import Edge, EdgeLimits
 from .heartbeat import Heartbeats
 from .observability import refusal_counter, serving_under
 from .process_metrics import Roster, Server
+from .said_once import SaidOnce
 from .sd_notify import Notifier
 from .state import close_app, is_ringsum
 from .units import format_duration
@@ -139,15 +141,19 @@ def run_worker(
     connections: int,
     heartbeat: Callable[[], None],
     roster: Roster | None = None,
+    said: SaidOnce | None = None,
 ) -> int:
     """The body of a worker process: build the app (which waits for the data dir a
     predecessor is handing over), serve until told to stop, close. ``heartbeat`` is
-    called from the loop while it serves; ``roster`` names its siblings, for /metrics."""
+    called from the loop while it serves; ``roster`` names its siblings, for /metrics;
+    ``said`` keeps the lines about the whole server to one worker."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the supervisor's business
     _die_with_parent(parent)
+    if said is not None:
+        said.install()
     try:
         app = build_app()
     except Exception as error:  # DataDirInUse, an unreadable data dir, Redis settings...
@@ -230,8 +236,10 @@ class Supervisor:
         self.restarts: dict[int, float] = {}  # slot -> when its next worker is due (monotonic)
         self.killed_silent: set[int] = set()  # killed for their silence, not reaped yet
         self.quick_deaths = 0  # workers in a row that died before they lived _LIVED_LONG_S
+        self.stopped_by = ""  # why it stopped, for the last line: a signal, or a worker that could not start
         self.heartbeats = Heartbeats(options.workers)  # before any fork: every worker shares it
         self.roster = Roster(options.workers)  # likewise: each slot's pid, for process_* on /metrics
+        self.said = SaidOnce()  # likewise: lines about the whole server, said by one worker
         self.shared_metrics: shared_metrics.SharedDirectory | None = None
         # Every connection is a file descriptor; keep some for the data dir, Redis, logs.
         self.max_connections = max(16, raise_open_file_limit() - 128)
@@ -260,6 +268,7 @@ class Supervisor:
             signum = received.si_signo if received else None
             if signum in (signal.SIGTERM, signal.SIGINT):
                 self.notifier.notify("STOPPING=1", "STATUS=stopping")
+                self.stopped_by = signal.Signals(signum).name
                 break
             if signum == signal.SIGHUP:
                 self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
@@ -268,6 +277,7 @@ class Supervisor:
             failed = self._reap()
             if failed is not None:
                 status = failed
+                self.stopped_by = "a worker could not start"
                 break
             self._kill_silent()
             self._start_due()
@@ -309,7 +319,7 @@ class Supervisor:
                 self.roster.started(slot, os.getpid())
                 beat = functools.partial(self.heartbeats.beat, slot)
                 code = run_worker(
-                    self.build_app, self.sock, self.options, parent, self.max_connections, beat, self.roster
+                    self.build_app, self.sock, self.options, parent, self.max_connections, beat, self.roster, self.said
                 )
             except BaseException:
                 log.exception("ringsum worker %d failed", os.getpid())
@@ -489,4 +499,8 @@ def serve(build_app: AppFactory, options: ServeOptions, describe: Describe | Non
         return 1
     status = describe(sock.getsockname()) if describe is not None else "serving"
     announce = None if describe is None else functools.partial(log.info, status)
-    return Supervisor(build_app, sock, options, notifier, status, announce).run()
+    supervisor = Supervisor(build_app, sock, options, notifier, status, announce)
+    code = supervisor.run()
+    if describe is not None:  # the last line, once every worker has stopped and closed its storage
+        log.info("ringsum stopped (%s)", supervisor.stopped_by)
+    return code
