@@ -104,6 +104,17 @@ def _rows(results: dict) -> list[Row]:
                     None,
                 )
             )
+    if access := results.get("access_log"):
+        for method in ("post", "get"):
+            cpu, ratio = f"{method}_cpu_us", access[f"{method}_cpu_ratio"]
+            rows.append(
+                (
+                    f"{method.upper()} server CPU us/request: RINGSUM_ACCESS_LOG=text / off",
+                    f"{access['text'][cpu]:,.1f} / {access['off'][cpu]:,.1f} = {ratio:.3f}x",
+                    "<= 1.05x",
+                    ratio <= 1.05,
+                )
+            )
     if clients := results.get("hostile_clients"):
         base = clients["none"]
         labels = {
@@ -349,7 +360,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated: single,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,redis_footprint,"
+        help="comma-separated: single,access_log,edge,hostile,batch,memory,flat,scale,sweep,redis,footprint,redis_footprint,"
         "churn,listing,durability,idempotency,scrape,attacks",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -358,6 +369,7 @@ def main() -> int:
     rounds, seconds = (1, 1) if args.quick else (5, 3)
     steps: dict[str, tuple[str, Callable[[], dict]]] = {
         "single": ("single_posts", lambda: http_load.single_posts(rounds, seconds)),
+        "access_log": ("access_log", lambda: http_load.access_log_cost(rounds, seconds)),
         "edge": ("hostile_clients", lambda: edge.hostile_clients(rounds, seconds)),
         "batch": ("batch_ingest", lambda: http_load.batch_ingest(rounds, seconds)),
         "memory": ("memory_bound", lambda: _memory_bound(360 if args.quick else 3600)),

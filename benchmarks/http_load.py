@@ -82,6 +82,21 @@ def single_posts(rounds: int, seconds: float) -> dict:
         return _alternating(servers, rounds, seconds)
 
 
+def access_log_cost(rounds: int, seconds: float) -> dict:
+    """The single-request step's load (POST and GET, wrk -c16) on ringsum with
+    RINGSUM_ACCESS_LOG=off and =text (the default), taking turns: what the access log
+    costs in server CPU per request (its lines go to a file, as under a service manager)."""
+    with ExitStack() as stack:
+        servers = {
+            mode: stack.enter_context(ringsum_server(env={"RINGSUM_ACCESS_LOG": mode})) for mode in ("off", "text")
+        }
+        found = _alternating(servers, rounds, seconds)
+    for method in ("post", "get"):
+        cpu = f"{method}_cpu_us"
+        found[f"{method}_cpu_ratio"] = found["text"][cpu] / found["off"][cpu]
+    return found
+
+
 def batch_ingest(rounds: int, seconds: float, batch: int = 1000) -> dict:
     """Item 2: values/s when posting batches of ``batch`` events over 100 keys."""
     body = _batch_body(batch, lambda index: f"batch.{index % 100}")
