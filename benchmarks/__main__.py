@@ -115,6 +115,17 @@ def _rows(results: dict) -> list[Row]:
                     ratio <= 1.05,
                 )
             )
+        if "line_us" in access:
+            for method in ("post", "get"):
+                rows.append(
+                    (
+                        f"{method.upper()}: one access line (in process) / server CPU per request with the log off",
+                        f"{access['line_us']:.2f} / {access['off'][f'{method}_cpu_us']:,.1f} us "
+                        f"= +{access[f'{method}_line_ratio'] - 1:.1%}",
+                        "<= +5%",
+                        access[f"{method}_line_ratio"] <= 1.05,
+                    )
+                )
     if clients := results.get("hostile_clients"):
         base = clients["none"]
         labels = {
