@@ -116,6 +116,28 @@ def _rows(results: dict) -> list[Row]:
                     None,
                 )
             )
+    if access := results.get("access_log"):
+        for method in ("post", "get"):
+            cpu, ratio = f"{method}_cpu_us", access[f"{method}_cpu_ratio"]
+            rows.append(
+                (
+                    f"{method.upper()} server CPU us/request: RINGSUM_ACCESS_LOG=text / off",
+                    f"{access['text'][cpu]:,.1f} / {access['off'][cpu]:,.1f} = {ratio:.3f}x",
+                    "<= 1.05x",
+                    ratio <= 1.05,
+                )
+            )
+        if "line_us" in access:
+            for method in ("post", "get"):
+                rows.append(
+                    (
+                        f"{method.upper()}: one access line (in process) / server CPU per request with the log off",
+                        f"{access['line_us']:.2f} / {access['off'][f'{method}_cpu_us']:,.1f} us "
+                        f"= +{access[f'{method}_line_ratio'] - 1:.1%}",
+                        "<= +5%",
+                        access[f"{method}_line_ratio"] <= 1.05,
+                    )
+                )
     if clients := results.get("hostile_clients"):
         base = clients["none"]
         labels = {
@@ -403,6 +425,7 @@ def _parser() -> argparse.ArgumentParser:
 # The steps, in the order they run: --only names them; each gives one key of the results.
 STEPS = (
     "single",
+    "access_log",
     "edge",
     "batch",
     "memory",
@@ -433,6 +456,7 @@ def _steps(size: str) -> dict[str, tuple[str, Callable[[], dict]]]:
     quick = size != "full"
     return {
         "single": ("single_posts", lambda: http_load.single_posts(rounds, seconds)),
+        "access_log": ("access_log", lambda: http_load.access_log_cost(rounds, seconds)),
         "edge": ("hostile_clients", lambda: edge.hostile_clients(rounds, seconds)),
         "batch": ("batch_ingest", lambda: http_load.batch_ingest(rounds, seconds)),
         "memory": ("memory_bound", lambda: _memory_bound(pick(3600, 360, 2))),

@@ -82,6 +82,60 @@ def single_posts(rounds: int, seconds: float) -> dict:
         return _alternating(servers, rounds, seconds)
 
 
+def access_log_cost(rounds: int, seconds: float) -> dict:
+    """The single-request step's load (POST and GET, wrk -c16) on ringsum with
+    RINGSUM_ACCESS_LOG=off and =text (the default), taking turns: what the access log
+    costs in server CPU per request (its lines go to a file, as under a service manager).
+    Rounds go off-text, text-off, ...: whichever runs first in a round gets no edge."""
+    with ExitStack() as stack:
+        servers = {
+            mode: stack.enter_context(ringsum_server(env={"RINGSUM_ACCESS_LOG": mode})) for mode in ("off", "text")
+        }
+        runs: dict[str, dict[str, list[float]]] = {mode: {} for mode in servers}
+        for turn in range(rounds):
+            order = list(servers) if turn % 2 == 0 else list(reversed(servers))
+            found = _alternating({mode: servers[mode] for mode in order}, 1, seconds)
+            for mode, by in found.items():
+                for figure, values in by["runs"].items():
+                    runs[mode].setdefault(figure, []).extend(values)
+    found = {
+        mode: {**{figure: median(values) for figure, values in by.items()}, "runs": by} for mode, by in runs.items()
+    }
+    found["line_us"] = access_line_us()
+    for method in ("post", "get"):
+        cpu = f"{method}_cpu_us"
+        found[f"{method}_cpu_ratio"] = found["text"][cpu] / found["off"][cpu]
+        # The same cost from the line alone: steadier than the difference of two loaded runs.
+        found[f"{method}_line_ratio"] = 1 + found["line_us"] / found["off"][cpu]
+    return found
+
+
+def access_line_us(count: int = 100_000) -> float:
+    """CPU µs one text access line costs the edge (``Connection._log_access``, the line's
+    format and its share of the buffered writes, to a file), in process, best of 7."""
+    from ringsum.access_log import AccessLog, AccessLogMode, TrustedProxies
+    from ringsum.edge import Connection
+    from ringsum.http1 import Request
+
+    class Answered:
+        peer = ("127.0.0.1", 50000)
+        started = time.perf_counter()
+        log_access = Connection._log_access
+
+    request = Request("POST", b"/metric/post", "HTTP/1.1", ((b"host", b"127.0.0.1"),), b'{"value": 3}', False, True)
+    answered = Answered()
+    best = float("inf")
+    with tempfile.TemporaryFile() as sink:
+        log = AccessLog(AccessLogMode.TEXT, TrustedProxies(), fd=sink.fileno())
+        for _ in range(7):
+            started = time.process_time()
+            for _ in range(count):
+                answered.log_access(log, request, 200, 2)
+            log.flush()
+            best = min(best, (time.process_time() - started) / count * 1e6)
+    return best
+
+
 def batch_ingest(rounds: int, seconds: float, batch: int = 1000) -> dict:
     """Values/s when posting batches of ``batch`` events over 100 keys."""
     body = _batch_body(batch, lambda index: f"batch.{index % 100}")

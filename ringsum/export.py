@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from .said_once import server_wide
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class WindowSumExport:
                 "are exported, ringsum_window_sum_keys_dropped counts the rest; narrow the prefixes or raise the cap",
                 self.max_keys,
                 exported,
+                extra=server_wide(),
             )
         yield sums
         yield GaugeMetricFamily(

@@ -2,10 +2,13 @@
 
 Each app has its own registry (test apps never collide). Per request only a dict
 lookup, a counter increment and a histogram observation are paid; the label
-children are cached per (route, method, status). What the storage holds (keys,
+children are cached per (route, method, status). The latency histogram has no status
+label, as Prometheus's own HTTP instrumentation does: each label value multiplies its
+15 series, and the status is the counter's (``ringsum_http_requests_total``). What the storage holds (keys,
 entries, evictions, sweep time, the exported sums) is read once per scrape, never
 per request. Under ``--workers N`` the instruments are shared by the workers
-(``ringsum.shared_metrics``), so a scrape sums them whichever worker answers.
+(``ringsum.shared_metrics``), so a scrape sums them whichever worker answers; the
+``process_*`` figures are those of the whole server (``ringsum.process_metrics``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from prometheus_client.registry import Collector
 from . import shared_metrics, state
 from .config import Settings
 from .export import WindowSumExport
+from .process_metrics import ProcessCollector, Server
 from .state import metrics, storage
 from .storage import (
     KeyLimitReached,
@@ -190,8 +194,8 @@ class Metrics:
         )
         self.latency = Histogram(
             "ringsum_http_request_duration_seconds",
-            "Time to answer an HTTP request, by route (the URL rule), method and status.",
-            ["route", "method", "status"],
+            "Time to answer an HTTP request, by route (the URL rule) and method.",
+            ["route", "method"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -243,6 +247,8 @@ class Metrics:
             self.scrape_registry.register(shared_metrics.SharedCollector(shared))
             self.sync_evictions = _EvictionsMirror(storage, self.registry).sync
         self.scrape_registry.register(BuildInfoCollector())  # read in the worker that answers
+        self.processes = ProcessCollector(shared=shared is not None)
+        self.scrape_registry.register(self.processes)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         children = self._children.get((route, method, status))
@@ -254,8 +260,8 @@ class Metrics:
 
     def _bind(self, route: str, method: str, status: int) -> tuple[Callable[[], None], Callable[[float], None]]:
         """The label children of one (route, method, status), looked up once."""
-        labels = (route, method if method in _METHODS else "other", str(status))
-        return self.requests.labels(*labels).inc, self.latency.labels(*labels).observe
+        method = method if method in _METHODS else "other"
+        return self.requests.labels(route, method, str(status)).inc, self.latency.labels(route, method).observe
 
 
 class _EvictionsMirror:
@@ -285,6 +291,12 @@ def refusal_counter(app: Flask) -> Callable[[str], None]:
     """What the edge calls with the reason of each request it refuses."""
     refusals = metrics(app).edge_refusals
     return lambda reason: refusals.labels(reason).inc()
+
+
+def serving_under(app: Flask, server: Server) -> None:
+    """This app serves in a worker of ringsum's supervisor: its ``process_*`` figures
+    are then those of every process of the server."""
+    metrics(app).processes.server = server
 
 
 def count_recorded(values: int) -> None:

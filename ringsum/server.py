@@ -7,7 +7,8 @@ backlog instead of being refused. The start line ("serving") is said once a work
 beaten its heartbeat (below): its app is built (memory storage: the data dir held and
 read back) and its loop serves the port, so a start refused on the way never claims to
 serve. SIGHUP replaces each worker in turn (the old one stops, then the new one reads
-the data dir back); SIGTERM/SIGINT stop everything cleanly. A worker whose supervisor
+the data dir back); SIGTERM/SIGINT stop everything cleanly, and the last line says so
+("stopped", once every worker has closed its storage). A worker whose supervisor
 dies, however it died, stops too: nothing orphaned keeps serving.
 
 A worker that dies is replaced. So is one that stops answering: each worker's event
@@ -56,7 +57,9 @@ from .access_log import AccessLog, AccessLogMode, TrustedProxies
 from .config import Settings
 from .edge import Edge, EdgeLimits
 from .heartbeat import Heartbeats
-from .observability import refusal_counter
+from .observability import refusal_counter, serving_under
+from .process_metrics import Roster, Server
+from .said_once import SaidOnce
 from .sd_notify import Notifier
 from .state import close_app, is_ringsum
 from .units import format_duration
@@ -137,21 +140,28 @@ def run_worker(
     parent: int,
     connections: int,
     heartbeat: Callable[[], None],
+    roster: Roster | None = None,
+    said: SaidOnce | None = None,
 ) -> int:
     """The body of a worker process: build the app (which waits for the data dir a
     predecessor is handing over), serve until told to stop, close. ``heartbeat`` is
-    called from the loop while it serves."""
+    called from the loop while it serves; ``roster`` names its siblings, for /metrics;
+    ``said`` keeps the lines about the whole server to one worker."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the supervisor's business
     _die_with_parent(parent)
+    if said is not None:
+        said.install()
     try:
         app = build_app()
     except Exception as error:  # DataDirInUse, an unreadable data dir, Redis settings...
         print(f"ringsum: {error}", file=sys.stderr, flush=True)
         return EXIT_START_FAILED
     on_refusal = refusal_counter(app) if is_ringsum(app) else None
+    if is_ringsum(app) and roster is not None:
+        serving_under(app, Server(parent, roster, shared_metrics.consistent_read))
     access = None if options.access_log is AccessLogMode.OFF else AccessLog(options.access_log, options.trusted_proxies)
     edge = Edge(app, options.limits, options.threads, connections, on_refusal, access)
     gc_policy.start()  # after the start-up allocations, so the first freeze takes them all
@@ -226,7 +236,10 @@ class Supervisor:
         self.restarts: dict[int, float] = {}  # slot -> when its next worker is due (monotonic)
         self.killed_silent: set[int] = set()  # killed for their silence, not reaped yet
         self.quick_deaths = 0  # workers in a row that died before they lived _LIVED_LONG_S
+        self.stopped_by = ""  # why it stopped, for the last line: a signal, or a worker that could not start
         self.heartbeats = Heartbeats(options.workers)  # before any fork: every worker shares it
+        self.roster = Roster(options.workers)  # likewise: each slot's pid, for process_* on /metrics
+        self.said = SaidOnce()  # likewise: lines about the whole server, said by one worker
         self.shared_metrics: shared_metrics.SharedDirectory | None = None
         # Every connection is a file descriptor; keep some for the data dir, Redis, logs.
         self.max_connections = max(16, raise_open_file_limit() - 128)
@@ -255,6 +268,7 @@ class Supervisor:
             signum = received.si_signo if received else None
             if signum in (signal.SIGTERM, signal.SIGINT):
                 self.notifier.notify("STOPPING=1", "STATUS=stopping")
+                self.stopped_by = signal.Signals(signum).name
                 break
             if signum == signal.SIGHUP:
                 self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
@@ -263,6 +277,7 @@ class Supervisor:
             failed = self._reap()
             if failed is not None:
                 status = failed
+                self.stopped_by = "a worker could not start"
                 break
             self._kill_silent()
             self._start_due()
@@ -301,13 +316,17 @@ class Supervisor:
         if pid == 0:  # the worker
             code = 1
             try:
+                self.roster.started(slot, os.getpid())
                 beat = functools.partial(self.heartbeats.beat, slot)
-                code = run_worker(self.build_app, self.sock, self.options, parent, self.max_connections, beat)
+                code = run_worker(
+                    self.build_app, self.sock, self.options, parent, self.max_connections, beat, self.roster, self.said
+                )
             except BaseException:
                 log.exception("ringsum worker %d failed", os.getpid())
             finally:
                 logging.shutdown()
                 os._exit(code)
+        self.roster.started(slot, pid)
         self.workers[pid] = slot
         self.born[pid] = time.monotonic()
 
@@ -315,13 +334,12 @@ class Supervisor:
         """Schedule a replacement for each worker that died; an exit status to give up
         with (a worker that could not start), or None."""
         while self.workers:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status = self._wait(-1, os.WNOHANG)
             if pid == 0:
                 return None
             slot = self.workers.pop(pid, None)
             if slot is None:
                 continue
-            self._ended(pid)
             lived = time.monotonic() - self.born.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             if code == EXIT_START_FAILED:
@@ -340,10 +358,20 @@ class Supervisor:
             )
         return None
 
-    def _ended(self, pid: int) -> None:
-        """Bookkeeping for a reaped worker: its metrics files, when workers share them."""
-        if self.shared_metrics is not None:
-            self.shared_metrics.worker_ended(pid)
+    def _wait(self, pid: int, options: int) -> tuple[int, int]:
+        """``os.waitpid``, and the bookkeeping of the worker it reaps (its slot in the
+        roster, its metrics files), as one step to a scrape: with ``--workers N``, under
+        the metrics directory's lock (see ringsum.process_metrics)."""
+        shared = self.shared_metrics
+        with shared.locked() if shared is not None else contextlib.nullcontext():
+            found, status = os.waitpid(pid, options)
+            if found:
+                slot = self.workers.get(found)
+                if slot is not None:
+                    self.roster.ended(slot, found)
+                if shared is not None:
+                    shared.worker_ended(found)
+        return found, status
 
     def _restart_delay(self, lived: float) -> float:
         """None after a worker that lived long, nor for the first that died young; then
@@ -404,9 +432,8 @@ class Supervisor:
         timeout = self.options.worker_timeout_s
         deadline = time.monotonic() + STOP_GRACE_S + 5
         while time.monotonic() < deadline:
-            done, _ = os.waitpid(pid, os.WNOHANG)
+            done, _ = self._wait(pid, os.WNOHANG)
             if done:
-                self._ended(pid)
                 return
             silent = None if slot is None or not timeout else self.heartbeats.silent_for(slot)
             if silent is not None and silent > timeout:
@@ -414,8 +441,7 @@ class Supervisor:
             time.sleep(0.01)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        self._ended(pid)
+        self._wait(pid, 0)
 
     def _stop_all(self) -> None:
         for pid in list(self.workers):
@@ -473,4 +499,8 @@ def serve(build_app: AppFactory, options: ServeOptions, describe: Describe | Non
         return 1
     status = describe(sock.getsockname()) if describe is not None else "serving"
     announce = None if describe is None else functools.partial(log.info, status)
-    return Supervisor(build_app, sock, options, notifier, status, announce).run()
+    supervisor = Supervisor(build_app, sock, options, notifier, status, announce)
+    code = supervisor.run()
+    if describe is not None:  # the last line, once every worker has stopped and closed its storage
+        log.info("ringsum stopped (%s)", supervisor.stopped_by)
+    return code

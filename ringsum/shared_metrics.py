@@ -27,10 +27,11 @@ The mode's constraints, and how ringsum meets them:
 - Gauges need an aggregation over workers: ``ringsum_workers`` is ``livesum`` (each
   live worker adds 1; ``mark_process_dead`` drops a dead worker's file). Gauges with
   ``set_function``, Info and Enum do not work in this mode; ringsum uses none.
-- Custom collectors are not shared: they run in the worker that answers. Those that
-  describe one process (the process collector: CPU, memory) would show that worker only,
-  so none is registered; ``StorageCollector`` and the exported sums read the storage,
-  which every worker shares, so they are whole whichever worker runs them.
+- Custom collectors are not shared: they run in the worker that answers.
+  ``StorageCollector`` and the exported sums read the storage, which every worker
+  shares, so they are whole whichever worker runs them; the process figures
+  (``ringsum.process_metrics``) read every process of the server from /proc, under the
+  same shared lock, since the supervisor reaps a worker under the exclusive one.
 
 One worker (the default) does none of this: its instruments are plain in-process
 values, which cost a third of a shared one's update (measured in benchmarks).
@@ -105,15 +106,29 @@ class SharedCollector(Collector):
         return []
 
     def collect(self) -> Iterator:
-        # A descriptor of its own per scrape: flock belongs to the open file, and with
-        # --threads N one scrape's unlock must not drop the lock another one holds.
-        lock = os.open(os.path.join(self._path, _LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_SH)
+        with _flocked(self._path, fcntl.LOCK_SH):
             found = list(self._reader.collect())
-        finally:
-            os.close(lock)
         yield from found
+
+
+def consistent_read() -> contextlib.AbstractContextManager[object]:
+    """Held while a scrape reads what the supervisor changes as it reaps a worker (the
+    files here; the processes ``ringsum.process_metrics`` reads): the directory's shared
+    lock, or nothing when this process serves alone."""
+    shared = directory()
+    return contextlib.nullcontext() if shared is None else _flocked(shared, fcntl.LOCK_SH)
+
+
+@contextlib.contextmanager
+def _flocked(path: str, operation: int) -> Iterator[None]:
+    # A descriptor of its own each time: flock belongs to the open file, and with
+    # --threads N one scrape's unlock must not drop the lock another one holds.
+    fd = os.open(os.path.join(path, _LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, operation)
+        yield
+    finally:
+        os.close(fd)
 
 
 # -- in the supervisor ---------------------------------------------------------------
@@ -134,14 +149,19 @@ class SharedDirectory:
         os.environ[ENVIRON] = path
         return cls(path)
 
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """The directory's exclusive lock: the supervisor reaps a worker and calls
+        ``worker_ended`` under it, so no scrape sees that half done."""
+        return _flocked(self.path, fcntl.LOCK_EX)
+
     def worker_ended(self, pid: int) -> None:
-        """Drop a reaped worker's live gauges and fold its counts into the archive."""
+        """Drop a reaped worker's live gauges and fold its counts into the archive
+        (under ``locked()``)."""
         multiprocess.mark_process_dead(pid, self.path)
-        with self._locked():
-            for kind in _FOLDED_KINDS:
-                dead = Path(self.path, f"{kind}_{pid}.db")
-                if dead.exists():
-                    self._fold(kind, dead)
+        for kind in _FOLDED_KINDS:
+            dead = Path(self.path, f"{kind}_{pid}.db")
+            if dead.exists():
+                self._fold(kind, dead)
 
     def _fold(self, kind: str, dead: Path) -> None:
         archive = Path(self.path, f"{kind}_{_ARCHIVE}.db")
@@ -160,15 +180,6 @@ class SharedDirectory:
             target.close()
         written.replace(archive)
         dead.unlink()
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(os.path.join(self.path, _LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -53,6 +53,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from ..said_once import server_wide
 from ..units import ceil_div
 from ..window import RollingSum
 from . import redis_layout as layout
@@ -503,6 +504,7 @@ class RedisStorage(Storage):
             found["appendfsync"],
             found["save"],
             advice,
+            extra=server_wide(),  # every worker finds the same: said once
         )
 
     def _connect(self) -> redis.Redis | RedisCluster:
@@ -547,7 +549,7 @@ class RedisStorage(Storage):
         )
         if not self._refusal_logged:
             self._refusal_logged = True
-            log.error("%s", error)
+            log.error("%s", error, extra=server_wide())
         raise error
 
     @contextmanager
@@ -562,7 +564,9 @@ class RedisStorage(Storage):
             now = time.monotonic()
             if now - self._warned_at >= _WARN_EVERY_S:
                 self._warned_at = now
-                log.warning("Redis at %s is unavailable: %s", redacted(self._uri), error)
+                log.warning(
+                    "Redis at %s is unavailable: %s", redacted(self._uri), error, extra=server_wide(_WARN_EVERY_S)
+                )
             if isinstance(error, NodeStalled):
                 raise StorageUnavailable(str(error)) from error
             if isinstance(error, redis.TimeoutError):
