@@ -1,5 +1,5 @@
 """``python -m benchmarks.redis_failover [--full-coverage yes|no] [--root DIR]``: a
-Redis Cluster failover under load (issue 22 item 6). Starts six redis-servers (three
+Redis Cluster failover under load. Starts six redis-servers (three
 primaries, one replica each, ``cluster-node-timeout 1000``), waits until the replicas
 are in sync, serves ``python app.py --workers 2`` on them, then SIGSTOPs one primary and
 for 7 s has 24 clients post to 12 keys in turn (4 or so on the stopped primary's shard),

@@ -1,5 +1,5 @@
 """``python -m benchmarks.redis_stall [--runs N] [--timeout 1s] [--stall 4] [--root DIR]``:
-what clients see while Redis stalls (issue 22 item 6). Starts a redis-server of its own
+what clients see while Redis stalls. Starts a redis-server of its own
 (with ``enable-debug-command``) and ``python app.py --workers 2`` on it, warms both
 workers' connections, then runs ``DEBUG SLEEP <stall>`` and meanwhile has 24 clients
 POST in a loop (a new connection per request) and one client ask ``/readyz`` in a loop,
@@ -9,7 +9,7 @@ and how long after the stall ended ``/readyz`` said 200 again. JSON.
 ``--root`` serves the ringsum checked out in another directory (for a before/after:
 ``git archive <commit> | tar -x -C /tmp/before``).
 
-Before the breaker (issue 22 measured it with ``DEBUG SLEEP 8``): each worker met the
+Before the breaker (measured with ``DEBUG SLEEP 8``): each worker met the
 stall once per queued request, one at a time, so answers took up to the whole stall.
 """
 
