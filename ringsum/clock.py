@@ -57,9 +57,9 @@ class WindowClock:
         self._lock = threading.Lock()
         self.lead_us = 0  # how far the window's clock runs ahead of the wall clock
         self.steps = 0  # wall-clock steps seen, either way
-        self._last = floor  # the newest reading given
         self._last_wall = wall()
         self._last_monotonic = monotonic() if monotonic else 0
+        self._last = max(floor, self._last_wall)  # the newest reading: none below it is given
 
     @classmethod
     def of(cls, clock: Clock | None) -> WindowClock:
