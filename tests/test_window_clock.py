@@ -9,15 +9,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from conftest import REDIS_TEST_SETTINGS
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import ManualClock, crash, memory_storage, total
 
 from ringsum import create_app
-from ringsum.clock import STEP_US, WindowClock
+from ringsum.clock import STEP_US, WindowClock, now_us
+from ringsum.config import read_settings
 from ringsum.state import close_app
-from ringsum.storage import Marker
+from ringsum.storage import Marker, open_storage
 from ringsum.storage.memory import MemoryStorage
 
 T0 = 1_767_225_600_000_000  # 2026-01-01 00:00:00 UTC, on a tick
@@ -262,3 +264,39 @@ def test_a_restart_while_the_clock_is_back_goes_on_from_the_window_not_the_wall(
         assert storage.total("late") == 0
     finally:
         storage.close()
+
+
+# -- Redis in production: TIME, under the window's clock as a floor ------------------
+
+
+@pytest.mark.parametrize("backend", ["redis", "cluster"], indirect=True)
+def test_on_redis_a_stepped_back_time_is_gone_on_from_by_every_process(
+    storage_uri: str, redis_primaries: list[redis.Redis]
+) -> None:
+    """No test clock: the scripts read TIME. A process that read TIME 10 minutes later
+    than TIME says now (Redis's clock stepped back) keeps the window there: the value
+    is booked there, its key and marker live 10 minutes longer by Redis's clock, and a
+    process started afterwards goes on from ringsum:clock, so a retry counts once."""
+    settings = {"RINGSUM_STORAGE_URI": storage_uri, "RINGSUM_WINDOW": "1h", **REDIS_TEST_SETTINGS}
+    options = read_settings(settings, environ={}).storage_options()
+    first = open_storage(storage_uri, options)
+    second = None
+    try:
+        assert first.total("k") == 0  # connected: TIME read
+        ahead = now_us() + 10 * MINUTE
+        first._window.raise_floor(ahead)  # as if TIME had stepped back 10 minutes since
+        assert first.record("k", 5, marker("retry-1")) is None
+        (ttl_ms,) = [node.pttl(name) for node in redis_primaries for name in node.keys("ringsum:{k}:w")]
+        assert HOUR // 1000 + 10 * MINUTE // 1000 - 30_000 < ttl_ms <= HOUR // 1000 + 10 * MINUTE // 1000 + 2000
+        held = [node.hget(name, "expires") for node in redis_primaries for name in node.keys("ringsum:*i:*")]
+        assert held and all(int(expires) >= ahead + HOUR for expires in held if expires)
+        first._sync_clock()
+        second = open_storage(storage_uri, options)  # a process started after the step
+        assert second.total("k") == 5
+        assert int(second._now_argument()[1:]) >= ahead
+        assert second.record("k", 5, marker("retry-1")) is not None
+        assert second.total("k") == 5
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
