@@ -30,7 +30,14 @@ def now_us() -> int:
 
 
 def monotonic_us() -> int:
+    """The monotonic clock, as freezegun steers it (with the wall clock)."""
     return time.monotonic_ns() // 1000
+
+
+def unsteered_monotonic_us() -> int:
+    """The monotonic clock that no test freezes: the partner of a clock read elsewhere
+    (the Redis server's TIME), which freezegun does not freeze either."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
 
 
 class WindowClock:
@@ -57,9 +64,11 @@ class WindowClock:
         self._lock = threading.Lock()
         self.lead_us = 0  # how far the window's clock runs ahead of the wall clock
         self.steps = 0  # wall-clock steps seen, either way
-        self._last_wall = wall()
-        self._last_monotonic = monotonic() if monotonic else 0
-        self._last = max(floor, self._last_wall)  # the newest reading: none below it is given
+        self._last = floor  # the newest reading: none below it is given
+        # Both clocks as last read; None before the first reading (which starts the clock:
+        # a test may freeze time between building a storage and using it).
+        self._last_wall: int | None = None
+        self._last_monotonic = 0
 
     @classmethod
     def of(cls, clock: Clock | None) -> WindowClock:
@@ -76,10 +85,11 @@ class WindowClock:
             wall = self._wall()
             if self._monotonic is not None:
                 monotonic = self._monotonic()
-                drift = wall - self._last_wall - (monotonic - self._last_monotonic)
-                if abs(drift) >= STEP_US:  # stepped: a step back is kept as lead, a step forward uses it up
-                    self.lead_us = max(0, self.lead_us - drift)
-                    self.steps += 1
+                if self._last_wall is not None:
+                    drift = wall - self._last_wall - (monotonic - self._last_monotonic)
+                    if abs(drift) >= STEP_US:  # stepped: a step back is kept as lead, a step forward uses it up
+                        self.lead_us = max(0, self.lead_us - drift)
+                        self.steps += 1
                 self._last_monotonic = monotonic
             self._last_wall = wall
             self._last = max(self._last, wall + self.lead_us)
@@ -98,4 +108,4 @@ class WindowClock:
     def ahead(self) -> bool:
         """Whether the window's clock runs ahead of the wall clock (so what it read is
         not what the wall clock will read at a restart)."""
-        return self._last > self._last_wall
+        return self._last_wall is not None and self._last > self._last_wall

@@ -28,11 +28,12 @@ from redis_servers import RedisServer, free_port, redis_missing, unavailable
 from serving import ROOT, app_env, serving
 
 from ringsum import create_app, load_settings
+from ringsum.clock import WindowClock
 from ringsum.state import close_app
 from ringsum.storage import open_storage
 from ringsum.storage import redis_layout as layout
 from ringsum.storage.memory import MemoryStorage
-from ringsum.storage.redis import LAYOUT_KEY, RedisStorage
+from ringsum.storage.redis import CLOCK_KEY, LAYOUT_KEY, RedisStorage
 
 MAX_VALUE = 2**53 - 1
 
@@ -122,13 +123,14 @@ def test_idle_keys_vanish_from_redis_without_any_request(
     """Real time: a 1 s window, and nothing touches the key after the write."""
     client = make_app(RINGSUM_WINDOW="1s", RINGSUM_RESOLUTION="100ms").test_client()
     client.post("/metric/brief", json={"value": 1})
-    assert all_keys(redis_nodes) == {"ringsum:{brief}:w", "ringsum:index", LAYOUT_KEY}
+    kept = {LAYOUT_KEY, CLOCK_KEY}  # the layout mark and the window's clock (no TTL: they stay)
+    assert all_keys(redis_nodes) == {"ringsum:{brief}:w", "ringsum:index", *kept}
     deadline = time.monotonic() + 10
-    while all_keys(redis_nodes) != {"ringsum:index", LAYOUT_KEY} and time.monotonic() < deadline:
+    while all_keys(redis_nodes) != {"ringsum:index", *kept} and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert all_keys(redis_nodes) == {"ringsum:index", LAYOUT_KEY}  # the listing index has no TTL...
+    assert all_keys(redis_nodes) == {"ringsum:index", *kept}  # the listing index has no TTL...
     assert client.get("/metric").get_json() == {"metrics": []}
-    assert all_keys(redis_nodes) == {LAYOUT_KEY}  # ...a listing prunes what expired; the layout mark stays
+    assert all_keys(redis_nodes) == kept  # ...a listing prunes what expired; the layout mark stays
 
 
 def test_ringsum_leaves_other_data_in_the_same_redis_alone(client, redis_nodes: list[redis.Redis]) -> None:
@@ -497,6 +499,7 @@ def test_redis_storage_answers_as_memory_storage_on_any_history(
     def same_answers(start: int, operations: list[tuple]) -> None:
         redis_server.flushall()
         now[0] = T0 + start
+        on_redis._window = WindowClock(lambda: now[0], None)  # each example is a new start
         in_memory = MemoryStorage(config.storage_options(), clock=lambda: now[0])
         try:
             for name, *args in operations:

@@ -43,6 +43,7 @@ def test_a_step_back_is_not_followed_the_window_goes_on_in_real_time() -> None:
 def test_a_step_forward_is_followed_and_uses_up_the_lead_first() -> None:
     wall = ManualClock(T0)
     clock = WindowClock.of(wall)
+    assert clock() == T0
     wall.step(-2 * HOUR)
     assert clock() == T0
     wall.advance(MINUTE)
@@ -58,6 +59,7 @@ def test_a_step_forward_is_followed_and_uses_up_the_lead_first() -> None:
 def test_jitter_below_a_step_is_no_step_and_never_goes_back() -> None:
     wall = ManualClock(T0)
     clock = WindowClock.of(wall)
+    assert clock() == T0
     wall.step(-(STEP_US - 1))
     assert clock() == T0 and clock.steps == 0 and clock.lead_us == 0
     wall.advance(STEP_US - 1)
@@ -80,6 +82,7 @@ def test_a_floor_is_gone_on_from_at_the_monotonic_pace() -> None:
 def test_a_clock_without_a_monotonic_partner_holds_a_step_back_at_its_last_reading() -> None:
     wall = ManualClock(T0)
     clock = WindowClock(wall, None)
+    assert clock() == T0
     wall.now_us -= MINUTE
     assert clock() == T0
     wall.now_us += 2 * MINUTE

@@ -50,7 +50,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from ..clock import WindowClock, monotonic_us
+from ..clock import WindowClock, unsteered_monotonic_us
 from ..units import ceil_div
 from ..window import RollingSum
 from . import redis_layout as layout
@@ -470,7 +470,7 @@ class RedisStorage(Storage):
     def _redis_wall(self) -> int:
         """Redis's TIME now, as told by the last one read and the monotonic clock since."""
         time_us, read_at = self._redis_time
-        return time_us + monotonic_us() - read_at
+        return time_us + unsteered_monotonic_us() - read_at
 
     def _sync_clock(self) -> None:
         """Read TIME (a step of the Redis clock shows here, and the window's clock keeps
@@ -484,9 +484,9 @@ class RedisStorage(Storage):
             # Counted from the answer's arrival, TIME as read is a little behind TIME
             # now (a slow answer only looks like a small step back, kept as lead until
             # a quicker one): a floor at or under TIME, except after TIME stepped back.
-            self._redis_time = (int(time_us), monotonic_us())
+            self._redis_time = (int(time_us), unsteered_monotonic_us())
             if self._window is None:
-                self._window = WindowClock(self._redis_wall, monotonic_us)
+                self._window = WindowClock(self._redis_wall, unsteered_monotonic_us)
         assert self._window is not None
         self._window.raise_floor(int(held))
 
@@ -542,9 +542,11 @@ class RedisStorage(Storage):
                 self._check_layout(client)
             self._scripts = {name: client.register_script(_script_text(name)) for name in _SCRIPT_NAMES}
             self._client = client
-        # The window's clock from the first request on; kept once a second from then.
+        # The window's clock from the first request on; kept once a second from then
+        # (a test's clock is the test's to move: read from Redis once, to start from).
         self._sync_clock()
-        threading.Thread(target=self._keep_clock, name="ringsum-redis-clock", daemon=True).start()
+        if not self._given_clock:
+            threading.Thread(target=self._keep_clock, name="ringsum-redis-clock", daemon=True).start()
         return client
 
     def _new_client(self) -> redis.Redis:
