@@ -33,7 +33,7 @@ from ringsum.state import close_app
 from ringsum.storage import open_storage
 from ringsum.storage import redis_layout as layout
 from ringsum.storage.memory import MemoryStorage
-from ringsum.storage.redis import CLOCK_KEY, LAYOUT_KEY, RedisStorage
+from ringsum.storage.redis import LAYOUT_KEY, RedisStorage
 
 MAX_VALUE = 2**53 - 1
 
@@ -123,14 +123,13 @@ def test_idle_keys_vanish_from_redis_without_any_request(
     """Real time: a 1 s window, and nothing touches the key after the write."""
     client = make_app(RINGSUM_WINDOW="1s", RINGSUM_RESOLUTION="100ms").test_client()
     client.post("/metric/brief", json={"value": 1})
-    kept = {LAYOUT_KEY, CLOCK_KEY}  # the layout mark and the window's clock (no TTL: they stay)
-    assert all_keys(redis_nodes) == {"ringsum:{brief}:w", "ringsum:index", *kept}
+    assert all_keys(redis_nodes) == {"ringsum:{brief}:w", "ringsum:index", LAYOUT_KEY}
     deadline = time.monotonic() + 10
-    while all_keys(redis_nodes) != {"ringsum:index", *kept} and time.monotonic() < deadline:
+    while all_keys(redis_nodes) != {"ringsum:index", LAYOUT_KEY} and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert all_keys(redis_nodes) == {"ringsum:index", *kept}  # the listing index has no TTL...
+    assert all_keys(redis_nodes) == {"ringsum:index", LAYOUT_KEY}  # the listing index has no TTL...
     assert client.get("/metric").get_json() == {"metrics": []}
-    assert all_keys(redis_nodes) == kept  # ...a listing prunes what expired; the layout mark stays
+    assert all_keys(redis_nodes) == {LAYOUT_KEY}  # ...a listing prunes what expired; the layout mark stays
 
 
 def test_ringsum_leaves_other_data_in_the_same_redis_alone(client, redis_nodes: list[redis.Redis]) -> None:

@@ -480,14 +480,12 @@ class RedisStorage(Storage):
             (time_us, held) = self._run_prepared("clock", [([CLOCK_KEY], [])])[0]
         except (StorageError, redis.RedisError):  # said by the request that meets it
             return
-        if not self._given_clock:
-            # Counted from the answer's arrival, TIME as read is a little behind TIME
-            # now (a slow answer only looks like a small step back, kept as lead until
-            # a quicker one): a floor at or under TIME, except after TIME stepped back.
-            self._redis_time = (int(time_us), unsteered_monotonic_us())
-            if self._window is None:
-                self._window = WindowClock(self._redis_wall, unsteered_monotonic_us)
-        assert self._window is not None
+        # Counted from the answer's arrival, TIME as read is a little behind TIME now (a
+        # slow answer only looks like a small step back, kept as lead until a quicker
+        # one): a floor at or under TIME, except after TIME stepped back.
+        self._redis_time = (int(time_us), unsteered_monotonic_us())
+        if self._window is None:
+            self._window = WindowClock(self._redis_wall, unsteered_monotonic_us)
         self._window.raise_floor(int(held))
 
     def _keep_clock(self) -> None:
@@ -542,10 +540,10 @@ class RedisStorage(Storage):
                 self._check_layout(client)
             self._scripts = {name: client.register_script(_script_text(name)) for name in _SCRIPT_NAMES}
             self._client = client
-        # The window's clock from the first request on; kept once a second from then
-        # (a test's clock is the test's to move: read from Redis once, to start from).
-        self._sync_clock()
+        # The window's clock from the first request on, kept once a second from then
+        # (not with a test's clock: that one is the test's to move).
         if not self._given_clock:
+            self._sync_clock()
             threading.Thread(target=self._keep_clock, name="ringsum-redis-clock", daemon=True).start()
         return client
 
