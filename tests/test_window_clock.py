@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 from conftest import REDIS_TEST_SETTINGS
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import ManualClock, crash, memory_storage, total
+from serving import serving
 
 from ringsum import create_app
 from ringsum.clock import STEP_US, WindowClock, now_us
@@ -307,3 +309,20 @@ def test_on_redis_a_stepped_back_time_is_gone_on_from_by_every_process(
         first.close()
         if second is not None:
             second.close()
+
+
+def test_a_real_server_goes_on_from_the_clock_its_data_dir_holds(tmp_path: Path) -> None:
+    """A data dir whose last run read a time 2 h ahead of this machine's clock (a step
+    forward, then put back while it was down): `python app.py` starts from that time,
+    so what had aged out stays out, and a new value counts."""
+    clock = ManualClock(now_us() - 30 * MINUTE)
+    storage = memory_storage(clock, RINGSUM_WINDOW="1h", RINGSUM_DATA_DIR=str(tmp_path))
+    storage.record("visits", 5)
+    clock.step(2 * HOUR + 30 * MINUTE)
+    assert storage.total("visits") == 0  # read 2 h ahead: logged as a clock mark
+    crash(storage)
+    with serving({"RINGSUM_DATA_DIR": str(tmp_path), "RINGSUM_WINDOW": "1h"}) as server:
+        assert server.total("visits") == 0
+        response = requests.post(f"{server.url}/metric/visits", json={"value": 2}, timeout=10)
+        assert response.status_code == 200
+        assert server.total("visits") == 2
