@@ -2,7 +2,8 @@
 
 Every operation is one Lua script (``lua/*.lua``), so it is atomic and one round
 trip; the scripts read the Redis server's clock (``TIME``), so app hosts whose
-clocks disagree still agree on the window. A metric key ``K`` lives in one string,
+clocks disagree still agree on the window, never below the window's clock each
+process keeps from it (clock.py; shared in ``ringsum:clock``), so it never runs back. A metric key ``K`` lives in one string,
 ``ringsum:{K}:w`` (key layout 2, ``redis_layout.py``): a log of ``(slot, subtotal)``
 pairs while it holds few slots, a ring of int64 subtotals once busy. The ``{K}`` hash
 tag keeps it on the Cluster slot of its markers, and a TTL of window + one tick lets
