@@ -65,10 +65,10 @@ class WindowClock:
         self.lead_us = 0  # how far the window's clock runs ahead of the wall clock
         self.steps = 0  # wall-clock steps seen, either way
         self._last = floor  # the newest reading: none below it is given
-        # Both clocks as last read; None before the first reading (which starts the clock:
-        # a test may freeze time between building a storage and using it).
-        self._last_wall: int | None = None
-        self._last_monotonic = 0
+        # Both clocks as last read, in one tuple (so no thread sees one without the
+        # other); no wall time before the first reading, which starts the clock (a test
+        # may freeze time between building a storage and using it).
+        self._read: tuple[int | None, int] = (None, 0)
 
     @classmethod
     def of(cls, clock: Clock | None) -> WindowClock:
@@ -81,17 +81,35 @@ class WindowClock:
         return cls(clock, getattr(clock, "monotonic", None))
 
     def __call__(self) -> int:
+        # No lock unless the wall clock stepped: every request reads this clock. Two
+        # threads reading at once may each get the other's time give or take jitter;
+        # nobody ever gets one below what the clocks said before they asked.
+        wall = self._wall()
+        monotonic = self._monotonic() if self._monotonic is not None else 0
+        last_wall, last_monotonic = self._read
+        if self._monotonic is not None and (
+            last_wall is None or abs(wall - last_wall - (monotonic - last_monotonic)) >= STEP_US
+        ):
+            return self._stepped(wall, monotonic)
+        self._read = (wall, monotonic)
+        reading = wall + self.lead_us
+        if reading <= self._last:
+            return self._last
+        self._last = reading
+        return reading
+
+    def _stepped(self, wall: int, monotonic: int) -> int:
+        """The first reading, or the wall clock stepped since the last one: a step back is
+        kept as lead, a step forward uses it up. One thread at a time, against the
+        newest reading (another thread may have seen the step already)."""
         with self._lock:
-            wall = self._wall()
-            if self._monotonic is not None:
-                monotonic = self._monotonic()
-                if self._last_wall is not None:
-                    drift = wall - self._last_wall - (monotonic - self._last_monotonic)
-                    if abs(drift) >= STEP_US:  # stepped: a step back is kept as lead, a step forward uses it up
-                        self.lead_us = max(0, self.lead_us - drift)
-                        self.steps += 1
-                self._last_monotonic = monotonic
-            self._last_wall = wall
+            last_wall, last_monotonic = self._read
+            if last_wall is not None:
+                drift = wall - last_wall - (monotonic - last_monotonic)
+                if abs(drift) >= STEP_US:
+                    self.lead_us = max(0, self.lead_us - drift)
+                    self.steps += 1
+            self._read = (wall, monotonic)
             self._last = max(self._last, wall + self.lead_us)
             return self._last
 
@@ -108,4 +126,5 @@ class WindowClock:
     def ahead(self) -> bool:
         """Whether the window's clock runs ahead of the wall clock (so what it read is
         not what the wall clock will read at a restart)."""
-        return self._last_wall is not None and self._last > self._last_wall
+        last_wall = self._read[0]
+        return last_wall is not None and self._last > last_wall
