@@ -500,6 +500,7 @@ def test_redis_storage_answers_as_memory_storage_on_any_history(
         now[0] = T0 + start
         on_redis._window = WindowClock(lambda: now[0], None)  # each example is a new start
         in_memory = MemoryStorage(config.storage_options(), clock=lambda: now[0])
+        on_redis._window(), in_memory._clock()  # both start now (the sweeper may read it first)
         try:
             for name, *args in operations:
                 if name == "advance":
