@@ -23,16 +23,29 @@ TITLES = {413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Con
 
 class ManualClock:
     """Epoch µs that move only when a test says so: cheaper than freezegun for 100,000
-    steps, and the same in every thread (the storage's sweeper and checkpointer too)."""
+    steps, and the same in every thread (the storage's sweeper and checkpointer too).
+
+    A wall clock with its monotonic partner (ringsum.clock.WindowClock reads both):
+    ``advance`` (or setting ``now_us``) is time passing, ``step`` is the wall clock
+    stepped (NTP, an operator) while no time passes."""
 
     def __init__(self, now_us: int) -> None:
         self.now_us = now_us
+        self.stepped_us = 0
 
     def __call__(self) -> int:
         return self.now_us
 
+    def monotonic(self) -> int:
+        return self.now_us - self.stepped_us
+
     def advance(self, micros: int) -> None:
         self.now_us += micros
+
+    def step(self, micros: int) -> None:
+        """The wall clock jumps by ``micros`` (back when negative); no time passes."""
+        self.now_us += micros
+        self.stepped_us += micros
 
 
 def memory_storage(clock: ManualClock, **settings: str) -> MemoryStorage:

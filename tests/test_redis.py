@@ -28,6 +28,7 @@ from redis_servers import RedisServer, free_port, redis_missing, unavailable
 from serving import ROOT, app_env, serving
 
 from ringsum import create_app, load_settings
+from ringsum.clock import WindowClock
 from ringsum.state import close_app
 from ringsum.storage import open_storage
 from ringsum.storage import redis_layout as layout
@@ -502,12 +503,17 @@ def test_redis_storage_answers_as_memory_storage_on_any_history(
     def same_answers(start: int, operations: list[tuple]) -> None:
         redis_server.flushall()
         now[0] = T0 + start
+        on_redis._window = WindowClock(lambda: now[0], None)  # each example is a new start
         in_memory = MemoryStorage(config.storage_options(), clock=lambda: now[0])
+        on_redis._window(), in_memory._clock()  # both start now (the sweeper may read it first)
         try:
             for name, *args in operations:
                 if name == "advance":
                     percent, ticks, micros = args
                     now[0] += config.window_us * percent // 100 + ticks * config.slot_us + micros
+                    # Both window clocks see every time (the memory storage's sweeper may
+                    # read any of them): a clock read at a time never goes back below it.
+                    on_redis._window(), in_memory._clock()
                 elif name == "total":
                     key, percent = args
                     window_us = None if percent == 100 else max(1, config.window_us * percent // 100)

@@ -42,6 +42,7 @@ class Restored:
     markers: list[tuple[int, Marker]] = field(default_factory=list)  # live ones: (expires at µs, marker)
     damaged: list[str] = field(default_factory=list)  # names of the damaged files kept aside at this start
     accepted: list[str] = field(default_factory=list)  # what was missing, accepted by --repair
+    clock_us: int = 0  # the time it was rebuilt at: the newest the files hold, or later (see load)
 
 
 def replay(
@@ -81,6 +82,8 @@ def load(
     accept_missing: bool = False,
 ) -> Restored:
     """The window the files hold at ``now_us``: the snapshot plus segments up to ``upto``.
+    Never earlier than the newest time the files hold (the snapshot's clock, a record's
+    time, a clock mark): the window's clock never goes back, over a restart either.
     With ``repair`` (at start, lock held): a data dir that is not whole is refused
     (inventory.py) unless ``accept_missing`` (``--repair``); damaged tails are cut off
     and damaged files kept aside, one warning each; segments already folded are deleted.
@@ -138,6 +141,10 @@ def load(
             rolling.add(subtotal, time_us, count)
         if entries:
             newest[key] = entries[-1][0]
+    # A format-1 snapshot says no clock: its newest entry and marker tell the least it was.
+    lifetime = window_us + (resolution_us or 1)
+    marked = max((expires - lifetime for expires, _ in snapshot.markers), default=0)
+    clock_us = max(snapshot.clock_us, max(newest.values(), default=0), marked)
     records, last = 0, snapshot.covers
     for sequence, path in data_dir.segments():
         if upto is not None and sequence > upto:
@@ -168,8 +175,11 @@ def load(
             _cut_back(path, sequence, segment)
         for record in segment.records:
             replay(sums, newest, record, new_sum, markers)
+        if segment.records:
+            clock_us = max(clock_us, max(record.time_us for record in segment.records))
         records += len(segment.records)
         last = sequence
+    now_us = max(now_us, clock_us)
     live = []
     for key, rolling in sums.items():
         rolling.evict(now_us)
@@ -181,7 +191,7 @@ def load(
         live, differs = live[-max_keys:], True
     live_markers = [(expires, marker) for expires, marker in markers.items() if expires > now_us]
     kept = {key: sums[key] for _, key in live}
-    return Restored(kept, records, last, differs, live_markers, damaged, accepted)
+    return Restored(kept, records, last, differs, live_markers, damaged, accepted, now_us)
 
 
 def _cut_back(path: Path, sequence: int, segment: Segment) -> None:
@@ -201,12 +211,16 @@ def _cut_back(path: Path, sequence: int, segment: Segment) -> None:
 
 
 def save(
-    data_dir: DataDir, covers: int, sums: dict[str, RollingSum], markers: list[tuple[int, Marker]] | None = None
+    data_dir: DataDir,
+    covers: int,
+    sums: dict[str, RollingSum],
+    markers: list[tuple[int, Marker]] | None = None,
+    clock_us: int = 0,
 ) -> None:
-    """Write ``sums`` and ``markers`` as the snapshot covering segments up to ``covers``,
-    then delete those."""
+    """Write ``sums`` and ``markers`` (as of the window's clock ``clock_us``) as the
+    snapshot covering segments up to ``covers``, then delete those."""
     entries = ((key, list(r.entries())) for key, r in sums.items())
-    write_snapshot(data_dir.path, SNAPSHOT_NAME, covers, entries, markers or [])
+    write_snapshot(data_dir.path, SNAPSHOT_NAME, covers, entries, markers or [], clock_us)
     for sequence, path in data_dir.segments():
         if sequence <= covers:
             path.unlink(missing_ok=True)
@@ -240,7 +254,7 @@ def fold(
     data_dir.expect(directory_id)
     restored = load(data_dir, window_us, resolution_us, now_us, upto=upto)
     data_dir.expect(directory_id)
-    save(data_dir, max(upto, restored.last_sequence), restored.sums, restored.markers)
+    save(data_dir, max(upto, restored.last_sequence), restored.sums, restored.markers, restored.clock_us)
     return len(restored.sums)
 
 

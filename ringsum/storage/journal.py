@@ -13,6 +13,10 @@ it does not know. Bit 0 is the idempotency marker of a SINGLE or BATCH write
 (``Idempotency-Key``): inside the record of the write it guards, so a replay
 restores both or neither. A change a reader must understand bumps the format
 version (file_header.FORMAT_VERSION), and an older reader refuses such a file by name.
+
+A BATCH of no events is a clock mark: it records only that the window's clock
+(clock.py) read its time, so a restart never goes below it (written after the wall
+clock stepped, and once a second while the window's clock runs ahead of it).
 """
 
 from __future__ import annotations
@@ -96,6 +100,11 @@ def batch(time_us: int, events: Sequence[tuple[str, int]], marker: Marker | None
     if marker is not None:
         parts.append(_marker_field(marker))
     return framed(b"".join(parts))
+
+
+def clock_mark(time_us: int) -> bytes:
+    """A record that changes nothing but says the window's clock reached ``time_us``."""
+    return batch(time_us, [])
 
 
 def delete(time_us: int, key: str) -> bytes:

@@ -14,7 +14,7 @@ from typing import Self
 
 from sortedcontainers import SortedList
 
-from ..clock import now_us
+from ..clock import WindowClock
 from ..pending import hold_answer
 from ..window import RollingSum
 from . import journal
@@ -56,7 +56,8 @@ class MemoryStorage(Storage):
         self._resolution_us = options.resolution_us
         self._slot_us = options.slot_us
         self._max_keys = options.max_keys
-        self._clock = clock or now_us
+        # The window's time never steps back, whatever the wall clock does (clock.py).
+        self._clock = WindowClock.of(clock)
         # In the order each key last opened a slot, so expired keys gather at the front.
         self._sums: dict[str, RollingSum] = {}
         # Kept as long as the value they guard may count: the window and one tick.
@@ -82,7 +83,7 @@ class MemoryStorage(Storage):
     # -- the storage interface -------------------------------------------------
 
     def record(self, key: str, value: int, marker: Marker | None = None) -> Marker | None:
-        now = self._clock()
+        now = self._now()
         logged = journal.single(now, key, value, marker) if self._persistence else None
         with self._lock:
             held = self._claim(marker, now) if marker is not None else None
@@ -104,7 +105,7 @@ class MemoryStorage(Storage):
         return held
 
     def record_many(self, events: Sequence[tuple[str, int]], marker: Marker | None = None) -> Marker | None:
-        now = self._clock()
+        now = self._now()
         # One record, its marker inside: all or nothing on replay too.
         logged = journal.batch(now, events, marker) if self._persistence else None
         with self._lock:
@@ -127,19 +128,19 @@ class MemoryStorage(Storage):
         return held
 
     def total(self, key: str, window_us: int | None = None) -> int:
-        now = self._clock()
+        now = self._now()
         with self._lock:
             rolling = self._live(key, now)
             return rolling.total(now, window_us) if rolling else 0
 
     def window_stats(self, key: str, window_us: int | None = None) -> WindowStats:
-        now = self._clock()
+        now = self._now()
         with self._lock:
             rolling = self._live(key, now)
             return WindowStats(*rolling.stats(now, window_us)) if rolling else WindowStats(0, 0)
 
     def series(self, key: str, step_us: int, with_counts: bool = False) -> Series:
-        now = self._clock()
+        now = self._now()
         with self._lock:
             rolling = self._live(key, now) or self._new_sum()
             start_us, sums, counts = rolling.series(now, step_us, with_counts)
@@ -148,7 +149,7 @@ class MemoryStorage(Storage):
     def keys(self, prefix: str = "", limit: int = 1000, after: str = "") -> KeyPage:
         """Read the index a slice per lock hold: a page is not one snapshot anyway (a
         client pages over time), and the cursor keeps every key exactly once."""
-        now = self._clock()
+        now = self._now()
         found: list[tuple[str, int]] = []
         cursor: str | None = after
         # One key past the page tells whether a next page can hold anything.
@@ -160,7 +161,7 @@ class MemoryStorage(Storage):
         return KeyPage(found, None)
 
     def delete(self, key: str) -> None:
-        logged = journal.delete(self._clock(), key) if self._persistence else None
+        logged = journal.delete(self._now(), key) if self._persistence else None
         with self._lock:
             commit = self._log(logged)
             if key in self._sums:
@@ -196,6 +197,14 @@ class MemoryStorage(Storage):
         if self._persistence is not None:
             self._persistence.close()
 
+    def _now(self) -> int:
+        """The window's clock; with a data dir, logged when a restart could not tell it
+        (after a wall-clock step; see Persistence.keep_clock)."""
+        now = self._clock()
+        if self._persistence is not None:
+            self._persistence.keep_clock(now)
+        return now
+
     # -- ageing out ------------------------------------------------------------
 
     def sweep(self) -> None:
@@ -206,7 +215,7 @@ class MemoryStorage(Storage):
         the number of live keys.
         """
         started = time.perf_counter()
-        now = self._clock()
+        now = self._now()
         while True:
             with self._lock:
                 dropped = self._drop_expired(now, SWEEP_SLICE)
@@ -263,8 +272,8 @@ class MemoryStorage(Storage):
 
     def _expires_last(self, key: str) -> None:
         """Move ``key`` to the end of the dict: its newest slot is now the newest of all.
-        (If the wall clock steps back, order is off by at most that step, which only
-        delays a sweep, never drops a live key.) Call with the lock held."""
+        (The window's clock never steps back, so this is expiry order.) Call with the
+        lock held."""
         self._sums[key] = self._sums.pop(key)
 
     def _drop_expired(self, now: int, most: int | None = None) -> int:

@@ -28,7 +28,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from .base import Clock, DataDirError, Marker, NotDurable, StorageError, StorageOptions, StorageUnavailable
+from ..clock import WindowClock
+from . import journal as records
+from .base import DataDirError, Marker, NotDurable, StorageError, StorageOptions, StorageUnavailable
 from .checkpoint import Restored, load, save
 from .datadir import SNAPSHOT_NAME, DataDir
 from .journal_writer import Commit, Journal
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 0.25  # how soon a deleted data dir or segment is noticed
 RETRY_INTERVAL_S = 1.0  # how often coming back is tried
+CLOCK_MARK_INTERVAL_S = 1.0  # how often the window's clock is logged while it runs ahead of the wall clock
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 Held = tuple[list[tuple[str, Entries]], list[tuple[int, Marker]]]  # keys and live markers, as a snapshot holds them
@@ -51,7 +54,9 @@ class Persistence:
     and so do the few steps here that must not interleave with a write.
     """
 
-    def __init__(self, options: StorageOptions, lock: threading.Lock, clock: Clock, lock_timeout_s: float) -> None:
+    def __init__(
+        self, options: StorageOptions, lock: threading.Lock, clock: WindowClock, lock_timeout_s: float
+    ) -> None:
         assert options.data_dir is not None
         self._options = options
         self._lock = lock
@@ -66,6 +71,8 @@ class Persistence:
         self._threads: list[threading.Thread] = []
         self._next_retry = 0.0
         self._said: str | None = None  # the last reason a comeback failed, said once
+        self._steps_marked = clock.steps  # wall-clock steps the log has a clock mark after
+        self._next_mark = 0.0
         self.longest_checkpoint_hold_s = 0.0  # the lock held to rotate the log, for the benchmark
 
     @property
@@ -87,8 +94,9 @@ class Persistence:
             restored = load(
                 data_dir, options.window_us, options.resolution_us, self._clock(), max_keys=max_keys, repair=True
             )
+            self._clock.raise_floor(restored.clock_us)  # never below what a previous run recorded
             if restored.differs_from_files:  # so that later checkpoints fold from what is held
-                save(data_dir, restored.last_sequence, restored.sums, restored.markers)
+                save(data_dir, restored.last_sequence, restored.sums, restored.markers, restored.clock_us)
             self._journal = self._open_journal(data_dir, restored.last_sequence + 1)
         except OSError as error:  # unreadable or read-only: one line at start, not a traceback
             data_dir.release()
@@ -167,6 +175,22 @@ class Persistence:
         self._append_error = None
         return commit
 
+    def keep_clock(self, now: int) -> None:
+        """Log a clock mark (``now``, the window's clock just read) after the wall clock
+        stepped, and once a second while the window's clock runs ahead of it: what a
+        restart could not tell from the wall clock, so that it never goes below what this
+        run read (values aged out stay out). Call without the lock; cheap when not needed."""
+        clock = self._clock
+        steps = clock.steps
+        if steps == self._steps_marked and not (clock.ahead and time.monotonic() >= self._next_mark):
+            return
+        with self._lock:
+            try:
+                self.log(records.clock_mark(now))
+            except StorageError:
+                return  # the log refuses writes: said by /readyz; marked at the next reading
+        self._steps_marked, self._next_mark = steps, time.monotonic() + CLOCK_MARK_INTERVAL_S
+
     def replayed(self) -> Commit | None:
         """What the answer given again to an idempotent retry waits for."""
         journal = self._journal
@@ -211,6 +235,7 @@ class Persistence:
         journal = self._journal
         if journal is None:
             return
+        self.keep_clock(self._clock())
         if journal.failure is None:
             gone = self._data_dir.gone()
             if gone is None and journal.segment_unlinked():
@@ -255,9 +280,9 @@ class Persistence:
                 return False
             with self._lock:
                 keys, markers = self._capture()
-                covers = failed.sequence
+                covers, now = failed.sequence, self._clock()
             try:
-                write_snapshot(data_dir.path, SNAPSHOT_NAME, covers, keys, markers)
+                write_snapshot(data_dir.path, SNAPSHOT_NAME, covers, keys, markers, now)
                 data_dir.segment(covers + 1).unlink(missing_ok=True)
                 fresh = self._open_journal(data_dir, covers + 1)
             except OSError as error:

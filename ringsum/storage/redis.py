@@ -2,10 +2,11 @@
 
 Every operation is one Lua script (``lua/*.lua``), so it is atomic and one round
 trip; the scripts read the Redis server's clock (``TIME``), so app hosts whose
-clocks disagree still agree on the window. A metric key ``K`` lives in one string,
-``ringsum:{K}:w`` (key layout 2, ``redis_layout.py``): a log of ``(slot, subtotal,
-count)`` entries while it holds few slots, a ring of int64 subtotals and uint32 counts
-once busy. The ``{K}`` hash
+clocks disagree still agree on the window, never below the window's clock each
+process keeps from it (clock.py; shared in ``ringsum:clock``), so it never runs back. A
+metric key ``K`` lives in one string, ``ringsum:{K}:w`` (key layout 2,
+``redis_layout.py``): a log of ``(slot, subtotal, count)`` entries while it holds few
+slots, a ring of int64 subtotals and uint32 counts once busy. The ``{K}`` hash
 tag keeps it on the Cluster slot of its markers, and a TTL of window + one tick lets
 idle keys vanish without a sweep. Redis holding layout 1 (``ringsum:{K}:h`` and
 ``:z``) is refused with the command that converts it (``upgrade.py``).
@@ -53,6 +54,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from ..clock import WindowClock, unsteered_monotonic_us
 from ..said_once import server_wide
 from ..units import ceil_div
 from ..window import RollingSum
@@ -65,6 +67,7 @@ from .base import (
     Marker,
     Series,
     Storage,
+    StorageError,
     StorageIncompatible,
     StorageOptions,
     StorageStats,
@@ -82,8 +85,10 @@ NAMESPACE, LAYOUT_KEY, LAYOUT_VERSION = layout.NAMESPACE, layout.LAYOUT_KEY, lay
 UPGRADE_COMMAND = "python -m ringsum.storage.upgrade"
 _MARKER = "}:i:"
 _SCRIPTS = Path(__file__).with_name("lua")
-_SCRIPT_NAMES = ("record", "totals", "entries", "claim", "upgrade")
+_SCRIPT_NAMES = ("record", "totals", "entries", "claim", "upgrade", "clock")
 INDEX = "ringsum:index"
+CLOCK_KEY = "ringsum:clock"  # the newest time the window's clock read, shared (lua/clock.lua)
+CLOCK_SYNC_S = 1.0  # how often a process reads TIME and raises CLOCK_KEY
 _CENSUS_STEP = 2000  # Redis keys SCAN looks at per node per /metrics scrape (1 per metric key)
 # A key in tick mode becomes a ring of span + 1 cells (12 bytes each) once it holds more
 # slots than this share of them, and a log of 16-byte pairs again at a quarter of it:
@@ -222,7 +227,13 @@ class RedisStorage(Storage):
         # Window + one tick, in whole ms rounded up, and 1 ms more: PEXPIRE counts from
         # the server's millisecond, which may be up to 1 ms before the recording µs.
         self._ttl_ms = str(ceil_div(options.window_us + options.slot_us, 1000) + 1)
-        self._clock = clock
+        # The window's clock, which never steps back (clock.py): the app's in tests; in
+        # production the Redis server's TIME as last read (once a second), gone on from
+        # by the monotonic clock, and handed to every script as a floor under TIME.
+        self._window: WindowClock | None = WindowClock.of(clock) if clock else None
+        self._given_clock = clock is not None
+        self._redis_time = (0, 0)  # TIME (µs) as last read, and the monotonic µs it was read at
+        self._clock_stop = threading.Event()
         self._lock = threading.Lock()
         self._client: redis.Redis | RedisCluster | None = None
         self._scripts: dict[str, Script] = {}
@@ -338,6 +349,7 @@ class RedisStorage(Storage):
 
     def close(self) -> None:
         self._breakers.stop()
+        self._clock_stop.set()
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
@@ -466,14 +478,45 @@ class RedisStorage(Storage):
         with self._errors():
             client = self._connect()
             script = self._scripts[name]
-            head = [
-                str(self._slot_us),
-                str(self._span),
-                str(self._clock()) if self._clock else "",
-                str(self._ring_at),
-            ]
+            head = [str(self._slot_us), str(self._span), self._now_argument(), str(self._ring_at)]
             prepared = [(keys, head + tail) for keys, tail in calls]
             return self._execute(client, script, prepared)
+
+    def _now_argument(self) -> str:
+        """ARGV[3] of every script (common.lua): the test's clock exactly; in production
+        the window's clock as a floor under TIME, once it was read."""
+        window = self._window
+        if window is None:
+            return ""
+        return str(window()) if self._given_clock else f">{window()}"
+
+    def _redis_wall(self) -> int:
+        """Redis's TIME now, as told by the last one read and the monotonic clock since."""
+        time_us, read_at = self._redis_time
+        return time_us + unsteered_monotonic_us() - read_at
+
+    def _sync_clock(self) -> None:
+        """Read TIME (a step of the Redis clock shows here, and the window's clock keeps
+        it as lead rather than going back), raise CLOCK_KEY to the window's time, and go
+        on from the newest time any process read. Failures wait for the next try."""
+        try:
+            (time_us, held) = self._run_prepared("clock", [([CLOCK_KEY], [])])[0]
+        except (StorageError, redis.RedisError):  # said by the request that meets it
+            return
+        # Counted from the answer's arrival, TIME as read is a little behind TIME now (a
+        # slow answer only looks like a small step back, kept as lead until a quicker
+        # one): a floor at or under TIME, except after TIME stepped back.
+        self._redis_time = (int(time_us), unsteered_monotonic_us())
+        if self._window is None:
+            self._window = WindowClock(self._redis_wall, unsteered_monotonic_us)
+        self._window.raise_floor(int(held))
+
+    def _keep_clock(self) -> None:
+        while not self._clock_stop.wait(CLOCK_SYNC_S):
+            try:
+                self._sync_clock()
+            except Exception:  # the clock must go on whatever one try raised
+                log.exception("reading the Redis clock failed")
 
     def _execute(self, client: Any, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         return [script(keys, args) for keys, args in calls]
@@ -514,13 +557,19 @@ class RedisStorage(Storage):
         if client is not None:
             return client
         with self._lock:
-            if self._client is None:
-                client = self._new_client()
-                if self._checks_layout:
-                    self._check_layout(client)
-                self._scripts = {name: client.register_script(_script_text(name)) for name in _SCRIPT_NAMES}
-                self._client = client
-            return self._client
+            if self._client is not None:
+                return self._client
+            client = self._new_client()
+            if self._checks_layout:
+                self._check_layout(client)
+            self._scripts = {name: client.register_script(_script_text(name)) for name in _SCRIPT_NAMES}
+            self._client = client
+        # The window's clock from the first request on, kept once a second from then
+        # (not with a test's clock: that one is the test's to move).
+        if not self._given_clock:
+            self._sync_clock()
+            threading.Thread(target=self._keep_clock, name="ringsum-redis-clock", daemon=True).start()
+        return client
 
     def _new_client(self) -> redis.Redis | RedisCluster:
         """A client that has not connected yet, its connections behind the breaker."""

@@ -23,7 +23,7 @@ def repair(data_dir: DataDir, options: StorageOptions, now_us: int) -> bool:
     if not restored.accepted:
         log.info("--repair: the data dir %s is whole; nothing to repair", data_dir.path)
         return False
-    save(data_dir, restored.last_sequence, restored.sums, restored.markers)
+    save(data_dir, restored.last_sequence, restored.sums, restored.markers, restored.clock_us)
     log.warning(
         "--repair: started the data dir %s without what it lacks, and the values that held are lost: %s; "
         "a new snapshot holds the %d keys that are left",

@@ -3,9 +3,10 @@
 Binary, framed like the log (see journal.py): a header (file_header.py) whose number
 is ``covers``, the sequence of the last log segment folded in (the segments up to it
 are replayed no more, even if a crash left them behind), then one record per key (each
-entry: time, subtotal and count), then
-one per live idempotency marker (with the time it expires), then an end record with the
-key count, so a cut-short file is told apart from a whole one, and (format 2) covers
+entry: time, subtotal and count), then one per live idempotency marker (with the time it
+expires), then (format 2) the window's clock as of the snapshot (so a restart never goes
+below it, clock.py), then an end record with the key count, so a cut-short file is told
+apart from a whole one, and (format 2) covers
 again. A damaged snapshot still yields every whole key before the damage; one whose
 covers cannot be known (header and end both damaged, or disagreeing) says so with
 ``covers = None``, and is never guessed at.
@@ -33,12 +34,13 @@ _KEY_HEAD = struct.Struct("<BHI")  # type, key length, entry count (then key, en
 _END_V1 = struct.Struct("<BQ")  # type, key count
 _END = struct.Struct("<BQQ")  # type, key count, covers (format 2: as the header says, checked twice)
 _MARKER_HEAD = struct.Struct("<Bq")  # type, expires at µs (then the marker, packed as in the log)
-KEY, KEY_WIDE, END, MARKER = 1, 2, 3, 4  # KEY_WIDE: subtotals past 64 bits, each length-prefixed
+KEY, KEY_WIDE, END, MARKER, CLOCK = 1, 2, 3, 4, 7  # KEY_WIDE: subtotals past 64 bits, each length-prefixed
 # Entries with their counts (written): (time i64, subtotal i64, count u32) each, or in
 # the wide form (time i64, length u16, subtotal, count u64) when one does not fit.
 KEY_COUNTED, KEY_COUNTED_WIDE = 5, 6
 _COUNTED = struct.Struct("<qqI")
 _WIDE_HEAD = struct.Struct("<qH")
+_CLOCK = struct.Struct("<Bq")  # type, the window's clock in µs
 TEMPORARY_SUFFIX = ".tmp"
 MAX_KEY_BODY = 1 << 31  # a key's entries may exceed a log record's bound (exact mode)
 
@@ -66,10 +68,12 @@ def write_snapshot(
     covers: int,
     keys: Iterable[tuple[str, Entries]],
     markers: Iterable[tuple[int, Marker]] = (),
+    clock_us: int = 0,
 ) -> None:
     """Write to a temporary file in ``directory``, fsync, rename over ``name``, fsync the
     directory: a crash at any point leaves the previous snapshot whole (and at most a
-    temporary file, which the next start removes)."""
+    temporary file, which the next start removes). ``clock_us``: the window's clock as
+    of the snapshot (0: not known)."""
     fd, temporary = tempfile.mkstemp(prefix=f"{name}.", suffix=TEMPORARY_SUFFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as file:
@@ -80,6 +84,8 @@ def write_snapshot(
                 count += 1
             for expires, marker in markers:
                 file.write(framed(_MARKER_HEAD.pack(MARKER, expires) + pack_marker(marker)))
+            if clock_us:
+                file.write(framed(_CLOCK.pack(CLOCK, clock_us)))
             file.write(framed(_END.pack(END, count, covers)))
             file.flush()
             os.fsync(file.fileno())
@@ -100,6 +106,7 @@ class Snapshot:
     keys: dict[str, Entries] = field(default_factory=dict)
     markers: list[tuple[int, Marker]] = field(default_factory=list)  # (expires at µs, marker), oldest first
     damage: str | None = None
+    clock_us: int = 0  # the window's clock when it was written (0: not said, as in format 1)
 
 
 def read_snapshot(path: Path) -> Snapshot:
@@ -127,6 +134,10 @@ def read_snapshot(path: Path) -> Snapshot:
             if body[0] == END:
                 _end(snapshot, body, header.version, len(data) - (offset + FRAME.size + length))
                 return snapshot
+            if body[0] == CLOCK:
+                _, snapshot.clock_us = _CLOCK.unpack(body)
+                offset += FRAME.size + length
+                continue
             if body[0] == MARKER:
                 (_, expires), marker = _MARKER_HEAD.unpack_from(body), unpack_marker(body[_MARKER_HEAD.size :])
                 snapshot.markers.append((expires, marker))

@@ -18,5 +18,5 @@ if held[1] and tonumber(held[1]) > now then
 end
 redis.call('DEL', claim)
 redis.call('HSET', claim, 'expires', integer(now + (span + 1) * slot_us), 'fingerprint', ARGV[6])
-redis.call('PEXPIRE', claim, ARGV[5])
+redis.call('PEXPIRE', claim, integer(tonumber(ARGV[5]) + math.ceil(lead_us / 1000)))
 return false

@@ -4,8 +4,10 @@
 -- each script's header lists its KEYS and its other ARGV by position:
 --   ARGV[1] slot length in µs (1 in exact mode)
 --   ARGV[2] span: the window in slots
---   ARGV[3] now in epoch µs, or '' to read the Redis server's clock (production;
---           the tests pass the app's frozen clock here)
+--   ARGV[3] now: '' to read the Redis server's clock (TIME); '>F' TIME, or F when
+--           later: the caller's window clock, which never steps back (clock.py), so a
+--           Redis clock stepped back moves no window back (production); 'N' exactly N
+--           epoch µs (the tests pass the app's frozen clock here)
 --   ARGV[4] ring threshold: a key holding more slots than this becomes a ring; '0': never
 --
 -- A metric key K is one string, ringsum:{K}:w (the {K} hash tag puts it, and the
@@ -48,12 +50,24 @@ local MAX_COUNT = TWO32 - 1 -- values one slot counts at most
 local READ = 200 * PAIR -- bytes of a log read at a time, a multiple of PAIR
 local MAX_STRING = 536870912 -- Redis's longest string (proto-max-bulk-len): 26 million pairs
 
+-- How far now_us() runs ahead of TIME (a '>F' floor above it): what a TTL, which
+-- Redis counts by its own clock, adds to last as long as the window says.
+local lead_us = 0
+
 local function now_us()
-  if ARGV[3] ~= '' then
-    return tonumber(ARGV[3])
+  local given = ARGV[3]
+  if given ~= '' and string.sub(given, 1, 1) ~= '>' then
+    return tonumber(given)
   end
   local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000000 + tonumber(time[2])
+  local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  if given ~= '' then
+    local floor = tonumber(string.sub(given, 2))
+    if floor > now then
+      lead_us, now = floor - now, floor
+    end
+  end
+  return now
 end
 
 -- floor(a / b) exactly: math.floor(a / b) rounds up when a / b falls a hair below an integer.

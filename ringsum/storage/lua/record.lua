@@ -46,6 +46,7 @@ end
 -- which no answer can tell). Ageing out leaves each header to be written once, with
 -- the value, or here before a refusal.
 local evicted = 0
+local booked = slot -- the newest slot a value goes to
 local plans = {}
 local result = { 0 }
 local function refuse(reason, h)
@@ -85,7 +86,16 @@ for i = 1, count do
     end
   end
   plans[i] = plan
+  if plan.merge then
+    booked = math.max(booked, h.head)
+  end
 end
+
+-- What this call's values count for ends one window after the newest slot they went
+-- to (a key's newest slot, should it be ahead of now); Redis counts TTLs by its own
+-- clock, which the window may run ahead of (lead_us). The marker lives as long.
+local ahead_us = (booked - slot) * slot_us
+ttl = integer(tonumber(ttl) + math.ceil((ahead_us + lead_us) / 1000))
 
 for i = 1, count do
   local plan = plans[i]
@@ -125,7 +135,7 @@ if index then
   end
 end
 if marker then
-  redis.call('HSET', marker, 'expires', integer(now + (span + 1) * slot_us), 'marker', packed_marker)
+  redis.call('HSET', marker, 'expires', integer(now + ahead_us + (span + 1) * slot_us), 'marker', packed_marker)
   redis.call('PEXPIRE', marker, ttl)
 end
 result[1] = evicted
