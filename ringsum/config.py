@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -418,3 +418,11 @@ def settings_help() -> str:
         default = setting.default if setting.default else "unset"
         lines.append(f"  {setting.name:<{width}}  {setting.meaning} (default: {default})")
     return "\n".join(lines)
+
+
+def storage_options(**fields: Any) -> StorageOptions:
+    """The default settings' storage options with ``fields`` changed, for a storage built
+    by hand (tests, benchmarks): the defaults stay the table's, but such a storage keeps
+    nothing unless given a ``data_dir``."""
+    defaults = read_settings({"RINGSUM_DATA_DIR": ""}, environ={}).storage_options()
+    return replace(defaults, **fields)
