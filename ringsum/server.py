@@ -50,8 +50,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import create_app, gc_policy, shared_metrics
+from . import gc_policy, shared_metrics
 from .access_log import AccessLog, AccessLogMode, TrustedProxies
+from .app import create_app
 from .config import Settings
 from .edge import Edge, EdgeLimits
 from .heartbeat import Heartbeats
