@@ -1,11 +1,8 @@
-"""``python -m benchmarks.attacks [--runs N] [--only GROUPS] [--quick]``: what hostile
-clients do to ringsum and to its other clients. Each attack of docs/edge.md's threat
-model that has a bound (endless or slow headers, stalled bodies, answers left unread,
-thousands of sockets, request smuggling directly and through the shipped nginx and
-Caddy configs, reloads under load) runs against a real ``python app.py``, ``--runs``
-times (3 by default). Prints JSON, then the rows of ``python -m benchmarks``.
+"""``python -m benchmarks.attacks [--runs N] [--only 1,2,...] [--quick]``: issue 21's table of
+hostile clients, each row that has a bound, on a real ``python app.py``, ``--runs`` times
+(3 by default). Prints JSON, then the rows of ``python -m benchmarks``.
 
-What is measured, and how (the row numbers are those of the threat model's table):
+What is measured, and how (the bounds are issue 21's closing-note bounds):
 
 - **A legit client's latency during an attack** (rows 3, 4, 6): 200 sequential requests
   alternating ``GET /metric/probe/sum`` and ``/healthz`` on one keep-alive connection,
@@ -31,24 +28,23 @@ import multiprocessing
 import os
 import re
 import resource
-import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import requests
 
-from .harness import ROOT, Server, free_port, ringsum_server
-from .processes import descendants, launch, stopped_afterwards, wait_until_listening
+from tools.processes import descendants, launch, stopped_afterwards, wait_until_listening
+from tools.proxies import installed, running
+
+from .harness import Server, free_port, ringsum_server
 
 Row = tuple[str, str, str, bool | None]
 MIB = 1024 * 1024
@@ -649,72 +645,16 @@ SMUGGLING_HEADS = {
 }
 
 
-def _nginx_config(port: int, upstream_port: int, prefix: Path) -> str:
-    """deploy/nginx.conf on plain HTTP at ``port`` (as tests/proxies.py runs it): IPv4
-    loopback only, its redirecting port 80 server on a free port."""
-    shipped = (ROOT / "deploy" / "nginx.conf").read_text()
-    site = re.sub(r"\n[ \t]*listen \[::\][^;\n]*;", "", shipped)
-    site = re.sub(r"\n([ \t]*)listen 80;", rf"\n\1listen 127.0.0.1:{free_port()};", site)
-    site = re.sub(r"\n([ \t]*)listen 443 ssl[^;\n]*;", rf"\n\1listen 127.0.0.1:{port};", site)
-    site = re.sub(r"\n[ \t]*ssl_certificate[^\n]*", "", site)
-    site = site.replace("127.0.0.1:5000", f"127.0.0.1:{upstream_port}")
-    temp = "\n".join(
-        f"    {kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return (
-        f"daemon off;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n"
-        f"events {{ worker_connections 1024; }}\nhttp {{\n    access_log off;\n{temp}\n{site}\n}}\n"
-    )
-
-
-def _caddy_config(port: int, upstream_port: int) -> str:
-    """deploy/Caddyfile on plain HTTP at ``port`` (no certificate, no admin endpoint)."""
-    shipped = (ROOT / "deploy" / "Caddyfile").read_text()
-    site = re.sub(r"^ringsum\.example\.com \{", f"http://127.0.0.1:{port} {{", shipped, flags=re.MULTILINE)
-    site = site.replace("127.0.0.1:5000", f"127.0.0.1:{upstream_port}")
-    options = "\tadmin off\n\tauto_https off\n"
-    if re.search(r"^\{$", site, flags=re.MULTILINE):  # the shipped global options block: add to it
-        return re.sub(r"^\{\n", "{\n" + options, site, count=1, flags=re.MULTILINE)
-    return "{\n" + options + "}\n" + site
-
-
 @contextlib.contextmanager
 def proxy(kind: str, upstream_port: int) -> Iterator[str | None]:
     """nginx or Caddy with the shipped config in front of ``upstream_port``: its URL, or
     None when it is not installed."""
-    program = shutil.which(kind) or (f"/usr/sbin/{kind}" if Path(f"/usr/sbin/{kind}").exists() else None)
+    program = installed(kind)
     if program is None:
         yield None
         return
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix=f"ringsum-bench-{kind}-") as folder:
-        env = {**os.environ, "HOME": folder, "XDG_DATA_HOME": folder, "XDG_CONFIG_HOME": folder}
-        config = Path(folder) / ("nginx.conf" if kind == "nginx" else "Caddyfile")
-        if kind == "nginx":
-            config.write_text(_nginx_config(port, upstream_port, Path(folder)))
-            command = [program, "-p", folder, "-c", str(config)]
-        else:
-            config.write_text(_caddy_config(port, upstream_port))
-            command = [program, "run", "--config", str(config), "--adapter", "caddyfile"]
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                with contextlib.suppress(requests.RequestException):
-                    requests.get(f"{url}/healthz", timeout=2)
-                    break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{kind} did not start")
-                time.sleep(0.1)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running(program, kind, upstream_port) as url:
+        yield url
 
 
 def smuggle_once(port: int, head: bytes, hidden: bytes) -> tuple[int | None, int]:
@@ -1044,12 +984,10 @@ def _statuses(counts: dict[str, int]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.attacks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=3, help="runs of each attack (default 3)")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.attacks", description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="one run, smaller attacks")
-    parser.add_argument("--only", default="", metavar="GROUPS", help="comma-separated: " + ",".join(GROUPS))
+    parser.add_argument("--only", default="", help="comma-separated: " + ",".join(GROUPS))
     args = parser.parse_args()
     only = [name.strip() for name in args.only.split(",") if name.strip()] or None
     found = run(1 if args.quick else args.runs, args.quick, only)

@@ -91,11 +91,11 @@ def longest_lock_hold_ms(rounds: int = 200) -> float:
     the collector off so that its pauses, measured apart, are not counted twice."""
     import gc
 
-    from ringsum.storage import StorageOptions
+    from ringsum.config import storage_options
     from ringsum.storage.memory import MemoryStorage
 
     now = [1_800_000_000_000_000]
-    storage = MemoryStorage(StorageOptions(window_us=3_600_000_000, resolution_us=1_000_000), clock=lambda: now[0])
+    storage = MemoryStorage(storage_options(window_us=3_600_000_000, resolution_us=1_000_000), clock=lambda: now[0])
     try:
         storage.record_many([(f"churn.{index}", 1) for index in range(KEYS)])
         longest = 0.0

@@ -27,11 +27,12 @@ BUSY_TICKS = 3601  # a key posted to every second of a one-hour window in 1 s ti
 
 def bytes_per_key(key_length: int, keys: int = KEYS) -> dict:
     """RSS growth per live key holding one entry, through MemoryStorage.record_many."""
-    from ringsum.storage import StorageOptions
+    from ringsum.config import storage_options
     from ringsum.storage.memory import MemoryStorage
 
-    options = StorageOptions(window_us=3_600_000_000, resolution_us=1_000_000, max_keys=keys + 1)
-    storage = MemoryStorage(options, clock=lambda: START_US)
+    storage = MemoryStorage(
+        storage_options(window_us=3_600_000_000, resolution_us=1_000_000, max_keys=keys + 1), clock=lambda: START_US
+    )
     gc.collect()
     tracked, before = len(gc.get_objects()), rss_bytes()
     for start in range(0, keys, 1000):  # each key a new string, as when read from a request
@@ -49,11 +50,11 @@ def bytes_per_busy_key(keys: int, traced: bool = False, ticks: int = BUSY_TICKS)
     ``traced`` the bytes tracemalloc sees allocated (slower, so run on fewer keys).
     Fewer ``ticks`` fill faster: a key that holds a sixth of the window's ticks is
     packed into a ring of them all, whose size no longer depends on how many it holds."""
-    from ringsum.storage import StorageOptions
+    from ringsum.config import storage_options
     from ringsum.storage.memory import MemoryStorage
 
     now = [START_US]
-    options = StorageOptions(window_us=HOUR_US, resolution_us=1_000_000, max_keys=keys + 1)
+    options = storage_options(window_us=HOUR_US, resolution_us=1_000_000, max_keys=keys + 1)
     storage = MemoryStorage(options, clock=lambda: now[0])
     names = [f"busy.{index:05d}" for index in range(keys)]
     gc.collect()

@@ -1,4 +1,4 @@
-"""Load: start a server on a free port (``processes.py``), drive it with wrk."""
+"""Load: start a server on a free port (``tools/processes.py``), drive it with wrk."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .processes import ROOT, Server, free_port, launch, stopped_afterwards, wait_until_listening
+from tools.processes import ROOT, Server, free_port, launch, stopped_afterwards, wait_until_listening
 
 __all__ = ["ROOT", "Load", "Server", "free_port", "median", "ringsum_server", "serving", "wrk"]
 

@@ -202,11 +202,11 @@ def keys_at_scale(keys: int = 100_000, window_s: int = 10) -> dict:
 def sweep_duration(keys: int = 100_000) -> dict:
     """One sweep of ``keys`` live keys, and of as many keys expiring at once
     (the worst case), with the longest the lock is held in one slice of that sweep."""
-    from ringsum.storage import StorageOptions
+    from ringsum.config import storage_options
     from ringsum.storage.memory import MemoryStorage
 
     now = [1_800_000_000_000_000]
-    storage = MemoryStorage(StorageOptions(window_us=3_600_000_000, resolution_us=1_000_000), clock=lambda: now[0])
+    storage = MemoryStorage(storage_options(window_us=3_600_000_000, resolution_us=1_000_000), clock=lambda: now[0])
     holds: list[float] = []
     drop_expired = storage._drop_expired  # runs with the lock held: time each call
 

@@ -96,14 +96,14 @@ def index_cost(keys: int = KEYS) -> dict:
     (SortedList.add of ``keys`` new keys into an index of ``keys``, the write path's
     only new work) against a whole record of a new key; and ``keys()`` itself (the
     time under the lock) at 2 x ``keys`` keys."""
-    from ringsum.storage import StorageOptions
+    from ringsum.config import storage_options
     from ringsum.storage.memory import MemoryStorage
 
     names = [f"key{index:06d}" for index in range(2 * keys)]
     held, new = names[::2], names[1::2]
     index = SortedList(held)
     add_us = _per_call_us(index.add, new)
-    storage = MemoryStorage(StorageOptions(window_us=3_600_000_000, resolution_us=1_000_000, max_keys=4 * keys))
+    storage = MemoryStorage(storage_options(window_us=3_600_000_000, resolution_us=1_000_000, max_keys=4 * keys))
     try:
         for key in held:
             storage.record(key, 1)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import redis
 
+from tools.processes import descendants
+
 from .harness import ringsum_server, wrk
 from .http_load import POST_BODY, redis_server
-from .processes import descendants
 
 
 def cpu_seconds(pid: int) -> float:

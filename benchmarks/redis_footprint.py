@@ -89,10 +89,10 @@ class Layout2:
     name = "layout 2"
 
     def __init__(self, uri: str, clock: Callable[[], int]) -> None:
-        from ringsum.storage import StorageOptions
+        from ringsum.config import storage_options
         from ringsum.storage.redis import RedisStorage
 
-        options = StorageOptions(window_us=HOUR_US, resolution_us=SECOND_US, redis_timeout_us=60_000_000)
+        options = storage_options(window_us=HOUR_US, resolution_us=SECOND_US, redis_timeout_us=60_000_000)
         self.storage = RedisStorage(uri, options, clock=clock)  # a loaded machine is no outage
 
     @staticmethod

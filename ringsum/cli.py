@@ -11,10 +11,9 @@ import argparse
 import os
 import sys
 
-from . import load_settings
 from .access_log import configure_logging
 from .clock import now_us
-from .config import ConfigError, Settings, settings_help
+from .config import ConfigError, Settings, load_settings, settings_help
 from .storage import DataDirError, inventory, shown_uri, storage_class
 from .storage.datadir import DataDir
 from .storage.repair import repair

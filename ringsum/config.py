@@ -4,20 +4,21 @@
 and what it means. Validation, ``python app.py --help``, the Flask config and the
 README's table all come from it, so they cannot disagree.
 
-This module knows no backend: the storage URI is checked by the backend it names, when
-``ringsum.load_settings`` puts the two together.
+The table knows no backend: the storage URI is checked by the backend it names, when
+``load_settings`` puts the two together.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from .access_log import AccessLogMode, LogFormat, TrustedProxies
 from .keys import is_prefix
+from .storage import check_uri, shown_uri
 from .storage.base import FsyncMode, StorageOptions
 from .units import format_duration, parse_duration_us, parse_size
 
@@ -221,7 +222,7 @@ SETTINGS: tuple[Setting, ...] = (
         "RINGSUM_STORAGE_URI",
         "storage_uri",
         "memory://",
-        str,  # checked by the backend it names: see ringsum.load_settings
+        str,  # checked by the backend it names: see load_settings
         "a storage URI",
         "memory://, redis://host:port/db, rediss://... (TLS), redis+cluster://host:port[,host:port]",
     ),
@@ -395,7 +396,7 @@ RETIRED: dict[str, str] = {
 def read_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
     """Read and validate every RINGSUM_* setting, overrides first, then the environment,
     then defaults; ConfigError names the first bad one. The storage URI is only read
-    here: ``ringsum.load_settings`` has its backend check it."""
+    here: ``load_settings`` has its backend check it."""
     raw = {name: (overrides or {}).get(name, environ.get(name, default)) for name, default in DEFAULTS.items()}
     for name, successor in RETIRED.items():
         if (overrides or {}).get(name) or environ.get(name):
@@ -419,3 +420,22 @@ def settings_help() -> str:
         default = setting.default if setting.default else "unset"
         lines.append(f"  {setting.name:<{width}}  {setting.meaning} (default: {default})")
     return "\n".join(lines)
+
+
+def storage_options(**fields: Any) -> StorageOptions:
+    """The default settings' storage options with ``fields`` changed, for a storage built
+    by hand (tests, benchmarks): the defaults stay the table's, but such a storage keeps
+    nothing unless given a ``data_dir``."""
+    defaults = read_settings({"RINGSUM_DATA_DIR": ""}, environ={}).storage_options()
+    return replace(defaults, **fields)
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Every RINGSUM_* setting read and checked, the storage URI by the backend it names
+    (without connecting); ConfigError names the first bad one, with no password."""
+    settings = read_settings(overrides, environ)
+    try:
+        check_uri(settings.storage_uri)
+    except ValueError as error:
+        raise ConfigError("RINGSUM_STORAGE_URI", shown_uri(settings.storage_uri), str(error)) from None
+    return settings

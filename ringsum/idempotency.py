@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from hashlib import sha256
 from typing import Any
 
-from .problems import bad_request
+from .errors import Malformed
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"  # "true" on an answer given again, as Stripe does
@@ -32,7 +32,7 @@ def parse_idempotency_key(environ: Mapping[str, Any]) -> str | None:
     if raw is None:
         return None
     if _KEY_CHARACTERS.fullmatch(raw) is None:
-        raise bad_request(
+        raise Malformed(
             f"the {HEADER} header must be 1-{MAX_LENGTH} visible ASCII characters, no spaces or commas "
             "(a UUID is a good choice), and sent once"
         )

@@ -1,24 +1,16 @@
 """What a metric key is made of: the one rule for keys in paths and batches, for the
 prefixes that list them, and for the prefixes of RINGSUM_EXPORT (so the settings, read
-before Flask is loaded, use it too: the problem for a bad one is imported when needed)."""
+before Flask is loaded, use it too: a bad key is a plain ``Malformed``, no Flask)."""
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .problems import Problem
+from .errors import Malformed
 
 KEY_CHARACTER = "[A-Za-z0-9_.:-]"  # the one definition of what a key is made of
 _KEY = re.compile(KEY_CHARACTER + "{1,200}")
 _PREFIX = re.compile(KEY_CHARACTER + "{0,200}")
-
-
-def bad_request(detail: str) -> Problem:
-    from .problems import bad_request  # Flask: loaded by the app already whenever this runs
-
-    return bad_request(detail)
 
 
 def is_prefix(text: str) -> bool:
@@ -31,7 +23,7 @@ def is_key(text: str) -> bool:
 
 def parse_key(key: str) -> str:
     if not is_key(key):
-        raise bad_request("key must be 1-200 characters of A-Z a-z 0-9 _ . : -")
+        raise Malformed("key must be 1-200 characters of A-Z a-z 0-9 _ . : -")
     return key
 
 
@@ -39,11 +31,11 @@ def parse_prefix_param(raw: str | None) -> str:
     """``?prefix=``: the start of the keys to list; absent or empty lists every key."""
     if raw is None or _PREFIX.fullmatch(raw) is not None:
         return raw or ""
-    raise bad_request("prefix must be 0-200 characters of A-Z a-z 0-9 _ . : - (the start of the keys to list)")
+    raise Malformed("prefix must be 0-200 characters of A-Z a-z 0-9 _ . : - (the start of the keys to list)")
 
 
 def parse_after_param(raw: str | None) -> str:
     """``?after=``: the listing cursor, the ``next`` of the page before, so it is a key."""
     if raw is None or _KEY.fullmatch(raw) is not None:
         return raw or ""
-    raise bad_request("after must be 1-200 characters of A-Z a-z 0-9 _ . : - (pass back the previous page's next)")
+    raise Malformed("after must be 1-200 characters of A-Z a-z 0-9 _ . : - (pass back the previous page's next)")

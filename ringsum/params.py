@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .problems import bad_request, shown
+from .errors import Malformed, shown
 from .units import ceil_div, format_duration, parse_duration_us
 
 DEFAULT_LIMIT, MAX_LIMIT = 1000, 10_000
@@ -18,7 +18,7 @@ def parse_window_param(raw: str, window_us: int, slot_us: int) -> int:
     hint = f"window must be a duration above 0 and at most RINGSUM_WINDOW ({format_duration(window_us)}), like 15m"
     micros = _duration_param(raw, hint)
     if not 0 < micros <= window_us:
-        raise bad_request(f"{hint}; got {shown(raw)}")
+        raise Malformed(f"{hint}; got {shown(raw)}")
     return ceil_div(micros, slot_us) * slot_us
 
 
@@ -47,14 +47,14 @@ def parse_step_param(raw: str | None, window_us: int, slot_us: int) -> int:
     hint = f"step must be a duration from {format_duration(shortest)} to the window ({window}), like 1m"
     micros = _duration_param(raw, hint)
     if micros % slot_us:
-        raise bad_request(f"step must be a whole number of ticks (RINGSUM_RESOLUTION {format_duration(slot_us)})")
+        raise Malformed(f"step must be a whole number of ticks (RINGSUM_RESOLUTION {format_duration(slot_us)})")
     if micros < shortest:
-        raise bad_request(
+        raise Malformed(
             f"step must be at least {format_duration(shortest)}: shorter steps cut the window ({window}) "
             f"into more than {MAX_POINTS} points"
         )
     if micros > window_us:
-        raise bad_request(f"step must be at most the window ({window})")
+        raise Malformed(f"step must be at most the window ({window})")
     return micros
 
 
@@ -63,7 +63,7 @@ def parse_with_param(raw: str | None) -> bool:
     if raw is None:
         return False
     if raw != "count":
-        raise bad_request(f"with must be count (each point then carries its step's count too); got {shown(raw)}")
+        raise Malformed(f"with must be count (each point then carries its step's count too); got {shown(raw)}")
     return True
 
 
@@ -71,7 +71,7 @@ def parse_limit_param(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
     if _LIMIT.fullmatch(raw) is None or not 1 <= int(raw) <= MAX_LIMIT:
-        raise bad_request(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {shown(raw)}")
+        raise Malformed(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {shown(raw)}")
     return int(raw)
 
 
@@ -82,4 +82,4 @@ def _duration_param(raw: str, hint: str) -> int:
             raise ValueError(raw)
         return parse_duration_us(raw)
     except ValueError:
-        raise bad_request(f"{hint}; got {shown(raw)}") from None
+        raise Malformed(f"{hint}; got {shown(raw)}") from None

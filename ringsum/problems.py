@@ -8,6 +8,7 @@ from http import HTTPStatus
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from .errors import InputError, Malformed, Unprocessable
 from .observability import count_storage_error
 from .storage import (
     IdempotencyKeyReused,
@@ -20,7 +21,7 @@ from .storage import (
 )
 from .wire import PROBLEM_MIMETYPE, problem_json, title
 
-__all__ = ["PROBLEM_MIMETYPE", "Problem", "bad_request", "problem_json", "title", "unprocessable"]
+__all__ = ["PROBLEM_MIMETYPE", "Problem", "problem_json", "title"]
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +45,20 @@ class Problem(Exception):
         self.headers = headers or {}
 
 
-def bad_request(detail: str) -> Problem:
-    return Problem(400, detail)
-
-
-def unprocessable(detail: str) -> Problem:
-    return Problem(422, detail)
-
-
-def shown(raw: str) -> str:
-    """The offending text, quoted and cut short, so a detail never echoes a huge input."""
-    return repr(raw if len(raw) <= 40 else raw[:40] + "...")
-
-
 def problem_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
     return Response(problem_json(status, detail), status, headers=headers, mimetype=PROBLEM_MIMETYPE)
 
 
 def _from_problem(error: Problem) -> Response:
     return problem_response(error.status, error.detail, error.headers)
+
+
+# The client's mistakes the inputs raise (no Flask there), by the status each one is.
+_INPUT_STATUS: dict[type[InputError], int] = {Malformed: 400, Unprocessable: 422}
+
+
+def _from_input_error(error: InputError) -> Response:
+    return problem_response(_INPUT_STATUS[type(error)], error.detail)
 
 
 def _from_http_exception(error: HTTPException) -> Response:
@@ -123,6 +119,7 @@ def _from_unexpected(error: Exception) -> Response:
 
 def register_problem_handlers(app: Flask) -> None:
     app.register_error_handler(Problem, _from_problem)
+    app.register_error_handler(InputError, _from_input_error)
     app.register_error_handler(HTTPException, _from_http_exception)
     app.register_error_handler(KeyLimitReached, _from_key_limit)
     app.register_error_handler(MarkerLimitReached, _from_marker_limit)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import logging
 import os
@@ -52,12 +51,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import create_app, gc_policy, shared_metrics
+from . import gc_policy, shared_metrics
 from .access_log import AccessLog, AccessLogMode, TrustedProxies
+from .app import create_app
 from .config import Settings
 from .edge import Edge, EdgeLimits
 from .heartbeat import Heartbeats
 from .observability import refusal_counter, serving_under
+from .parent_death import die_with_parent
 from .process_metrics import Roster, Server
 from .said_once import SaidOnce
 from .sd_notify import Notifier
@@ -76,7 +77,6 @@ _BACKOFF_FIRST_S = 0.1  # the delay before restarting after the second quick dea
 _BACKOFF_MAX_S = 10.0
 _LIVED_LONG_S = 30.0  # a worker that lived this long was no crash loop: the delay starts over
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -123,16 +123,6 @@ def raise_open_file_limit() -> int:
 # -- the worker ----------------------------------------------------------------------
 
 
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to send SIGTERM when the supervisor dies (other systems: the worker's
-    own watch of its parent id, every quarter second, does the same)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # it died before the request above took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def run_worker(
     build_app: AppFactory,
     sock: socket.socket,
@@ -151,7 +141,9 @@ def run_worker(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the supervisor's business
-    _die_with_parent(parent)
+    # SIGTERM when the supervisor dies (elsewhere than Linux: keep_in_touch's watch)
+    if not die_with_parent(parent, signal.SIGTERM):
+        os.kill(os.getpid(), signal.SIGTERM)  # it died before the request took effect
     if said is not None:
         said.install()
     try:

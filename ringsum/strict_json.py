@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import msgspec
 
-from .problems import bad_request
+from .errors import Malformed
 
 T = TypeVar("T")
 
@@ -57,7 +57,7 @@ class WrongShape(Exception):
 
 
 def decode(decoder: msgspec.json.Decoder[T], text: str) -> T:
-    """``text`` in the decoder's shape; raises NotJson, WrongShape, or a 400 when too deep.
+    """``text`` in the decoder's shape; raises NotJson, WrongShape, or Malformed when too deep.
 
     A wrong shape stops msgspec at once, but docs/api.md#statuses answers "not JSON" (400) before
     "wrong shape" (422), so the rest of the text is then checked for syntax alone.
@@ -70,17 +70,17 @@ def decode(decoder: msgspec.json.Decoder[T], text: str) -> T:
     except msgspec.DecodeError as error:
         raise NotJson(str(error)) from None
     except RecursionError:
-        raise bad_request(_NESTED) from None
+        raise Malformed(_NESTED) from None
 
 
 def check_syntax(text: str) -> None:
-    """Raises NotJson unless ``text`` is one JSON document (400 when nested too deeply)."""
+    """Raises NotJson unless ``text`` is one JSON document (Malformed when nested too deeply)."""
     try:
         _SKIP.decode(text)
     except msgspec.DecodeError as error:
         raise NotJson(str(error)) from None
     except RecursionError:
-        raise bad_request(_NESTED) from None
+        raise Malformed(_NESTED) from None
 
 
 def name_tokens(text: str | bytes, name: str) -> int:

@@ -14,13 +14,12 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
+from .errors import InputError, Malformed, Unprocessable, shown
 from .keys import is_key, parse_key
-from .problems import Problem, bad_request, shown, unprocessable
 from .strict_json import NotJson, WrongShape, decode, name_tokens
 
 MAX_VALUE = 2**53 - 1
 MAX_BATCH = 10_000
-_MAX_DIGITS = len(str(MAX_VALUE))
 # |x| < 2**53 - 0.5 is exactly "x rounds to an integer within ±MAX_VALUE".
 _ROUNDS_IN_RANGE = Decimal(2**53) - Decimal("0.5")
 _FAR_OUT_OF_RANGE = Decimal("1e999999")  # stands for numbers whose exponent Decimal refuses
@@ -68,7 +67,7 @@ def parse_value_body(body: bytes) -> int:
 def read_value_body(body: bytes) -> int:
     """``parse_value_body`` without its shortcut: every rule, in order."""
     if not body.strip():
-        raise bad_request(f"the body is empty: {_EXAMPLE}")
+        raise Malformed(f"the body is empty: {_EXAMPLE}")
     try:
         text = body.decode("utf-8-sig")
         document = decode(_SINGLE, text)
@@ -76,36 +75,46 @@ def read_value_body(body: bytes) -> int:
         return _parse_form_value(body, not_json)
     except WrongShape as wrong:
         if wrong.unknown is not None:
-            raise unprocessable(f'the body may hold only "value", not {shown(wrong.unknown)}: {_EXAMPLE}') from None
-        raise unprocessable(f"the body is a JSON {wrong.found}: {_EXAMPLE}") from None
+            raise Unprocessable(f'the body may hold only "value", not {shown(wrong.unknown)}: {_EXAMPLE}') from None
+        raise Unprocessable(f"the body is a JSON {wrong.found}: {_EXAMPLE}") from None
     value = bytes(document.value)
     if name_tokens(text, "value") > bool(value) + name_tokens(value, "value"):
-        raise bad_request(f'the body names "value" more than once, which is ambiguous: {_EXAMPLE}')
+        raise Malformed(f'the body names "value" more than once, which is ambiguous: {_EXAMPLE}')
     if not value:
-        raise unprocessable(f'the body has no "value" field: {_EXAMPLE}')
+        raise Unprocessable(f'the body has no "value" field: {_EXAMPLE}')
     return round_number(value)
 
 
 def round_number(text: bytes, where: str = "value") -> int:
     """A JSON value's text, as a number rounded half away from zero within ±MAX_VALUE."""
     if (kind := _NOT_A_NUMBER.get(text[0])) is not None:
-        raise unprocessable(f"{where} must be a number, not {kind}")
-    if b"e" in text or b"E" in text:
-        return _round_decimal(_parse_decimal(text.decode()), where)
-    # Plain decimals exactly, without Decimal: W.F is at least W + 0.5 when F starts with 5-9.
-    whole, _, fraction = text.partition(b".")
-    digits = whole.removeprefix(b"-")
-    if len(digits) > _MAX_DIGITS:  # JSON numbers have no leading zeros: this is far out
-        raise unprocessable(_RANGE_HINT.format(where))
-    magnitude = int(digits) + (fraction[:1] >= b"5")
-    if magnitude > MAX_VALUE:
-        raise unprocessable(_RANGE_HINT.format(where))
-    return -magnitude if len(digits) < len(whole) else magnitude
+        raise Unprocessable(f"{where} must be a number, not {kind}")
+    plain = _round_plain([text])
+    return plain[0] if plain is not None else _round_exact(text.decode(), where)
 
 
-def _round_decimal(number: Decimal, where: str) -> int:
+def _round_plain(values: list[bytes]) -> list[int] | None:
+    """Every JSON number rounded, when all are plain decimals (no exponent, under 20
+    characters) within ±MAX_VALUE; else None, and ``_round_exact`` decides.
+
+    The common case, in bulk: W.F rounds to W plus one away from zero when F starts with
+    5-9, exactly, with no Decimal and no call per value (a batch of 10,000 in one go).
+    """
+    if b"".join(values).translate(None, b"-.0123456789") or max(map(len, values), default=0) >= 20:
+        return None  # an exponent or a non-number; or a number too long for this shortcut
+    rounded = [
+        int(whole) + (-1 if whole[:1] == b"-" else 1) * (fraction[:1] >= b"5")
+        for whole, _, fraction in map(bytes.partition, values, repeat(b"."))
+    ]
+    return rounded if not rounded or (max(rounded) <= MAX_VALUE and min(rounded) >= -MAX_VALUE) else None
+
+
+def _round_exact(text: str, where: str) -> int:
+    """Any decimal number (an exponent, many digits, a form's ``+1`` or ``.5``), rounded
+    half away from zero through Decimal, or refused when it falls outside ±MAX_VALUE."""
+    number = _parse_decimal(text)
     if number.copy_abs() >= _ROUNDS_IN_RANGE:
-        raise unprocessable(_RANGE_HINT.format(where))
+        raise Unprocessable(_RANGE_HINT.format(where))
     return int(number.to_integral_value(rounding=ROUND_HALF_UP))
 
 
@@ -126,16 +135,14 @@ def _parse_form_value(body: bytes, not_json: ValueError) -> int:
     try:
         fields = parse_qsl(body.decode("ascii"), keep_blank_values=True, strict_parsing=True, max_num_fields=16)
     except ValueError:
-        raise bad_request(
-            f"the body is neither JSON ({_why_not_json(body, not_json)}) nor a form: {_EXAMPLE}"
-        ) from None
+        raise Malformed(f"the body is neither JSON ({_why_not_json(body, not_json)}) nor a form: {_EXAMPLE}") from None
     values = [value for name, value in fields if name == "value"]
     if len(values) != 1:
-        raise bad_request(f"the form body needs exactly one value field: {_EXAMPLE}")
+        raise Malformed(f"the form body needs exactly one value field: {_EXAMPLE}")
     text = values[0].strip()
     if len(text) > 400 or _DECIMAL.fullmatch(text) is None:  # ٣ or ３ are digits to Python, not to us
-        raise unprocessable("value must be a decimal number in ASCII digits, like value=3 or value=-2.5")
-    return _round_decimal(_parse_decimal(text), "value")
+        raise Unprocessable("value must be a decimal number in ASCII digits, like value=3 or value=-2.5")
+    return _round_exact(text, "value")
 
 
 def _why_not_json(body: bytes, not_json: ValueError) -> str:
@@ -149,53 +156,38 @@ def _why_not_json(body: bytes, not_json: ValueError) -> str:
 def parse_batch_body(body: bytes) -> list[tuple[str, int]]:
     """Every event of a batch, validated whole, so a bad one records nothing."""
     if not body.strip():
-        raise bad_request(f"the body is empty: {_BATCH_EXAMPLE}")
+        raise Malformed(f"the body is empty: {_BATCH_EXAMPLE}")
     try:
         text = body.decode("utf-8-sig")
         events = decode(_BATCH, text)
     except (UnicodeDecodeError, NotJson):
-        raise bad_request(f"the body is not JSON: {_BATCH_EXAMPLE}") from None
+        raise Malformed(f"the body is not JSON: {_BATCH_EXAMPLE}") from None
     except WrongShape as wrong:
-        raise unprocessable(_batch_shape_detail(wrong)) from None
+        raise Unprocessable(_batch_shape_detail(wrong)) from None
     if len(events) > MAX_BATCH:
-        raise unprocessable(f"a batch holds at most {MAX_BATCH} events and this one has {len(events)}: split it")
+        raise Unprocessable(f"a batch holds at most {MAX_BATCH} events and this one has {len(events)}: split it")
     keys = [event.key for event in events]
     values = [bytes(event.value) for event in events]
     distinct_keys = set(keys)
     _refuse_repeated_names(text, keys, distinct_keys, values)
     if msgspec.UNSET not in distinct_keys and b"" not in values and all(map(is_key, distinct_keys)):  # type: ignore[arg-type]
         try:  # the common batch, in bulk; any problem is found again below, with its event's index
-            return list(zip(keys, _plain_numbers_in_range(values) or list(map(round_number, values)), strict=True))  # type: ignore[arg-type]
-        except Problem:
+            return list(zip(keys, _round_plain(values) or list(map(round_number, values)), strict=True))  # type: ignore[arg-type]
+        except InputError:
             pass
     recorded = []
     for index, (key, value) in enumerate(zip(keys, values, strict=True)):
         try:
             recorded.append(_read_event(key, value))
-        except Problem as problem:
-            raise unprocessable(f"event at index {index}: {problem.detail}") from None
+        except InputError as problem:
+            raise Unprocessable(f"event at index {index}: {problem.detail}") from None
     return recorded
-
-
-def _plain_numbers_in_range(values: list[bytes]) -> list[int] | None:
-    """Every value rounded, when all are plain decimals (no exponent) in range; else None.
-
-    The bulk form of ``round_number`` for the common batch: W.F rounds to W plus one
-    away from zero when F starts with 5-9, exactly, with no Decimal and no call per value.
-    """
-    if b"".join(values).translate(None, b"-.0123456789") or max(map(len, values), default=0) >= 20:
-        return None  # an exponent or a non-number; or a number too long for this shortcut
-    rounded = [
-        int(whole) + (-1 if whole[:1] == b"-" else 1) * (fraction[:1] >= b"5")
-        for whole, _, fraction in map(bytes.partition, values, repeat(b"."))
-    ]
-    return rounded if not rounded or (max(rounded) <= MAX_VALUE and min(rounded) >= -MAX_VALUE) else None
 
 
 def _read_event(key: str | msgspec.UnsetType, value: bytes) -> tuple[str, int]:
     if key is msgspec.UNSET or not value:
         missing = " and ".join(f'"{name}"' for name, there in (("key", key), ("value", value)) if not there)
-        raise unprocessable(f"it has no {missing}: each event is an object like {_EVENT}")
+        raise Unprocessable(f"it has no {missing}: each event is an object like {_EVENT}")
     return parse_key(key), round_number(value)
 
 
@@ -224,7 +216,7 @@ def _refuse_repeated_names(text: str, keys: list, distinct_keys: set, values: li
         held = (keys.count(name) if name in distinct_keys else 0) + (name_tokens(inside, name) if inside else 0)
         if name_tokens(text, name) > named + held:
             index, repeated = _first_event_repeating(text, keys, values)
-            raise bad_request(
+            raise Malformed(
                 f'event at index {index} names "{repeated}" more than once, which is ambiguous: like {_EVENT}'
             )
 

@@ -4,6 +4,8 @@ the check that an answer is the problem it should be."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -87,3 +89,13 @@ def assert_problem(response: Any, status: int, *words: str) -> dict:
         assert word in problem["detail"], problem["detail"]
     assert "Traceback" not in response.get_data(as_text=True)
     return problem
+
+
+def in_threads(work: Callable[[int], object], count: int) -> None:
+    """``work(0)`` to ``work(count - 1)``, each on a thread of its own, all at once;
+    returns when every one has."""
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

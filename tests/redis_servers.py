@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from benchmarks.processes import free_port
+from tools.processes import free_port
 
 START_TIMEOUT_S = 15.0
 

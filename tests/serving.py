@@ -1,6 +1,6 @@
 """Real ``python app.py`` processes for tests: start one on a free port, wait until it
 answers, stop it with a signal. Shared by the process tests of every backend; the
-process handling itself is ``benchmarks/processes.py``, which the benchmarks use too."""
+process handling itself is ``tools/processes.py``, which the benchmarks use too."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from benchmarks.processes import ROOT, Server, free_port, launch, stopped_afterwards, wait_until_listening
+from tools.processes import ROOT, Server, free_port, launch, stopped_afterwards, wait_until_listening
 
 APP = ROOT / "app.py"
 START_TIMEOUT_S = 30.0

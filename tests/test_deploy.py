@@ -33,15 +33,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from proxies import DEPLOY, NGINX_CERTIFICATE, NGINX_CERTIFICATE_KEY, nginx_http_block, proxy, require
+from proxies import proxy, require
 from serving import ROOT, app_env, free_port, serving
 from systemd_notify import notify_socket, receive
 
-from benchmarks.processes import launch, stopped_afterwards
 from ringsum import load_settings
 from ringsum.config import DEFAULTS
 from ringsum.version import __version__
 from ringsum.wire import problem_json
+from tools.processes import launch, stopped_afterwards
+from tools.proxies import DEPLOY, NGINX_CERTIFICATE, NGINX_CERTIFICATE_KEY, nginx_http_block
 
 pytestmark = pytest.mark.process
 
@@ -51,13 +52,7 @@ MAX_EXPOSURE = 3.0
 
 
 def tool(program: str, package: str) -> str:
-    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
-    if path is None:
-        reason = f"{program} is not installed (apt-get install {package})"
-        if os.environ.get("RINGSUM_REQUIRE_DEPLOY_TOOLS") == "1":
-            pytest.fail(f"RINGSUM_REQUIRE_DEPLOY_TOOLS=1 but {reason}", pytrace=False)
-        pytest.skip(reason)
-    return path
+    return require(program, package, flag="RINGSUM_REQUIRE_DEPLOY_TOOLS")
 
 
 def run(command: list[str], **options) -> subprocess.CompletedProcess[str]:

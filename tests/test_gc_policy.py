@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from ringsum import gc_policy
-from ringsum.storage import StorageOptions
+from ringsum.config import storage_options
 from ringsum.storage.memory import MemoryStorage
 from ringsum.window import RollingSum
 
@@ -29,7 +29,7 @@ def unfrozen() -> Iterator[None]:
 @pytest.fixture
 def storage() -> Iterator[tuple[MemoryStorage, list[int]]]:
     now = [START_US]
-    memory = MemoryStorage(StorageOptions(window_us=3_600_000_000, resolution_us=1_000_000), clock=lambda: now[0])
+    memory = MemoryStorage(storage_options(), clock=lambda: now[0])
     memory.record_many([(f"key.{index}", 1) for index in range(KEYS)])
     yield memory, now
     memory.close()

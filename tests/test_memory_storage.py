@@ -14,7 +14,8 @@ from freezegun import freeze_time
 from helpers import ManualClock, memory_storage
 
 from ringsum import state
-from ringsum.storage import DataDirInUse, KeyLimitReached, StorageOptions, StorageUnavailable, file_header
+from ringsum.config import storage_options
+from ringsum.storage import DataDirInUse, KeyLimitReached, StorageUnavailable, file_header
 from ringsum.storage.checkpoint import save
 from ringsum.storage.datadir import DataDir
 from ringsum.storage.memory import MemoryStorage
@@ -325,7 +326,7 @@ def test_a_second_storage_on_the_same_data_dir_is_refused_until_the_first_closes
         memory_storage(ManualClock(START_US), RINGSUM_DATA_DIR=str(tmp_path))
     first.record("k", 1)
     threading.Timer(0.2, first.close).start()
-    options = StorageOptions(window_us=3_600_000_000, resolution_us=1_000_000, data_dir=str(tmp_path))
+    options = storage_options(data_dir=str(tmp_path))
     second = MemoryStorage(options, clock=ManualClock(START_US), lock_timeout_s=10)  # as a reload's new worker
     try:
         assert second.total("k") == 1

@@ -12,16 +12,19 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
-from helpers import ManualClock, assert_problem, crash, memory_storage
+from helpers import ManualClock, assert_problem, crash, in_threads, memory_storage
 
 from ringsum import create_app, state
 from ringsum.clock import now_us
 from ringsum.edge import Edge, EdgeLimits
 from ringsum.storage import NotDurable, journal_writer, persistence
+from ringsum.storage.memory import MemoryStorage
 
 T0 = 1_780_000_000_000_000
 
@@ -78,13 +81,20 @@ def wait_for(condition, what: str, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def recorded_then_failing(make_memory_app, tmp_path: Path, disk: Disk, fsync: str) -> tuple[Any, MemoryStorage]:
+    """An app (its test client and storage) on ``tmp_path`` that recorded 1 for k, then
+    whose disk began to fail."""
+    app = make_memory_app(RINGSUM_DATA_DIR=str(tmp_path), RINGSUM_FSYNC=fsync)
+    client = app.test_client()
+    assert client.post("/metric/k", json={"value": 1}).status_code == 200
+    disk.failing = True
+    return client, state.storage(app)
+
+
 def test_a_failed_everysec_fsync_refuses_writes_and_readiness_until_durability_is_back(
     make_memory_app, tmp_path, disk: Disk
 ) -> None:
-    app = make_memory_app(RINGSUM_DATA_DIR=str(tmp_path), RINGSUM_FSYNC="everysec")
-    client, storage = app.test_client(), state.storage(app)
-    assert client.post("/metric/k", json={"value": 1}).status_code == 200
-    disk.failing = True
+    client, storage = recorded_then_failing(make_memory_app, tmp_path, disk, "everysec")
     assert client.post("/metric/k", json={"value": 2}).status_code == 200  # acknowledged before the fsync
     wait_for(lambda: storage._persistence.problem is not None, "the fsync thread to fail")
     calls = disk.calls
@@ -122,10 +132,7 @@ def test_a_failed_everysec_fsync_refuses_writes_and_readiness_until_durability_i
 def test_with_always_a_write_whose_fsync_fails_is_not_acknowledged_and_its_retry_counts_once(
     make_memory_app, tmp_path, disk: Disk
 ) -> None:
-    app = make_memory_app(RINGSUM_DATA_DIR=str(tmp_path), RINGSUM_FSYNC="always")
-    client, storage = app.test_client(), state.storage(app)
-    assert client.post("/metric/k", json={"value": 1}).status_code == 200
-    disk.failing = True
+    client, storage = recorded_then_failing(make_memory_app, tmp_path, disk, "always")
     retry = {"Idempotency-Key": "write-2"}
     in_doubt = client.post("/metric/k", json={"value": 2}, headers=retry)
     assert_problem(in_doubt, 503, str(tmp_path), "held in memory", "same Idempotency-Key")
@@ -183,22 +190,12 @@ def test_with_always_concurrent_writers_share_fsyncs_and_survive_a_power_loss(tm
             acknowledged[index] += 1
 
     try:
-        workers = [threading.Thread(target=writer, args=(index,)) for index in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        in_threads(writer, threads)
     finally:
         journal_writer._sync_data = slow_sync
     writes = threads * per_thread
     assert disk.calls < writes / 2, f"{disk.calls} fsyncs for {writes} writes"
-    crash(storage)
-    disk.lose_power(tmp_path)
-    again = memory_storage(clock, RINGSUM_DATA_DIR=str(tmp_path))
-    try:
-        assert [again.total(f"k{index}") for index in range(threads)] == acknowledged
-    finally:
-        again.close()
+    assert totals_after_power_loss(storage, disk, tmp_path, clock, threads) == acknowledged
 
 
 def test_an_idempotent_retry_answered_again_waits_for_the_disk_too(tmp_path, disk: Disk) -> None:
@@ -242,11 +239,7 @@ def test_the_edge_answers_a_turn_of_writes_after_one_fsync_and_a_power_loss_keep
                     acknowledged[index] += 1
 
     try:
-        threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        in_threads(client, clients)
     finally:
         loop.call_soon_threadsafe(stopping.set)
         serving.join()
@@ -255,10 +248,17 @@ def test_the_edge_answers_a_turn_of_writes_after_one_fsync_and_a_power_loss_keep
     writes = clients * per_client
     assert sum(acknowledged) == writes
     assert disk.calls < writes / 2, f"{disk.calls} fsyncs for {writes} writes"
-    crash(state.storage(app))
-    disk.lose_power(tmp_path)
-    again = memory_storage(now_us, RINGSUM_DATA_DIR=str(tmp_path))
+    assert totals_after_power_loss(state.storage(app), disk, tmp_path, now_us, clients) == acknowledged
+
+
+def totals_after_power_loss(
+    storage: MemoryStorage, disk: Disk, data_dir: Path, clock: Callable[[], int], keys: int
+) -> list[int]:
+    """Crash ``storage``, lose what was never fsynced, restore: the totals of k0, k1..."""
+    crash(storage)
+    disk.lose_power(data_dir)
+    again = memory_storage(clock, RINGSUM_DATA_DIR=str(data_dir))
     try:
-        assert [again.total(f"k{index}") for index in range(clients)] == acknowledged
+        return [again.total(f"k{index}") for index in range(keys)]
     finally:
         again.close()

@@ -26,7 +26,7 @@ import redis
 import requests
 from serving import ROOT, START_TIMEOUT_S, Server, app_env, free_port, wait_until_answering
 
-from benchmarks.processes import launch, stopped_afterwards
+from tools.processes import launch, stopped_afterwards
 
 pytestmark = pytest.mark.process
 

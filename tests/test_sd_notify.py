@@ -16,8 +16,8 @@ import requests
 from serving import free_port, run_app
 from systemd_notify import notify_socket, receive
 
-from benchmarks.processes import stopped_afterwards
 from ringsum.sd_notify import Notifier
+from tools.processes import stopped_afterwards
 
 pytestmark = pytest.mark.process
 

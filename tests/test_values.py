@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ringsum import state
-from ringsum.problems import Problem
+from ringsum.errors import InputError, Malformed
 from ringsum.values import _PLAIN_BODY, parse_batch_body, parse_value_body, read_value_body
 
 MAX = 2**53 - 1
@@ -352,8 +352,8 @@ def test_a_batch_event_with_another_field_is_a_422_naming_it(client, field: str)
 def outcome(parse, body: bytes) -> int | tuple[int, str]:
     try:
         return parse(body)
-    except Problem as problem:
-        return problem.status, problem.detail
+    except InputError as error:
+        return 400 if isinstance(error, Malformed) else 422, error.detail
 
 
 NUMBER_TEXT = st.one_of(

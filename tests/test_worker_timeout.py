@@ -19,9 +19,9 @@ import requests
 from serving import ROOT, Server, free_port, run_app, serving
 from test_server import post, wait_for, workers_of
 
-from benchmarks.processes import launch, stopped_afterwards, wait_until_listening
 from ringsum import load_settings
 from ringsum.config import ConfigError
+from tools.processes import launch, stopped_afterwards, wait_until_listening
 
 SILENT = "sent no heartbeat"
 

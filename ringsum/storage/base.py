@@ -98,16 +98,17 @@ class FsyncMode(StrEnum):
 @dataclass(frozen=True)
 class StorageOptions:
     """What a backend may be built with; each backend takes the options it uses and
-    ignores the rest (Redis has no data dir, memory no connection timeout)."""
+    ignores the rest (Redis has no data dir, memory no connection timeout). No defaults
+    here: they are the settings table's (``ringsum.config.storage_options()``)."""
 
     window_us: int
     resolution_us: int  # 0: exact mode
-    max_keys: int = 100_000  # memory
-    max_idempotency_keys: int = 250_000  # memory
-    data_dir: str | None = None  # memory: None keeps nothing
-    fsync: FsyncMode = FsyncMode.EVERYSEC  # memory
-    checkpoint_us: int = 60_000_000  # memory
-    redis_timeout_us: int = 1_000_000  # Redis and Cluster
+    max_keys: int  # memory
+    max_idempotency_keys: int  # memory
+    data_dir: str | None  # memory: None keeps nothing
+    fsync: FsyncMode  # memory
+    checkpoint_us: int  # memory
+    redis_timeout_us: int  # Redis and Cluster
 
     @property
     def slot_us(self) -> int:

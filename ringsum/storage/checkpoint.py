@@ -9,7 +9,6 @@ serving process's lock and GIL, and get what the server holds in memory.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import signal
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..parent_death import die_with_parent
 from ..window import RollingSum
 from . import file_header
 from .base import DataDirError, Marker
@@ -258,18 +258,6 @@ def fold(
     return len(restored.sums)
 
 
-def die_with_parent(parent_pid: int) -> bool:
-    """Have the kernel kill this process when the server that started it dies (Linux),
-    and tell whether it is still there: a fold outliving its server could rename a
-    snapshot under the next owner while that one reads the data dir."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the parent check below still narrows the window
-    return os.getppid() == parent_pid
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ringsum.storage.checkpoint", description=fold.__doc__)
     parser.add_argument("data_dir")
@@ -280,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--directory-id", help="device:inode of the directory the server holds")
     args = parser.parse_args(argv)
-    if not die_with_parent(args.parent_pid):
+    # A fold outliving its server could rename a snapshot under the next owner while that
+    # one reads the data dir: killed with it (Linux), or not run when it is gone already.
+    if not die_with_parent(args.parent_pid, signal.SIGKILL):
         print(f"checkpoint of {args.data_dir} not run: the server that asked for it is gone", file=sys.stderr)
         return 1
     try:

@@ -338,7 +338,3 @@ class MemoryStorage(Storage):
         """Fold the log into a new snapshot (see Persistence.checkpoint)."""
         if self._persistence is not None:
             self._persistence.checkpoint()
-
-    @property
-    def longest_checkpoint_hold_s(self) -> float:
-        return 0.0 if self._persistence is None else self._persistence.longest_checkpoint_hold_s

@@ -73,7 +73,6 @@ class Persistence:
         self._said: str | None = None  # the last reason a comeback failed, said once
         self._steps_marked = clock.steps  # wall-clock steps the log has a clock mark after
         self._next_mark = 0.0
-        self.longest_checkpoint_hold_s = 0.0  # the lock held to rotate the log, for the benchmark
 
     @property
     def path(self) -> os.PathLike[str]:
@@ -355,13 +354,11 @@ class Persistence:
         if journal is None or journal.failure is not None or not journal.has_records:
             return
         journal.prepare_next()  # the next segment's file, made and fsynced off the lock
-        started = time.perf_counter()
         with self._lock:
             if journal is not self._journal or journal.failure is not None:
                 return
             closed = journal.rotate()
             now = self._clock()
-        self.longest_checkpoint_hold_s = max(self.longest_checkpoint_hold_s, time.perf_counter() - started)
         journal.seal_closed()
         identity = self._data_dir.identity
         command = [

@@ -114,8 +114,7 @@ def _convert(storage: RedisStorage, keys: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .. import load_settings
-    from ..config import ConfigError
+    from ..config import ConfigError, load_settings
     from . import storage_class
 
     parser = argparse.ArgumentParser(prog="python -m ringsum.storage.upgrade", description=__doc__.split("\n\n")[0])
