@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from ringsum.cli import main
+from ringsum.serving.cli import main
 
 if TYPE_CHECKING:
     from flask import Flask

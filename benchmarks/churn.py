@@ -1,5 +1,5 @@
 """A probe GET while batches re-post 100,000 keys every second, with and without
-``ringsum.gc_policy``, next to the longest single hold of the storage lock.
+``ringsum.serving.gc_policy``, next to the longest single hold of the storage lock.
 
 Each second the poster sends 100 batches of 1,000 events; a tenth of the keys are new
 each second and as many stop being posted, so keys keep being created and aged out

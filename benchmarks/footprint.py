@@ -74,7 +74,7 @@ def bytes_per_busy_key(keys: int, traced: bool = False, ticks: int = BUSY_TICKS)
 def bytes_per_entry(design: str, entries: int = 1_000_000) -> dict:
     """RSS growth per entry: tick mode (1 s ticks), 300 keys of 3,600 entries each; exact
     mode, one key of a million entries 3.6 ms apart."""
-    from ringsum.window import RollingSum
+    from ringsum.core.window import RollingSum
 
     keys, gap_us = (300, 1_000_000) if design == "tick" else (1, HOUR_US // entries)
     sums = [RollingSum(HOUR_US, 1_000_000 if design == "tick" else 0) for _ in range(keys)]
@@ -91,7 +91,7 @@ def bytes_per_entry(design: str, entries: int = 1_000_000) -> dict:
 
 def add_total_ns() -> dict:
     """add + total per call, evicting as the storage does, in the shapes keys take."""
-    from ringsum.window import RollingSum
+    from ringsum.core.window import RollingSum
 
     shapes = {"few_entries": (10_000_000, 1_000_000, 500_000), "tick_full_hour": (HOUR_US, 1_000_000, 1_000_000)}
     shapes["exact_busy"] = (HOUR_US, 0, 1_000)

@@ -80,7 +80,7 @@ def _timed_ms(run: Callable[[], object], times: int) -> dict[str, float]:
 def in_process(times: int = 30) -> dict:
     """Parse cost without a server: each hostile body, and a valid 10,000-event batch
     against the parser this one replaced (taking turns)."""
-    from ringsum.values import parse_batch_body, parse_value_body
+    from ringsum.inputs.values import parse_batch_body, parse_value_body
 
     array, extra, batch = array_body(), extra_field_body(), batch_body()
     assert parse_batch_body(batch) == previous_batch_parse(batch)

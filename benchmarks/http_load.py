@@ -113,9 +113,9 @@ def access_log_cost(rounds: int, seconds: float) -> dict:
 def access_line_us(count: int = 100_000) -> float:
     """CPU µs one text access line costs the edge (``Connection._log_access``, the line's
     format and its share of the buffered writes, to a file), in process, best of 7."""
-    from ringsum.access_log import AccessLog, AccessLogMode, TrustedProxies
-    from ringsum.edge import Connection
-    from ringsum.http1 import Request
+    from ringsum.http.access_log import AccessLog, AccessLogMode, TrustedProxies
+    from ringsum.http.edge import Connection
+    from ringsum.http.http1 import Request
 
     class Answered:
         peer = ("127.0.0.1", 50000)

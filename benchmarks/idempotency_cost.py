@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from ringsum import create_app
-from ringsum.state import close_app
+from ringsum.web.state import close_app
 
 BODY = b'{"value": 3}'
 COUNT = 20_000

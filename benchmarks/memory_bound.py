@@ -17,7 +17,7 @@ from collections import deque
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ringsum.window import RollingSum
+from ringsum.core.window import RollingSum
 
 HOUR_US = 3_600_000_000
 START_US = 1_800_000_000_000_000  # an arbitrary epoch instant, in µs

@@ -11,10 +11,11 @@ import io
 import time
 from collections.abc import Callable, Iterable
 
-from ringsum import create_app, state
-from ringsum.body_limit import WHOLE_BODY
-from ringsum.keys import parse_key
-from ringsum.values import parse_value_body
+from ringsum import create_app
+from ringsum.inputs.keys import parse_key
+from ringsum.inputs.values import parse_value_body
+from ringsum.web import state
+from ringsum.web.body_limit import WHOLE_BODY
 
 from .baselines import bare_app
 

@@ -89,7 +89,8 @@ def hook_cost(count: int = 20_000) -> dict:
     """CPU µs per request of the metrics hook (count and latency of one route), in an
     app whose instruments are in process (one worker) and in one whose instruments
     write to a shared directory (each worker under --workers N > 1). Best of 7."""
-    from ringsum import create_app, state
+    from ringsum import create_app
+    from ringsum.web import state
 
     def per_call_us(app: object) -> float:
         observed = state.metrics(app)

@@ -11,8 +11,8 @@ import sys
 from granian.constants import Interfaces
 from granian.server import Server
 
-from ringsum.edge import EdgeLimits
-from ringsum.server import ServeOptions, serve
+from ringsum.http.edge import EdgeLimits
+from ringsum.serving.server import ServeOptions, serve
 
 from .baselines import bare_app, naive_app
 

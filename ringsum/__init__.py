@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def create_app(overrides: Mapping[str, Any] | None = None, **options: Any) -> Flask:
     """The app (``app.create_app``, which says what ``options`` are); Flask loads here,
     when an app is built, not when ringsum is imported (``app.py`` imports this first)."""
-    from .app import create_app as build
+    from .web.app import create_app as build
 
     return build(overrides, **options)
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from .access_log import AccessLogMode, LogFormat, TrustedProxies
-from .keys import is_prefix
+from .core.units import format_duration, parse_duration_us, parse_size
+from .http.access_log import AccessLogMode, LogFormat, TrustedProxies
+from .inputs.keys import is_prefix
 from .storage import check_uri, shown_uri
 from .storage.base import FsyncMode, StorageOptions
-from .units import format_duration, parse_duration_us, parse_size
 
 
 class ConfigError(Exception):

@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 from redis_servers import redis_cluster, redis_server  # noqa: F401 - session fixtures
 
 from ringsum import create_app
-from ringsum.clock import now_us
-from ringsum.state import close_app
+from ringsum.core.clock import now_us
+from ringsum.web.state import close_app
 
 # In-process apps keep nothing (and write nothing to ./data) unless a test gives them a
 # data dir; real servers get a fresh one each from tests/serving.py.

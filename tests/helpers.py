@@ -27,7 +27,7 @@ class ManualClock:
     """Epoch µs that move only when a test says so: cheaper than freezegun for 100,000
     steps, and the same in every thread (the storage's sweeper and checkpointer too).
 
-    A wall clock with its monotonic partner (ringsum.clock.WindowClock reads both):
+    A wall clock with its monotonic partner (ringsum.core.clock.WindowClock reads both):
     ``advance`` (or setting ``now_us``) is time passing, ``step`` is the wall clock
     stepped (NTP, an operator) while no time passes."""
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ringsum.edge import EdgeLimits  # after the path above
-from ringsum.server import ServeOptions, serve
+from ringsum.http.edge import EdgeLimits  # after the path above
+from ringsum.serving.server import ServeOptions, serve
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 

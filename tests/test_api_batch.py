@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ringsum import state
+from ringsum.web import state
 
 
 def sums(client, *keys: str) -> dict[str, int]:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from freezegun import freeze_time
 
-from ringsum.state import close_app, storage
+from ringsum.web.state import close_app, storage
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, 400_000, tzinfo=UTC)
 

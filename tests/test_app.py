@@ -145,7 +145,7 @@ def test_a_refused_setting_and_help_answer_before_flask_loads() -> None:
     """So that a typo answers at once, and the cost of Flask is paid only by a server."""
     status, loaded = modules_loaded(["app.py"], {"RINGSUM_WINDOW": "soon"})
     assert status == 2 and "ringsum.config" in loaded
-    assert "flask" not in loaded and "ringsum.edge" not in loaded
+    assert "flask" not in loaded and "ringsum.http.edge" not in loaded
     status, loaded = modules_loaded(["app.py", "--help"])
     assert status == 0 and "flask" not in loaded
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from serving import Server, run_app
 
-from ringsum import create_app, load_settings, state
+from ringsum import create_app, load_settings
 from ringsum.config import DEFAULTS, ConfigError
+from ringsum.web import state
 
 SECOND_US = 1_000_000
 

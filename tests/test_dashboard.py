@@ -36,7 +36,7 @@ from helpers import ManualClock
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from ringsum import create_app
-from ringsum.state import close_app
+from ringsum.web.state import close_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

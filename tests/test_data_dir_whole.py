@@ -13,7 +13,7 @@ import requests
 from helpers import ManualClock, memory_storage
 from serving import free_port, run_app, serving
 
-from ringsum.clock import now_us
+from ringsum.core.clock import now_us
 from ringsum.storage import DataDirError
 
 

@@ -39,8 +39,8 @@ from systemd_notify import notify_socket, receive
 
 from ringsum import load_settings
 from ringsum.config import DEFAULTS
+from ringsum.http.wire import problem_json
 from ringsum.version import __version__
-from ringsum.wire import problem_json
 from tools.processes import launch, stopped_afterwards
 from tools.proxies import DEPLOY, NGINX_CERTIFICATE, NGINX_CERTIFICATE_KEY, nginx_http_block
 

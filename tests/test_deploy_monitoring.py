@@ -72,7 +72,7 @@ def exposed(tmp_path_factory) -> set[str]:
     """Every series name a scrape of ringsum shows: memory storage with a data
     dir and RINGSUM_EXPORT set shows them all (Redis shows fewer, none of its own)."""
     from ringsum import create_app
-    from ringsum.state import close_app
+    from ringsum.web.state import close_app
 
     app = create_app(
         {"RINGSUM_STORAGE_URI": "memory://", "RINGSUM_DATA_DIR": str(tmp_path_factory.mktemp("data"))}

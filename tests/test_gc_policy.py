@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from ringsum import gc_policy
 from ringsum.config import storage_options
+from ringsum.core.window import RollingSum
+from ringsum.serving import gc_policy
 from ringsum.storage.memory import MemoryStorage
-from ringsum.window import RollingSum
 
 START_US = 1_800_000_000_000_000
 KEYS = 2_000

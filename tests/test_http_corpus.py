@@ -30,7 +30,7 @@ import requests
 from http_oracle import Framed, Framing, frame
 from serving import Server, serving
 
-from ringsum.edge import Connection, Edge, EdgeLimits
+from ringsum.http.edge import Connection, Edge, EdgeLimits
 
 CORPUS = Path(__file__).resolve().parent / "http_corpus"
 WHOLE_BODY = "ringsum.whole_body"

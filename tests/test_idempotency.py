@@ -19,10 +19,10 @@ from freezegun import freeze_time
 from helpers import ManualClock, assert_problem, crash, memory_storage, total
 from serving import serving
 
-from ringsum import state
-from ringsum.idempotency import fingerprint
+from ringsum.inputs.idempotency import fingerprint
 from ringsum.storage import IdempotencyKeyReused, Marker, StorageUnavailable
 from ringsum.storage.memory import MemoryStorage
+from ringsum.web import state
 
 START = "2026-01-01 00:00:00"
 SINGLE = ("/metric/visits", {"value": 3})

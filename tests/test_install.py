@@ -73,7 +73,7 @@ def test_the_wheel_holds_every_file_the_package_reads(wheel: Path) -> None:
     for path in data:
         if "__pycache__" not in path.parts:
             assert path.relative_to(ROOT).as_posix() in names
-    assert "ringsum/storage/lua/record.lua" in names and "ringsum/openapi.json" in names
+    assert "ringsum/storage/lua/record.lua" in names and "ringsum/web/openapi.json" in names
 
 
 def test_the_wheel_depends_on_what_requirements_txt_pins(wheel: Path) -> None:

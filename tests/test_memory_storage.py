@@ -13,13 +13,13 @@ import pytest
 from freezegun import freeze_time
 from helpers import ManualClock, memory_storage
 
-from ringsum import state
 from ringsum.config import storage_options
+from ringsum.core.window import RollingSum
 from ringsum.storage import DataDirInUse, KeyLimitReached, StorageUnavailable, file_header
 from ringsum.storage.checkpoint import save
 from ringsum.storage.datadir import DataDir
 from ringsum.storage.memory import MemoryStorage
-from ringsum.window import RollingSum
+from ringsum.web import state
 
 START = datetime(2026, 5, 4, 12, 0, 0, tzinfo=UTC)
 START_US = int(START.timestamp()) * 1_000_000

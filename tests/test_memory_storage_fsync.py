@@ -20,11 +20,12 @@ import pytest
 import requests
 from helpers import ManualClock, assert_problem, crash, in_threads, memory_storage
 
-from ringsum import create_app, state
-from ringsum.clock import now_us
-from ringsum.edge import Edge, EdgeLimits
+from ringsum import create_app
+from ringsum.core.clock import now_us
+from ringsum.http.edge import Edge, EdgeLimits
 from ringsum.storage import NotDurable, journal_writer, persistence
 from ringsum.storage.memory import MemoryStorage
+from ringsum.web import state
 
 T0 = 1_780_000_000_000_000
 

@@ -9,8 +9,9 @@ import pytest
 from freezegun import freeze_time
 from test_observability import scrape
 
-from ringsum import export, load_settings
+from ringsum import load_settings
 from ringsum.config import ConfigError
+from ringsum.web import export
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -75,7 +76,7 @@ def test_the_listing_is_read_in_pages_never_all_at_once(make_app, monkeypatch) -
     client = app.test_client()
     assert client.post("/metric", json=[{"key": f"k{index}", "value": 1} for index in range(5)]).status_code == 200
     monkeypatch.setattr(export, "PAGE", 2)
-    from ringsum import state
+    from ringsum.web import state
 
     storage = state.storage(app)
     calls = []

@@ -19,7 +19,7 @@ from serving import Server, serving
 from test_observability import requests_counted
 from test_server import wait_for, workers_of
 
-from ringsum.wire import REFUSAL_REASONS
+from ringsum.http.wire import REFUSAL_REASONS
 
 pytestmark = pytest.mark.process
 

@@ -8,11 +8,12 @@ import pytest
 from freezegun import freeze_time
 from prometheus_client.parser import text_string_to_metric_families
 
-from ringsum import create_app, state
-from ringsum.observability import STORAGE_ERROR_CAUSES
-from ringsum.state import close_app
+from ringsum import create_app
 from ringsum.storage import StorageIncompatible, StorageUnavailable
 from ringsum.version import __version__
+from ringsum.web import state
+from ringsum.web.observability import STORAGE_ERROR_CAUSES
+from ringsum.web.state import close_app
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 CAUSES = sorted(STORAGE_ERROR_CAUSES.values())

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, settings
 
 from ringsum import create_app
 
-DOCUMENT = json.loads((Path(__file__).parent.parent / "ringsum" / "openapi.json").read_text())
+DOCUMENT = json.loads((Path(__file__).parent.parent / "ringsum" / "web" / "openapi.json").read_text())
 TOKEN = "fuzzing-token"
 EXAMPLES_PER_OPERATION = 200
 REDIS_EXAMPLES_PER_OPERATION = 30

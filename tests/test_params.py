@@ -1,4 +1,4 @@
-"""ringsum.params and ringsum.units.ceil_div: the series-step policy in numbers. The query
+"""ringsum.inputs.params and ringsum.core.units.ceil_div: the series-step policy in numbers. The query
 parameters themselves are tested through HTTP in test_api_series.py and test_api_sum_window.py."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ringsum.params import MAX_POINTS, default_step_us, min_step_us
-from ringsum.units import ceil_div
+from ringsum.core.units import ceil_div
+from ringsum.inputs.params import MAX_POINTS, default_step_us, min_step_us
 
 HOUR_US, SECOND_US = 3_600_000_000, 1_000_000
 

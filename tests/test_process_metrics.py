@@ -1,4 +1,4 @@
-"""``process_*`` on /metrics (ringsum.process_metrics): prometheus_client's six families,
+"""``process_*`` on /metrics (ringsum.web.process_metrics): prometheus_client's six families,
 of the one process for an app served alone, and of the whole server (supervisor and
 workers) under ``python app.py``: summed, the CPU never going back when a worker is
 replaced, the start time the supervisor's; and still there where /proc shows processes
@@ -20,7 +20,7 @@ from test_metrics_workers import post_concurrently, scrape
 from test_observability import scrape as scrape_app
 from test_server import wait_for, workers_of
 
-from ringsum.process_metrics import ProcessCollector, Roster, _boot_time
+from ringsum.web.process_metrics import ProcessCollector, Roster, _boot_time
 
 FAMILIES = {
     "process_cpu_seconds_total",

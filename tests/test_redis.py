@@ -28,12 +28,12 @@ from redis_servers import RedisServer, free_port, redis_missing, unavailable
 from serving import ROOT, app_env, serving
 
 from ringsum import create_app, load_settings
-from ringsum.clock import WindowClock
-from ringsum.state import close_app
+from ringsum.core.clock import WindowClock
 from ringsum.storage import open_storage
 from ringsum.storage import redis_layout as layout
 from ringsum.storage.memory import MemoryStorage
 from ringsum.storage.redis import LAYOUT_KEY, RedisStorage
+from ringsum.web.state import close_app
 
 MAX_VALUE = 2**53 - 1
 

@@ -13,8 +13,8 @@ from flask import Flask
 from freezegun import freeze_time
 
 import ringsum.storage.redis as redis_storage
-from ringsum import state
 from ringsum.storage.redis import INDEX
+from ringsum.web import state
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

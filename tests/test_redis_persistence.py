@@ -11,7 +11,7 @@ import pytest
 from redis_servers import RedisServer, redis_missing, unavailable
 
 from ringsum import create_app
-from ringsum.state import close_app
+from ringsum.web.state import close_app
 
 LOGGER = "ringsum.storage.redis"
 SLOW_MACHINE = {"RINGSUM_REDIS_TIMEOUT": "5s"}  # a loaded CI machine is no outage

@@ -27,9 +27,9 @@ from redis_servers import RedisClusterServers, RedisServer, redis_missing, unava
 from serving import serving
 
 from ringsum import create_app
-from ringsum.state import close_app, storage
 from ringsum.storage.redis import INDEX
 from ringsum.storage.redis_cluster import RedisClusterStorage
+from ringsum.web.state import close_app, storage
 
 TIMEOUT = "500ms"
 BOUND_S = 2.5  # timeout + a generous margin for a loaded 2-core machine

@@ -22,13 +22,13 @@ import redis
 from redis.cluster import RedisCluster
 
 from ringsum import create_app, load_settings
-from ringsum.idempotency import fingerprint
-from ringsum.state import close_app
+from ringsum.inputs.idempotency import fingerprint
 from ringsum.storage import Marker, StorageIncompatible, open_storage, storage_class
 from ringsum.storage import redis_layout as layout
 from ringsum.storage.memory import MemoryStorage
 from ringsum.storage.redis import INDEX, LAYOUT_KEY, RedisStorage, marker_key
 from ringsum.storage.upgrade import OLDER_CLIENT_NAME, UpgradeRefused, upgrade
+from ringsum.web.state import close_app
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUT_1_SCRIPTS = Path(__file__).parent / "fixtures" / "redis_layout1"

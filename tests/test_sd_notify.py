@@ -16,7 +16,7 @@ import requests
 from serving import free_port, run_app
 from systemd_notify import notify_socket, receive
 
-from ringsum.sd_notify import Notifier
+from ringsum.serving.sd_notify import Notifier
 from tools.processes import stopped_afterwards
 
 pytestmark = pytest.mark.process

@@ -1,6 +1,6 @@
 """What ``python app.py`` says about itself: a "stopped" line last, in text and in JSON;
 lines about the whole server (Redis's persistence, Redis unreachable) said by one
-worker, not by each of ``--workers N`` (ringsum.said_once). Real processes."""
+worker, not by each of ``--workers N`` (ringsum.core.said_once). Real processes."""
 
 from __future__ import annotations
 

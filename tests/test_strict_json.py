@@ -1,4 +1,4 @@
-"""ringsum.strict_json: names counted exactly however they are escaped, and msgspec's
+"""ringsum.inputs.strict_json: names counted exactly however they are escaped, and msgspec's
 errors read the way values.py relies on (a msgspec upgrade that rewords them fails here)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ringsum.errors import Malformed
-from ringsum.strict_json import NotJson, WrongShape, check_syntax, decode, name_tokens
+from ringsum.inputs.errors import Malformed
+from ringsum.inputs.strict_json import NotJson, WrongShape, check_syntax, decode, name_tokens
 
 NAMES = ["key", "value", "x", "valu", "values"]
 

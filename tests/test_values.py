@@ -15,9 +15,9 @@ from helpers import ON_MEMORY_ONLY, assert_problem, total
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ringsum import state
-from ringsum.errors import InputError, Malformed
-from ringsum.values import _PLAIN_BODY, parse_batch_body, parse_value_body, read_value_body
+from ringsum.inputs.errors import InputError, Malformed
+from ringsum.inputs.values import _PLAIN_BODY, parse_batch_body, parse_value_body, read_value_body
+from ringsum.web import state
 
 MAX = 2**53 - 1
 _fresh_keys = itertools.count()

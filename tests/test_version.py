@@ -45,7 +45,7 @@ def test_the_changelogs_newest_entry_is_this_version() -> None:
 
 
 def test_the_openapi_document_is_this_version() -> None:
-    assert json.loads((ROOT / "ringsum" / "openapi.json").read_text())["info"]["version"] == __version__
+    assert json.loads((ROOT / "ringsum" / "web" / "openapi.json").read_text())["info"]["version"] == __version__
 
 
 @pytest.mark.parametrize("command", [["app.py"], ["-m", "ringsum"]], ids=["python app.py", "python -m ringsum"])

@@ -14,8 +14,8 @@ from helpers import total
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from ringsum.units import parse_duration_us
-from ringsum.window import SMALL_FLAT, PackedRollingSum, RollingSum, pack_at
+from ringsum.core.units import parse_duration_us
+from ringsum.core.window import SMALL_FLAT, PackedRollingSum, RollingSum, pack_at
 
 MAX = 2**53 - 1
 HOUR_US = 3_600_000_000

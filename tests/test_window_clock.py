@@ -19,11 +19,11 @@ from helpers import ManualClock, crash, memory_storage, total
 from serving import serving
 
 from ringsum import create_app
-from ringsum.clock import STEP_US, WindowClock, now_us
 from ringsum.config import read_settings
-from ringsum.state import close_app
+from ringsum.core.clock import STEP_US, WindowClock, now_us
 from ringsum.storage import Marker, open_storage
 from ringsum.storage.memory import MemoryStorage
+from ringsum.web.state import close_app
 
 T0 = 1_767_225_600_000_000  # 2026-01-01 00:00:00 UTC, on a tick
 SECOND, MINUTE, HOUR = 1_000_000, 60_000_000, 3_600_000_000

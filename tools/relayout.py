@@ -25,7 +25,7 @@ PACKAGE = "ringsum"
 # Each flat module's new package. What is not here stays where it is: the package root
 # (``__init__``, ``config``, ``version``, and any module this table does not know yet).
 LAYOUT: dict[str, tuple[str, ...]] = {
-    "core": ("window", "units", "clock", "pending", "parent_death"),
+    "core": ("window", "units", "clock", "pending", "parent_death", "said_once"),
     "inputs": ("errors", "keys", "values", "params", "strict_json", "idempotency"),
     "http": ("edge", "http1", "wire", "access_log"),
     "web": (
@@ -40,6 +40,7 @@ LAYOUT: dict[str, tuple[str, ...]] = {
         "body_limit",
         "export",
         "shared_metrics",
+        "process_metrics",
     ),
     "serving": ("cli", "server", "heartbeat", "sd_notify", "gc_policy"),
 }

@@ -1,7 +1,7 @@
 """Loaded by benchmark server processes (through PYTHONPATH): logs every garbage-collector
 pass over 1 ms to $RINGSUM_BENCH_GC_LOG, so request latency spikes can be told apart
 from the sweep's; with $RINGSUM_BENCH_GC_POLICY=off, the server runs without its GC policy
-(``ringsum.gc_policy``), so the benchmark can measure what the policy is worth."""
+(``ringsum.serving.gc_policy``), so the benchmark can measure what the policy is worth."""
 
 import gc
 import os
@@ -25,6 +25,6 @@ if _LOG:
     gc.callbacks.append(_time_collections)
 
 if os.environ.get("RINGSUM_BENCH_GC_POLICY") == "off":
-    from ringsum import gc_policy
+    from ringsum.serving import gc_policy
 
     gc_policy.start = lambda: None  # the server calls it through the module

@@ -1,6 +1,6 @@
 """A breaker per Redis node: once a node has let a call time out, calls to it fail at once.
 
-Requests run one at a time on their worker's loop (``ringsum.edge``), so a call that
+Requests run one at a time on their worker's loop (``ringsum.http.edge``), so a call that
 waits out ``RINGSUM_REDIS_TIMEOUT`` holds every request queued behind it; were each of
 those to wait it out in turn, the last would wait the timeout times the queue (measured:
 24 clients, ``DEBUG SLEEP 8``, answers after up to 7.9 s with a 1 s timeout). So the

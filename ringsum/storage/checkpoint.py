@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..parent_death import die_with_parent
-from ..window import RollingSum
+from ..core.parent_death import die_with_parent
+from ..core.window import RollingSum
 from . import file_header
 from .base import DataDirError, Marker
 from .datadir import SNAPSHOT_NAME, DataDir

@@ -14,9 +14,9 @@ from typing import Self
 
 from sortedcontainers import SortedList
 
-from ..clock import WindowClock
-from ..pending import hold_answer
-from ..window import RollingSum
+from ..core.clock import WindowClock
+from ..core.pending import hold_answer
+from ..core.window import RollingSum
 from . import journal
 from .base import (
     Clock,

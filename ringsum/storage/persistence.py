@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..clock import WindowClock
+from ..core.clock import WindowClock
 from . import journal as records
 from .base import DataDirError, Marker, NotDurable, StorageError, StorageOptions, StorageUnavailable
 from .checkpoint import Restored, load, save

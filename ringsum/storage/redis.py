@@ -54,10 +54,10 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from ..clock import WindowClock, unsteered_monotonic_us
-from ..said_once import server_wide
-from ..units import ceil_div
-from ..window import RollingSum
+from ..core.clock import WindowClock, unsteered_monotonic_us
+from ..core.said_once import server_wide
+from ..core.units import ceil_div
+from ..core.window import RollingSum
 from . import redis_layout as layout
 from .base import (
     Clock,

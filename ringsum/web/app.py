@@ -8,11 +8,11 @@ from typing import Any
 
 from flask import Flask
 
+from ..config import load_settings
+from ..storage import open_storage
 from . import api, auth, cors, dashboard, observability, state
 from .body_limit import BodyLimitedRequest
-from .config import load_settings
 from .problems import register_problem_handlers
-from .storage import open_storage
 
 
 def create_app(
@@ -34,7 +34,7 @@ def create_app(
     app.request_class = BodyLimitedRequest
     # docs/api.md#settings: each setting is also the Flask config key of its name; what is there is
     # written from the validated Settings, the one source of truth (code reads those
-    # through ringsum.state).
+    # through ringsum.web.state).
     app.config.update(settings.as_config(), MAX_CONTENT_LENGTH=settings.max_body)
     storage = open_storage(settings.storage_uri, settings.storage_options(), clock=clock, lock_timeout_s=lock_timeout_s)
     state.attach(app, settings, storage)

@@ -11,14 +11,14 @@ import argparse
 import os
 import sys
 
-from .access_log import configure_logging
-from .clock import now_us
-from .config import ConfigError, Settings, load_settings, settings_help
-from .storage import DataDirError, inventory, shown_uri, storage_class
-from .storage.datadir import DataDir
-from .storage.repair import repair
-from .units import format_duration
-from .version import __version__
+from ..config import ConfigError, Settings, load_settings, settings_help
+from ..core.clock import now_us
+from ..core.units import format_duration
+from ..http.access_log import configure_logging
+from ..storage import DataDirError, inventory, shown_uri, storage_class
+from ..storage.datadir import DataDir
+from ..storage.repair import repair
+from ..version import __version__
 
 
 def parse_args(argv: list[str] | None, prog: str = "ringsum") -> argparse.Namespace:

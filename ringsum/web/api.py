@@ -8,13 +8,13 @@ from pathlib import Path
 
 from flask import Blueprint, Response, request
 
-from .idempotency import REPLAYED_HEADER, fingerprint, parse_idempotency_key
-from .keys import parse_after_param, parse_key, parse_prefix_param
+from ..inputs.idempotency import REPLAYED_HEADER, fingerprint, parse_idempotency_key
+from ..inputs.keys import parse_after_param, parse_key, parse_prefix_param
+from ..inputs.params import parse_limit_param, parse_step_param, parse_window_param, parse_with_param
+from ..inputs.values import parse_batch_body, parse_value_body
+from ..storage import IdempotencyKeyReused, Marker, WindowStats
 from .observability import count_idempotency_conflict, count_recorded, count_replay
-from .params import parse_limit_param, parse_step_param, parse_window_param, parse_with_param
 from .state import settings, storage
-from .storage import IdempotencyKeyReused, Marker, WindowStats
-from .values import parse_batch_body, parse_value_body
 
 bp = Blueprint("api", __name__)
 

@@ -3,7 +3,7 @@
 A slow, stalled or vanished client must never hold the thread that runs Flask, and a
 request cut short must never reach it (waitress and nginx buffer whole requests for
 the same reason). So one asyncio loop per process owns every socket: it frames requests
-with :mod:`ringsum.http1` (strict RFC 9112, nothing upgraded or tunnelled), buffers the
+with :mod:`ringsum.http.http1` (strict RFC 9112, nothing upgraded or tunnelled), buffers the
 body, and only a complete request is handed to the WSGI app: inline on the loop (one
 request thread) or on a small thread pool (``threads > 1``, for storage whose calls block
 on the network).
@@ -34,10 +34,10 @@ from functools import partial
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from . import pending
+from ..core import pending
+from ..core.pending import Pending
 from .access_log import AccessLog
 from .http1 import Refused, Request, RequestReader
-from .pending import Pending
 from .wire import PROBLEM_MIMETYPE, WHOLE_BODY, problem_json, title
 
 log = logging.getLogger(__name__)

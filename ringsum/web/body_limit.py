@@ -8,7 +8,7 @@ from typing import Any
 from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .wire import WHOLE_BODY
+from ..http.wire import WHOLE_BODY
 
 __all__ = ["WHOLE_BODY", "BodyLimitedRequest"]
 

@@ -7,8 +7,8 @@ label, as Prometheus's own HTTP instrumentation does: each label value multiplie
 15 series, and the status is the counter's (``ringsum_http_requests_total``). What the storage holds (keys,
 entries, evictions, sweep time, the exported sums) is read once per scrape, never
 per request. Under ``--workers N`` the instruments are shared by the workers
-(``ringsum.shared_metrics``), so a scrape sums them whichever worker answers; the
-``process_*`` figures are those of the whole server (``ringsum.process_metrics``).
+(``ringsum.web.shared_metrics``), so a scrape sums them whichever worker answers; the
+``process_*`` figures are those of the whole server (``ringsum.web.process_metrics``).
 """
 
 from __future__ import annotations
@@ -33,12 +33,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import shared_metrics, state
-from .config import Settings
-from .export import WindowSumExport
-from .process_metrics import ProcessCollector, Server
-from .state import metrics, storage
-from .storage import (
+from ..config import Settings
+from ..http.wire import REFUSAL_REASONS
+from ..storage import (
     KeyLimitReached,
     MarkerLimitReached,
     Storage,
@@ -46,8 +43,11 @@ from .storage import (
     StorageIncompatible,
     StorageUnavailable,
 )
-from .version import __version__
-from .wire import REFUSAL_REASONS
+from ..version import __version__
+from . import shared_metrics, state
+from .export import WindowSumExport
+from .process_metrics import ProcessCollector, Server
+from .state import metrics, storage
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class Metrics:
         # The *_created series would double the exposition and only tell when the
         # process started. (A process-wide switch of prometheus_client.)
         disable_created_metrics()
-        shared = shared_metrics.choose_values()  # before any instrument exists: see ringsum.shared_metrics
+        shared = shared_metrics.choose_values()  # before any instrument exists: see ringsum.web.shared_metrics
         self.registry = CollectorRegistry()  # the instruments'; what a scrape reads is scrape_registry
         self.requests = Counter(
             "ringsum_http_requests",

@@ -12,7 +12,7 @@ the data dir back); SIGTERM/SIGINT stop everything cleanly, and the last line sa
 dies, however it died, stops too: nothing orphaned keeps serving.
 
 A worker that dies is replaced. So is one that stops answering: each worker's event
-loop beats a heartbeat (``ringsum.heartbeat``) four times a second, and one silent for
+loop beats a heartbeat (``ringsum.serving.heartbeat``) four times a second, and one silent for
 longer than ``RINGSUM_WORKER_TIMEOUT`` is SIGKILLed, with one warning line. Its
 replacement takes the data dir over (``python app.py`` holds its lock throughout, for
 whichever worker serves) and reads back everything it had acknowledged (every
@@ -32,7 +32,7 @@ supervisor: retrying could not help.
 
 Under systemd (``Type=notify``), the supervisor says READY=1 once a worker has beaten
 (the app is built and the loop serves the port), RELOADING=1 and READY=1 again around
-a SIGHUP, and STOPPING=1 on SIGTERM/SIGINT (``ringsum.sd_notify``).
+a SIGHUP, and STOPPING=1 on SIGTERM/SIGINT (``ringsum.serving.sd_notify``).
 """
 
 from __future__ import annotations
@@ -51,19 +51,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import gc_policy, shared_metrics
-from .access_log import AccessLog, AccessLogMode, TrustedProxies
-from .app import create_app
-from .config import Settings
-from .edge import Edge, EdgeLimits
+from ..config import Settings
+from ..core.parent_death import die_with_parent
+from ..core.said_once import SaidOnce
+from ..core.units import format_duration
+from ..http.access_log import AccessLog, AccessLogMode, TrustedProxies
+from ..http.edge import Edge, EdgeLimits
+from ..web import shared_metrics
+from ..web.app import create_app
+from ..web.observability import refusal_counter, serving_under
+from ..web.process_metrics import Roster, Server
+from ..web.state import close_app, is_ringsum
+from . import gc_policy
 from .heartbeat import Heartbeats
-from .observability import refusal_counter, serving_under
-from .parent_death import die_with_parent
-from .process_metrics import Roster, Server
-from .said_once import SaidOnce
 from .sd_notify import Notifier
-from .state import close_app, is_ringsum
-from .units import format_duration
 
 log = logging.getLogger("ringsum")
 
@@ -237,7 +238,7 @@ class Supervisor:
         self.max_connections = max(16, raise_open_file_limit() - 128)
 
     def run(self) -> int:
-        # Several workers: one /metrics for all of them (ringsum.shared_metrics), through a
+        # Several workers: one /metrics for all of them (ringsum.web.shared_metrics), through a
         # directory of this run, named in the environment before any fork and removed at
         # the end. One worker keeps its metrics in process (cheaper per request). An
         # inherited directory, another run's, is never used.
@@ -353,7 +354,7 @@ class Supervisor:
     def _wait(self, pid: int, options: int) -> tuple[int, int]:
         """``os.waitpid``, and the bookkeeping of the worker it reaps (its slot in the
         roster, its metrics files), as one step to a scrape: with ``--workers N``, under
-        the metrics directory's lock (see ringsum.process_metrics)."""
+        the metrics directory's lock (see ringsum.web.process_metrics)."""
         shared = self.shared_metrics
         with shared.locked() if shared is not None else contextlib.nullcontext():
             found, status = os.waitpid(pid, options)

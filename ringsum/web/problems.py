@@ -8,9 +8,9 @@ from http import HTTPStatus
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from .errors import InputError, Malformed, Unprocessable
-from .observability import count_storage_error
-from .storage import (
+from ..http.wire import PROBLEM_MIMETYPE, problem_json, title
+from ..inputs.errors import InputError, Malformed, Unprocessable
+from ..storage import (
     IdempotencyKeyReused,
     KeyLimitReached,
     MarkerLimitReached,
@@ -19,7 +19,7 @@ from .storage import (
     StorageUnavailable,
     SumOutOfRange,
 )
-from .wire import PROBLEM_MIMETYPE, problem_json, title
+from .observability import count_storage_error
 
 __all__ = ["PROBLEM_MIMETYPE", "Problem", "problem_json", "title"]
 

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from .said_once import server_wide
-from .storage import Storage
+from ..core.said_once import server_wide
+from ..storage import Storage
 
 log = logging.getLogger(__name__)
 

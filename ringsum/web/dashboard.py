@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, render_template, request
 
+from ..core.units import format_duration
 from . import state
-from .units import format_duration
 
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static", static_url_path="/dashboard")
 

@@ -30,7 +30,7 @@ The mode's constraints, and how ringsum meets them:
 - Custom collectors are not shared: they run in the worker that answers.
   ``StorageCollector`` and the exported sums read the storage, which every worker
   shares, so they are whole whichever worker runs them; the process figures
-  (``ringsum.process_metrics``) read every process of the server from /proc, under the
+  (``ringsum.web.process_metrics``) read every process of the server from /proc, under the
   same shared lock, since the supervisor reaps a worker under the exclusive one.
 
 One worker (the default) does none of this: its instruments are plain in-process
@@ -113,7 +113,7 @@ class SharedCollector(Collector):
 
 def consistent_read() -> contextlib.AbstractContextManager[object]:
     """Held while a scrape reads what the supervisor changes as it reaps a worker (the
-    files here; the processes ``ringsum.process_metrics`` reads): the directory's shared
+    files here; the processes ``ringsum.web.process_metrics`` reads): the directory's shared
     lock, or nothing when this process serves alone."""
     shared = directory()
     return contextlib.nullcontext() if shared is None else _flocked(shared, fcntl.LOCK_SH)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
+from ..core.units import ceil_div, format_duration, parse_duration_us
 from .errors import Malformed, shown
-from .units import ceil_div, format_duration, parse_duration_us
 
 DEFAULT_LIMIT, MAX_LIMIT = 1000, 10_000
 MAX_POINTS = 3600

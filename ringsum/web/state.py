@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 from flask import Flask, current_app
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from ..config import Settings
+    from ..storage import Storage
     from .observability import Metrics
-    from .storage import Storage
 
 _EXTENSION = "ringsum"
 
