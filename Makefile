@@ -47,6 +47,7 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache --no-logo  # the layers: .importlinter, docs/code.md
 
 format: $(VENV)/.dev
 	$(VENV)/bin/ruff check --fix .
