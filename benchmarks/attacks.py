@@ -1,8 +1,11 @@
-"""``python -m benchmarks.attacks [--runs N] [--only 1,2,...] [--quick]``: issue 21's table of
-hostile clients, each row that has a bound, on a real ``python app.py``, ``--runs`` times
-(3 by default). Prints JSON, then the rows of ``python -m benchmarks``.
+"""``python -m benchmarks.attacks [--runs N] [--only GROUPS] [--quick]``: what hostile
+clients do to ringsum and to its other clients. Each attack of docs/edge.md's threat
+model that has a bound (endless or slow headers, stalled bodies, answers left unread,
+thousands of sockets, request smuggling directly and through the shipped nginx and
+Caddy configs, reloads under load) runs against a real ``python app.py``, ``--runs``
+times (3 by default). Prints JSON, then the rows of ``python -m benchmarks``.
 
-What is measured, and how (the bounds are issue 21's closing-note bounds):
+What is measured, and how (the row numbers are those of the threat model's table):
 
 - **A legit client's latency during an attack** (rows 3, 4, 6): 200 sequential requests
   alternating ``GET /metric/probe/sum`` and ``/healthz`` on one keep-alive connection,

@@ -41,13 +41,14 @@ from pathlib import Path
 import redis
 import requests
 
+from tools.processes import _rss as rss_of
+from tools.processes import descendants
+
 from . import capacity_model
 from .capacity_model import Figures
 from .footprint import in_fresh_process
 from .harness import Server, ringsum_server, wrk
 from .http_load import redis_server
-from .processes import _rss as rss_of
-from .processes import descendants
 from .redis_cpu import cpu_seconds
 from .redis_footprint import T0, Layout2, one_run
 

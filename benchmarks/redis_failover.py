@@ -31,7 +31,7 @@ import redis
 import requests
 from redis.cluster import RedisCluster
 
-from .processes import ROOT, free_port, launch, stopped_afterwards, wait_until_listening
+from tools.processes import ROOT, free_port, launch, stopped_afterwards, wait_until_listening
 
 NODES = 6
 STALL_S = 7.0

@@ -32,7 +32,7 @@ from pathlib import Path
 import redis
 import requests
 
-from .processes import ROOT, free_port, launch, stopped_afterwards, wait_until_listening
+from tools.processes import ROOT, free_port, launch, stopped_afterwards, wait_until_listening
 
 CLIENTS = 24
 

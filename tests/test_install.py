@@ -83,7 +83,7 @@ def test_the_wheel_depends_on_what_requirements_txt_pins(wheel: Path) -> None:
         entry_points = archive.read(f"ringsum-{__version__}.dist-info/entry_points.txt").decode()
     lines = (line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines())
     assert re.findall(r"^Requires-Dist: (.+)$", metadata, flags=re.MULTILINE) == [line for line in lines if line]
-    assert re.search(r"^ringsum = ringsum\.cli:main$", entry_points, flags=re.MULTILINE)
+    assert re.search(r"^ringsum = ringsum\.serving\.cli:main$", entry_points, flags=re.MULTILINE)
 
 
 def test_the_command_and_python_m_ringsum_say_the_version(venv: Path, tmp_path: Path) -> None:
