@@ -13,7 +13,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from redis_servers import redis_cluster, redis_server  # noqa: F401 - session fixtures
+from redis_servers import own_redis, redis_cluster, redis_server  # noqa: F401 - fixtures
 
 from ringsum import create_app
 from ringsum.core.clock import now_us

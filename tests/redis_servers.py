@@ -238,6 +238,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     yield from _started(RedisServer(tmp_path_factory.mktemp("redis")), "redis-server")  # type: ignore[misc]
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server for one test alone, free to be stopped, hung and restarted."""
+    yield from _started(RedisServer(tmp_path / "redis"), "redis-server")  # type: ignore[misc]
+
+
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
     """A 3-primary Redis Cluster for the whole session; tests flush it before use."""

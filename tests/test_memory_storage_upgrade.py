@@ -22,6 +22,15 @@ def open_storage(data_dir: Path, settings: dict[str, str], clock: list[int]) -> 
     return MemoryStorage(read_settings(environ, environ={}).storage_options(), clock=lambda: clock[0])
 
 
+def copied_fixture(tmp_path: Path, mode: str) -> tuple[Path, dict, list[int]]:
+    """The format-1 data dir of ``mode`` copied to ``tmp_path``, what it should answer,
+    and a clock set to the moment it was written."""
+    fixture = FIXTURES / f"datadir-v1-{mode}"
+    expected = json.loads((fixture / "expected.json").read_text())
+    data_dir = shutil.copytree(fixture, tmp_path / "data", ignore=shutil.ignore_patterns("expected.json"))
+    return data_dir, expected, [expected["end_us"]]
+
+
 def as_json(found: list[dict]) -> list[dict]:
     return json.loads(json.dumps(found))  # tuples to lists, as expected.json holds them
 
@@ -29,11 +38,8 @@ def as_json(found: list[dict]) -> list[dict]:
 @pytest.mark.parametrize("refolded", [False, True], ids=["as-written", "after-a-checkpoint"])
 @pytest.mark.parametrize("mode", ["tick", "exact"])
 def test_a_format_1_data_dir_is_restored_with_the_sums_it_held(tmp_path, mode: str, refolded: bool) -> None:
-    fixture = FIXTURES / f"datadir-v1-{mode}"
-    expected = json.loads((fixture / "expected.json").read_text())
-    data_dir = shutil.copytree(fixture, tmp_path / "data", ignore=shutil.ignore_patterns("expected.json"))
+    data_dir, expected, clock = copied_fixture(tmp_path, mode)
     end_us = expected["end_us"]
-    clock = [end_us]
     storage = open_storage(data_dir, expected["settings"], clock)
     if refolded:
         try:
@@ -60,11 +66,8 @@ def test_format_1_kept_no_counts_so_none_is_made_up_until_its_ticks_age_out(
     """Format 1's snapshot holds sums only: a window reaching a tick restored from it has
     no count (None), also after this version folds it into a snapshot of its own. Its
     log holds every event, so ticks replayed from it, and later ones, are counted."""
-    fixture = FIXTURES / f"datadir-v1-{mode}"
-    expected = json.loads((fixture / "expected.json").read_text())
-    data_dir = shutil.copytree(fixture, tmp_path / "data", ignore=shutil.ignore_patterns("expected.json"))
+    data_dir, expected, clock = copied_fixture(tmp_path, mode)
     end_us = expected["end_us"]
-    clock = [end_us]
     storage = open_storage(data_dir, expected["settings"], clock)
     if refolded:
         storage.delete("nothing")  # a write, so that the checkpoint has a log to fold

@@ -49,21 +49,6 @@ def redis_nodes(redis_primaries: list[redis.Redis]) -> list[redis.Redis]:
     return redis_primaries
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server for one test alone, free to be stopped, hung and restarted."""
-    missing = redis_missing()
-    if missing:
-        unavailable(missing)
-    server = RedisServer(tmp_path / "redis")
-    try:
-        server.start()
-    except (OSError, RuntimeError) as error:
-        unavailable(f"could not start redis-server: {error}")
-    yield server
-    server.stop()
-
-
 def all_keys(nodes: list[redis.Redis]) -> set[str]:
     return {name.decode() for node in nodes for name in node.keys("*")}
 

@@ -38,21 +38,6 @@ CLIENTS = 24
 
 
 @pytest.fixture
-def stallable_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own, free to be stopped."""
-    missing = redis_missing()
-    if missing:
-        unavailable(missing)
-    server = RedisServer(tmp_path / "redis")
-    try:
-        server.start()
-    except (OSError, RuntimeError) as error:
-        unavailable(f"could not start redis-server: {error}")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def stallable_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
     """A 3-primary Cluster of this test's own, whose nodes wait 30 s before taking a
     stalled one for failed (so the stall stays a stall, not a cluster outage)."""
@@ -104,15 +89,15 @@ def wait_until_ready(url: str, within_s: float = 5.0) -> float:
 
 @pytest.mark.process
 def test_24_clients_during_a_stall_get_503s_within_the_timeout_and_readyz_says_not_ready_at_once(
-    stallable_redis: RedisServer,
+    own_redis: RedisServer,
 ) -> None:
-    env = {"RINGSUM_STORAGE_URI": stallable_redis.url, "RINGSUM_REDIS_TIMEOUT": TIMEOUT}
+    env = {"RINGSUM_STORAGE_URI": own_redis.url, "RINGSUM_REDIS_TIMEOUT": TIMEOUT}
     with serving(env, workers=2) as server, ThreadPoolExecutor(CLIENTS + 1) as pool:
         url = server.url
         for _ in range(20):  # new connections: both workers connect to Redis
             assert requests.post(f"{url}/metric/stalled", json={"value": 1}, timeout=10).status_code == 200
 
-        with stalled(stallable_redis):
+        with stalled(own_redis):
             for wave in range(2):  # the first meets the stall; the second comes while probes run
                 posts = [pool.submit(timed, "POST", f"{url}/metric/stalled", json={"value": 1}) for _ in range(CLIENTS)]
                 ready = pool.submit(timed, "GET", f"{url}/readyz")
