@@ -103,14 +103,7 @@ def test_a_port_already_taken_is_one_line_not_a_traceback() -> None:
 
 
 def test_app_py_exposes_app_for_flask_and_gunicorn(tmp_path) -> None:
-    flask = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", "routes"],
-        cwd=ROOT,
-        env=app_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    flask = python("-m", "flask", "--app", "app", "routes")
     assert flask.returncode == 0, flask.stderr
     assert "/metric/<key>/sum" in flask.stdout and "/metric/<key>" in flask.stdout
 
@@ -121,15 +114,15 @@ def test_importing_app_py_builds_no_app_until_asked() -> None:
     worker) opens none: memory storage would hold the data dir twice."""
     status, loaded = modules_loaded(["-c", "import app"])
     assert status == 0 and "flask" not in loaded and "ringsum.storage.memory" not in loaded
-    done = subprocess.run(
-        [sys.executable, "-c", "import app, flask; assert isinstance(app.app, flask.Flask) and app.app is app.app"],
-        cwd=ROOT,
-        env=app_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = python("-c", "import app, flask; assert isinstance(app.app, flask.Flask) and app.app is app.app")
     assert done.returncode == 0, done.stderr
+
+
+def python(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """``python ARGUMENTS`` in the checkout, as a user would run it there."""
+    return subprocess.run(
+        [sys.executable, *arguments], cwd=ROOT, env=app_env(), capture_output=True, text=True, timeout=60
+    )
 
 
 def modules_loaded(command: list[str], env: dict[str, str] | None = None) -> tuple[int, set[str]]:

@@ -141,29 +141,27 @@ class RollingSum:
         self.evict(now_us)
         if window_us is None:
             return self._total
-        oldest_kept = self._oldest_kept(now_us, window_us)
-        subtotal = 0
-        newest_first = reversed(self._flat)
-        for _, value, slot in zip(newest_first, newest_first, newest_first, strict=True):
-            if slot < oldest_kept:
-                break
-            subtotal += value
-        return subtotal
+        return sum(value for value, _ in self._newest_within(now_us, window_us))
 
     def stats(self, now_us: int, window_us: int | None = None) -> tuple[int, int | None]:
         """The sum and the count of values over the window (or a shorter one, as
         ``total``); the count is None when a slot in it does not know its own."""
         found = self.total(now_us, window_us)
-        oldest_kept = self._oldest_kept(now_us, window_us)
         counted = 0
-        newest_first = reversed(self._flat)
-        for count, _, slot in zip(newest_first, newest_first, newest_first, strict=True):
-            if slot < oldest_kept:
-                break
+        for _, count in self._newest_within(now_us, window_us):
             if not count:
                 return found, None
             counted += count
         return found, counted
+
+    def _newest_within(self, now_us: int, window_us: int | None) -> Iterator[tuple[int, int]]:
+        """(subtotal, count) of each entry in the window (or a shorter one), newest first."""
+        oldest_kept = self._oldest_kept(now_us, window_us)
+        newest_first = reversed(self._flat)
+        for count, value, slot in zip(newest_first, newest_first, newest_first, strict=True):
+            if slot < oldest_kept:
+                return
+            yield value, count
 
     def _oldest_kept(self, now_us: int, window_us: int | None) -> int:
         """The oldest slot of the window, or of a shorter one rounded up to whole slots."""
