@@ -82,11 +82,15 @@ def test_a_floor_is_gone_on_from_at_the_monotonic_pace() -> None:
     assert clock() == T0 + HOUR + SECOND
 
 
-def test_a_clock_without_a_monotonic_partner_holds_a_step_back_at_its_last_reading() -> None:
+def test_a_clock_without_a_monotonic_partner_is_read_as_it_is_above_its_floor() -> None:
+    """A test's frozen clock (no monotonic partner to tell a step by) is taken as the
+    test sets it: a reading made before the test froze time must not hold its window."""
     wall = ManualClock(T0)
     clock = WindowClock(wall, None)
     assert clock() == T0
     wall.now_us -= MINUTE
+    assert clock() == T0 - MINUTE
+    clock.raise_floor(T0)
     assert clock() == T0
     wall.now_us += 2 * MINUTE
     assert clock() == T0 + MINUTE

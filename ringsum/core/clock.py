@@ -54,8 +54,10 @@ class WindowClock:
       newest time the data dir holds (``raise_floor``), so it never goes below what a
       previous run recorded; from there it goes on at the monotonic clock's pace.
 
-    ``monotonic`` None (a test's frozen clock without a monotonic partner): every step
-    back is held at the last reading instead, until the wall clock passes it again.
+    ``monotonic`` None (a test's frozen clock without a monotonic partner): the test's
+    clock is read as it is, steps back included, never below ``floor``: with nothing to
+    tell a step from, holding a reading would keep one the test made before it froze
+    time (a sweeper thread's, at the real time) and stop its frozen window.
     """
 
     def __init__(self, wall: Clock = now_us, monotonic: Clock | None = monotonic_us, floor: int = 0) -> None:
@@ -65,6 +67,7 @@ class WindowClock:
         self.lead_us = 0  # how far the window's clock runs ahead of the wall clock
         self.steps = 0  # wall-clock steps seen, either way
         self._last = floor  # the newest reading: none below it is given
+        self._floor = floor  # what a data dir holds: no reading below it, even a test's
         # Both clocks as last read, in one tuple (so no thread sees one without the
         # other); no wall time before the first reading, which starts the clock (a test
         # may freeze time between building a storage and using it).
@@ -85,11 +88,11 @@ class WindowClock:
         # threads reading at once may each get the other's time give or take jitter;
         # nobody ever gets one below what the clocks said before they asked.
         wall = self._wall()
-        monotonic = self._monotonic() if self._monotonic is not None else 0
+        if self._monotonic is None:
+            return max(wall, self._floor)
+        monotonic = self._monotonic()
         last_wall, last_monotonic = self._read
-        if self._monotonic is not None and (
-            last_wall is None or abs(wall - last_wall - (monotonic - last_monotonic)) >= STEP_US
-        ):
+        if last_wall is None or abs(wall - last_wall - (monotonic - last_monotonic)) >= STEP_US:
             return self._stepped(wall, monotonic)
         self._read = (wall, monotonic)
         reading = wall + self.lead_us
@@ -121,6 +124,7 @@ class WindowClock:
             if self._monotonic is not None:
                 self.lead_us = max(self.lead_us, floor_us - wall)
             self._last = max(self._last, floor_us)
+            self._floor = max(self._floor, floor_us)
 
     @property
     def ahead(self) -> bool:
