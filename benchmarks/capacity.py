@@ -46,8 +46,6 @@ from .capacity_model import Figures
 from .footprint import in_fresh_process
 from .harness import Server, ringsum_server, wrk
 from .http_load import redis_server
-from .processes import _rss as rss_of
-from .processes import descendants
 from .redis_cpu import cpu_seconds
 from .redis_footprint import T0, Layout2, one_run
 
@@ -322,10 +320,9 @@ def served_sparse_slice(keys: int, seconds: float, redis_uri_pid: tuple[str, int
         nodes[0][0].flushall()
     with ringsum_server(env=env) as server:
         time.sleep(1.5)  # start-up allocations settle before the baseline
-        worker = descendants(server.process.pid)[0]  # not a checkpoint's fold, which the worker starts
-        before = nodes[0][0].info("memory")["used_memory"] if nodes else rss_of(worker)
+        before = nodes[0][0].info("memory")["used_memory"] if nodes else server.worker_rss_bytes()
         fill_s = _fill_served(server, keys)
-        after = nodes[0][0].info("memory")["used_memory"] if nodes else rss_of(worker)
+        after = nodes[0][0].info("memory")["used_memory"] if nodes else server.worker_rss_bytes()
         lua = _RANDOM_BATCH.format(keys=keys, batch=BATCH)
         driven = _driven(server, nodes, "/metric", None, BATCH, connections=4, seconds=seconds, rounds=1, lua=lua)
     for client, _ in nodes:
