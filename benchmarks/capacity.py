@@ -58,7 +58,6 @@ SECOND_US = 1_000_000
 SHORT_WINDOW = {"RINGSUM_WINDOW": "36s", "RINGSUM_RESOLUTION": "100ms"}
 BATCH = 1000
 BUSY_KEY = "busy.0000"
-RING_BYTES = 8 * 361  # a Redis key that is a ring holds one 8-byte cell per tick
 # INFO commandstats entries that are not a write's own work (the script call itself, and
 # what clients and this benchmark ask on the side).
 _NOT_WRITE_WORK = ("evalsha", "eval", "script", "info", "config", "ping", "hello", "client", "cluster", "command")
@@ -143,11 +142,12 @@ def _cluster() -> Iterator[tuple[str, list[tuple[redis.Redis, int]]]]:
 
 
 def _is_ring(nodes: list[tuple[redis.Redis, int]], key: str) -> bool:
-    from ringsum.storage.redis_layout import string_key
+    from ringsum.storage.redis_layout import HEADER_SIZE, header, string_key
 
     for client, _ in nodes:
         try:
-            return client.strlen(string_key(key)) >= RING_BYTES
+            string = client.getrange(string_key(key), 0, HEADER_SIZE - 1)
+            return len(string) == HEADER_SIZE and header(string).form == b"R"
         except redis.ResponseError:  # MOVED: another Cluster node holds it
             continue
     return False
@@ -323,10 +323,9 @@ def served_sparse_slice(keys: int, seconds: float, redis_uri_pid: tuple[str, int
         nodes[0][0].flushall()
     with ringsum_server(env=env) as server:
         time.sleep(1.5)  # start-up allocations settle before the baseline
-        worker = descendants(server.process.pid)[0]  # not a checkpoint's fold, which the worker starts
-        before = nodes[0][0].info("memory")["used_memory"] if nodes else rss_of(worker)
+        before = nodes[0][0].info("memory")["used_memory"] if nodes else server.worker_rss_bytes()
         fill_s = _fill_served(server, keys)
-        after = nodes[0][0].info("memory")["used_memory"] if nodes else rss_of(worker)
+        after = nodes[0][0].info("memory")["used_memory"] if nodes else server.worker_rss_bytes()
         lua = _RANDOM_BATCH.format(keys=keys, batch=BATCH)
         driven = _driven(server, nodes, "/metric", None, BATCH, connections=4, seconds=seconds, rounds=1, lua=lua)
     for client, _ in nodes:

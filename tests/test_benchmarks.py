@@ -96,3 +96,32 @@ def test_every_benchmark_command_says_what_it_measures(name: str) -> None:
     description = rest.split("\npositional arguments:")[0].split("\noptions:")[0]
     assert len(description.split()) >= 15, f"{name} --help says too little: {description!r}"
     assert not re.search(r"\bissues?\b|\bitem \d", description, flags=re.IGNORECASE), description
+
+
+# A stand-in for ``python app.py`` and what a checkpoint adds: the supervisor forks a
+# worker that holds the data (here 64 MiB), and the worker runs its checkpoint's fold as
+# a child of its own, ``python -m ringsum.storage.checkpoint``, which holds little.
+_WORKER = """
+import subprocess, sys
+held = bytearray(64 << 20)
+fold = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "ringsum.storage.checkpoint"])
+print("ready", flush=True)
+fold.wait()
+"""
+_SUPERVISOR = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {_WORKER!r}])"
+
+
+def test_worker_rss_is_the_workers_not_a_checkpoint_folds() -> None:
+    import time
+
+    from benchmarks.processes import descendants, launch
+
+    server = launch([sys.executable, "-c", _SUPERVISOR], os.environ, port=0)
+    try:
+        deadline = time.monotonic() + 30
+        while "ready" not in server.output() or len(descendants(server.process.pid)) < 2:
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        assert server.worker_rss_bytes() >= 64 << 20  # a fold, the last descendant, holds ~10 MiB
+    finally:
+        server.kill()

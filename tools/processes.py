@@ -105,9 +105,11 @@ class Server:
         return sum(_cpu_seconds(pid) for pid in [self.process.pid, *descendants(self.process.pid)])
 
     def worker_rss_bytes(self) -> int:
-        """Resident memory of the process that holds the data (the last worker started)."""
-        children = descendants(self.process.pid)
-        return _rss(children[-1] if children else self.process.pid)
+        """Resident memory of the process that holds the data (the last worker started).
+        A checkpoint's fold is a child of the worker and comes after it in
+        ``descendants``: skipped, or a run that checkpoints would read the fold's RSS."""
+        serving = [pid for pid in descendants(self.process.pid) if not _is_fold(pid)]
+        return _rss(serving[-1] if serving else self.process.pid)
 
 
 def launch(
@@ -174,6 +176,19 @@ def descendants(pid: int) -> list[int]:
             for child in (task / "children").read_text().split():
                 found += [int(child), *descendants(int(child))]
     return found
+
+
+# A worker's checkpoint runs ``python -m ringsum.storage.checkpoint`` (storage/persistence.py).
+FOLD_MODULE = "ringsum.storage.checkpoint"
+
+
+def _is_fold(pid: int) -> bool:
+    """Whether ``pid`` is a checkpoint's fold (a gone process counts as one: not a worker)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return FOLD_MODULE.encode() in argv
 
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
