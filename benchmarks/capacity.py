@@ -41,9 +41,6 @@ from pathlib import Path
 import redis
 import requests
 
-from tools.processes import _rss as rss_of
-from tools.processes import descendants
-
 from . import capacity_model
 from .capacity_model import Figures
 from .footprint import in_fresh_process

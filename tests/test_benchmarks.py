@@ -114,7 +114,7 @@ _SUPERVISOR = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {_
 def test_worker_rss_is_the_workers_not_a_checkpoint_folds() -> None:
     import time
 
-    from benchmarks.processes import descendants, launch
+    from tools.processes import descendants, launch
 
     server = launch([sys.executable, "-c", _SUPERVISOR], os.environ, port=0)
     try:
