@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -94,3 +95,15 @@ def wrk(url: str, *, seconds: float, connections: int = 16, body: str | None = N
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def run_parts(prog: str, description: str | None, parts: Mapping[str, Callable[[], object]]) -> None:
+    """A benchmark's command line: run the named parts (all by default), print their JSON."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("parts", nargs="*", metavar="PART", help=f"of {', '.join(parts)} (default: all)")
+    chosen = parser.parse_args().parts or list(parts)
+    if unknown := set(chosen) - set(parts):
+        parser.error(f"no part {', '.join(sorted(unknown))}: choose from {', '.join(parts)}")
+    print(json.dumps({name: parts[name]() for name in chosen}, indent=2))

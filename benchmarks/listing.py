@@ -7,8 +7,6 @@ costs a write that creates a key (in-process, memory storage).
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import threading
 import time
@@ -17,7 +15,7 @@ from collections.abc import Callable
 import requests
 from sortedcontainers import SortedList
 
-from .harness import Server, ringsum_server
+from .harness import Server, ringsum_server, run_parts
 from .http_load import redis_server
 
 KEYS = 100_000
@@ -127,15 +125,9 @@ def _per_call_us(call: Callable[[str], object], keys: list[str]) -> float:
 
 
 def main() -> None:
-    parts = {"memory": memory_listing, "redis": redis_listing, "index": index_cost}
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.listing", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    run_parts(
+        "python -m benchmarks.listing", __doc__, {"memory": memory_listing, "redis": redis_listing, "index": index_cost}
     )
-    parser.add_argument("parts", nargs="*", metavar="PART", help=f"of {', '.join(parts)} (default: all)")
-    chosen = parser.parse_args().parts or list(parts)
-    if unknown := set(chosen) - set(parts):
-        parser.error(f"no part {', '.join(sorted(unknown))}: choose from {', '.join(parts)}")
-    print(json.dumps({name: parts[name]() for name in chosen}, indent=2))
 
 
 if __name__ == "__main__":

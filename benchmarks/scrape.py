@@ -8,8 +8,6 @@ per-request metrics cost, kept in process (one worker) or shared (``--workers N`
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -18,7 +16,7 @@ from contextlib import ExitStack
 
 import requests
 
-from .harness import Server, ringsum_server
+from .harness import Server, ringsum_server, run_parts
 from .http_load import redis_server
 
 EXPORTED = 1000
@@ -163,15 +161,9 @@ def rows(found: dict) -> list[tuple[str, str, str, bool | None]]:
 
 
 def main() -> None:
-    parts = {"memory": memory_scrapes, "redis": redis_scrapes, "hook": hook_cost}
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.scrape", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    run_parts(
+        "python -m benchmarks.scrape", __doc__, {"memory": memory_scrapes, "redis": redis_scrapes, "hook": hook_cost}
     )
-    parser.add_argument("parts", nargs="*", metavar="PART", help=f"of {', '.join(parts)} (default: all)")
-    chosen = parser.parse_args().parts or list(parts)
-    if unknown := set(chosen) - set(parts):
-        parser.error(f"no part {', '.join(sorted(unknown))}: choose from {', '.join(parts)}")
-    print(json.dumps({name: parts[name]() for name in chosen}, indent=2))
 
 
 if __name__ == "__main__":
