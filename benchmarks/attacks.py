@@ -160,6 +160,18 @@ def _threads(count: int, target: Callable[[int], None]) -> list[threading.Thread
     return threads
 
 
+def _attack_until_stopped(
+    connections: int, attack: Callable[[int], None], ready: threading.Event, stop: threading.Event
+) -> None:
+    """``connections`` threads of ``attack``; the probe is told to start, and the threads
+    are waited for once it has finished and set ``stop``."""
+    threads = _threads(connections, attack)
+    ready.set()
+    stop.wait()
+    for thread in threads:
+        thread.join(10)
+
+
 def _status(sock: socket.socket, timeout: float = 2.0) -> int | None:
     """The status of the answer waiting on ``sock``, if any arrives (a refusal may be lost
     to a reset)."""
@@ -211,11 +223,7 @@ def endless_headers(port: int, stop: Any, ready: Any, connections: int = 4, limi
             tries.append((len(head) + sent, taken, _status(sock)))
             sock.close()
 
-    threads = _threads(connections, attack)
-    ready.set()
-    stop.wait()
-    for thread in threads:
-        thread.join(10)
+    _attack_until_stopped(connections, attack, ready, stop)
     return {
         "tries": len(tries),
         "bytes_in_median": statistics.median([sent for sent, _, _ in tries]) if tries else 0,
@@ -285,11 +293,7 @@ def tiny_chunks(port: int, stop: Any, ready: Any, connections: int = 10, size: i
                 statuses.append(_status(sock))
             sock.close()
 
-    threads = _threads(connections, attack)
-    ready.set()
-    stop.wait()
-    for thread in threads:
-        thread.join(10)
+    _attack_until_stopped(connections, attack, ready, stop)
     return {"bodies_refused": len(statuses), "statuses": _counted(statuses), "wire_bytes": sum(sent)}
 
 
